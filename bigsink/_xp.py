@@ -1,0 +1,34 @@
+"""Array-namespace helpers: the one place that knows how to move arrays between NumPy and
+a device namespace (CuPy) without importing CuPy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace
+
+__all__ = ["array_namespace", "like", "to_numpy"]
+
+
+def to_numpy(x: Any) -> Any:
+    """``x`` as NumPy when it is an array of another namespace (CuPy: copied to host).
+
+    Tuples and lists are converted element-wise; ``None`` and Python scalars pass through.
+    """
+    if x is None or isinstance(x, int | float | np.ndarray | np.generic):
+        return x
+    if isinstance(x, tuple | list):
+        return type(x)(to_numpy(v) for v in x)
+    if hasattr(x, "get"):  # CuPy
+        return x.get()
+    return np.asarray(x)
+
+
+def like(x: Any, ref: Any) -> Any:
+    """``x`` (NumPy or scalar) in the namespace and on the device of ``ref``."""
+    if x is None or isinstance(x, int | float):
+        return x
+    if isinstance(ref, np.ndarray):
+        return np.asarray(x)
+    return array_namespace(ref).asarray(x)

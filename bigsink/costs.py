@@ -1,0 +1,190 @@
+"""Cost sources: where C comes from.
+
+A cost source is anything with a ``shape``, a ``dtype``, a block ``grid`` and two readers,
+``block(i, j)`` and ``rows(start, stop)`` (a strip of whole rows). The solver and the
+executors only ever ask a cost source for strips; nothing else about its storage leaks out.
+:class:`DenseCost` wraps an in-memory NumPy/CuPy array. Zarr stores and point clouds live in
+their own modules and follow the same protocol.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .errors import InputError
+
+Array = Any
+
+__all__ = ["BlockGrid", "CostSource", "DenseCost", "as_cost"]
+
+
+@dataclass(frozen=True)
+class BlockGrid:
+    """A regular partition of an (n, m) matrix into blocks of ``block_shape`` (last ones ragged)."""
+
+    shape: tuple[int, int]
+    block_shape: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        if any(s < 1 for s in self.shape) or any(b < 1 for b in self.block_shape):
+            raise InputError(
+                f"block grid needs positive sizes; got shape {self.shape}, "
+                f"block_shape {self.block_shape}"
+            )
+
+    @property
+    def n_blocks(self) -> tuple[int, int]:
+        """Number of block rows and block columns."""
+        return (
+            math.ceil(self.shape[0] / self.block_shape[0]),
+            math.ceil(self.shape[1] / self.block_shape[1]),
+        )
+
+    def row_range(self, i: int) -> tuple[int, int]:
+        """Rows ``[start, stop)`` of block row ``i``."""
+        b = self.block_shape[0]
+        return i * b, min((i + 1) * b, self.shape[0])
+
+    def col_range(self, j: int) -> tuple[int, int]:
+        """Columns ``[start, stop)`` of block column ``j``."""
+        b = self.block_shape[1]
+        return j * b, min((j + 1) * b, self.shape[1])
+
+    def block_of(self, row: int, col: int) -> tuple[int, int]:
+        """The block ``(i, j)`` holding element ``(row, col)``."""
+        return row // self.block_shape[0], col // self.block_shape[1]
+
+    def row_strips(self, max_rows: int) -> list[tuple[int, int]]:
+        """Row strips ``[start, stop)`` of at most ``max_rows`` rows aligned to block rows.
+
+        Whole block rows are grouped while they fit; a block row taller than ``max_rows`` is
+        cut into equal pieces (a strip never spans a block-row boundary it need not).
+        """
+        max_rows = max(1, int(max_rows))
+        b = self.block_shape[0]
+        strips: list[tuple[int, int]] = []
+        if b <= max_rows:
+            per = max_rows // b
+            for i in range(0, self.n_blocks[0], per):
+                strips.append((i * b, min((i + per) * b, self.shape[0])))
+            return strips
+        for i in range(self.n_blocks[0]):
+            lo, hi = self.row_range(i)
+            pieces = math.ceil((hi - lo) / max_rows)
+            step = math.ceil((hi - lo) / pieces)
+            strips.extend((s, min(s + step, hi)) for s in range(lo, hi, step))
+        return strips
+
+
+@runtime_checkable
+class CostSource(Protocol):
+    """What the solver needs of a cost matrix C (n, m)."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, m)``."""
+        ...
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Element type of the blocks (float32 or float64)."""
+        ...
+
+    @property
+    def grid(self) -> BlockGrid:
+        """The block partition (a store's chunks, or the user's choice)."""
+        ...
+
+    def block(self, i: int, j: int) -> Array:
+        """Block ``(i, j)`` of the grid."""
+        ...
+
+    def rows(self, start: int, stop: int) -> Array:
+        """Strip ``C[start:stop, :]``, shape (stop - start, m)."""
+        ...
+
+
+def default_block_shape(shape: tuple[int, int], itemsize: int = 8) -> tuple[int, int]:
+    """Full-width block rows of about 16 MiB (at least 1 row)."""
+    n, m = shape
+    rows = max(1, min(n, (16 << 20) // max(1, m * itemsize)))
+    return rows, m
+
+
+class DenseCost:
+    """An in-memory cost matrix (NumPy, CuPy, or any array-API array), cut into blocks.
+
+    Args:
+        C: the (n, m) cost array. It is not copied.
+        block_shape: block partition; default full-width block rows of about 16 MiB.
+    """
+
+    def __init__(self, C: Array, block_shape: tuple[int, int] | None = None) -> None:
+        ndim = getattr(C, "ndim", None)
+        if ndim is None:
+            C = np.asarray(C)
+            ndim = C.ndim
+        if ndim != 2:
+            raise InputError(
+                f"cost: expected a 2-D (n, m) matrix, got an array of shape {tuple(C.shape)}. "
+                "Pass C with one row per source point and one column per target point."
+            )
+        if C.shape[0] == 0 or C.shape[1] == 0:
+            raise InputError(f"cost: the matrix is empty (shape {tuple(C.shape)}).")
+        if not np.issubdtype(np.dtype(str(C.dtype).split(".")[-1]), np.floating):
+            C = C.astype("float64") if hasattr(C, "astype") else np.asarray(C, float)
+        self._C = C
+        shape = (int(C.shape[0]), int(C.shape[1]))
+        bs = block_shape or default_block_shape(shape, np.dtype(self.dtype).itemsize)
+        self._grid = BlockGrid(shape, (min(bs[0], shape[0]), min(bs[1], shape[1])))
+
+    @property
+    def array(self) -> Array:
+        """The wrapped array."""
+        return self._C
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, m)``."""
+        return self._grid.shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Element type."""
+        return np.dtype(str(self._C.dtype).split(".")[-1])
+
+    @property
+    def grid(self) -> BlockGrid:
+        """The block partition."""
+        return self._grid
+
+    def block(self, i: int, j: int) -> Array:
+        """Block ``(i, j)`` (a view)."""
+        r0, r1 = self._grid.row_range(i)
+        c0, c1 = self._grid.col_range(j)
+        return self._C[r0:r1, c0:c1]
+
+    def rows(self, start: int, stop: int) -> Array:
+        """Rows ``[start, stop)`` (a view)."""
+        return self._C[start:stop, :]
+
+    def __repr__(self) -> str:
+        return f"DenseCost(shape={self.shape}, dtype={self.dtype}, block_shape={self.grid.block_shape})"
+
+
+def as_cost(cost: Any) -> CostSource:
+    """Turn what the user passed as ``cost`` into a cost source.
+
+    Accepts a cost source, an (n, m) array, or a path/URL string to a Zarr array.
+    """
+    if isinstance(cost, CostSource):
+        return cost
+    if isinstance(cost, str | bytes) or hasattr(cost, "__fspath__"):
+        from .zarr_cost import ZarrCost
+
+        return ZarrCost(cost)
+    return DenseCost(cost)

@@ -1,0 +1,19 @@
+"""Exceptions raised by bigsink."""
+
+from __future__ import annotations
+
+__all__ = ["ConvergenceWarning", "InputError", "NumericalError"]
+
+
+class InputError(ValueError):
+    """Bad input, found before any work starts. The message names the argument, what was
+    received, and how to fix it."""
+
+
+class NumericalError(RuntimeError):
+    """A solve produced non-finite potentials or a plan whose mass vanished. bigsink raises
+    this instead of returning such a result."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A solve stopped at ``max_iter`` before reaching ``tol``; the message names the error."""

@@ -1,0 +1,74 @@
+"""In-process executor: strips on a thread pool (NumPy and CuPy release the GIL)."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .._xp import array_namespace, like, to_numpy
+from ..costs import CostSource
+from ..kernels import tree_reduce
+from .base import STRIP_BYTES, StripJob, strip_rows
+
+__all__ = ["LocalExecutor", "LocalSession"]
+
+
+def run_strip(cost: CostSource, start: int, stop: int, job: StripJob) -> tuple[Any, Any]:
+    """Read one strip and apply ``job.kernel`` to it; results come back as NumPy.
+
+    Inputs are moved to the strip's namespace/device (NumPy or CuPy) first.
+    """
+    C = cost.rows(start, stop)
+    row_args = [like(x[start:stop], C) for x in job.row_args]
+    shared = [like(x, C) for x in job.shared]
+    row_out, partial = job.kernel(C, start, *row_args, *shared)
+    return to_numpy(row_out), to_numpy(partial)
+
+
+class LocalSession:
+    """Strips of one cost run on a thread pool; partials merged in the fixed tree."""
+
+    def __init__(self, cost: CostSource, strips: list[tuple[int, int]], threads: int) -> None:
+        self.cost = cost
+        self.strips = strips
+        self._pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+
+    def run(self, job: StripJob) -> tuple[Any, Any]:
+        """Run ``job`` on every strip; see :class:`~bigsink.executors.base.Session`."""
+        if self._pool is None:
+            outs = [run_strip(self.cost, s0, s1, job) for s0, s1 in self.strips]
+        else:
+            outs = list(self._pool.map(lambda s: run_strip(self.cost, s[0], s[1], job), self.strips))
+        return concat_rows([o[0] for o in outs]), tree_reduce([o[1] for o in outs], job.merge)
+
+    def close(self) -> None:
+        """Shut the thread pool down."""
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+def concat_rows(parts: list[Any]) -> Any:
+    """Row outputs of the strips in order, concatenated (None when the kernel has none)."""
+    if parts[0] is None:
+        return None
+    xp = array_namespace(parts[0])
+    return xp.concat(parts, axis=0)
+
+
+class LocalExecutor:
+    """Run strips on ``threads`` threads of this process (default: all cores).
+
+    Args:
+        threads: worker threads; 1 runs strips inline.
+        strip_bytes: memory for one strip's temporaries; sets the rows per strip.
+    """
+
+    def __init__(self, threads: int | None = None, strip_bytes: int = STRIP_BYTES) -> None:
+        self.threads = threads or os.cpu_count() or 1
+        self.strip_bytes = strip_bytes
+
+    def open(self, cost: CostSource, width: int) -> LocalSession:
+        """Bind to ``cost``: strips aligned to its block rows, sized for ``width`` columns."""
+        strips = cost.grid.row_strips(strip_rows(cost.shape[1], width, self.strip_bytes))
+        return LocalSession(cost, strips, min(self.threads, len(strips)))

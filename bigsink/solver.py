@@ -1,0 +1,409 @@
+"""The coordinator loop: log-domain Sinkhorn with eps-scaling, written once.
+
+The loop holds the potentials (O(n + m) numbers) and talks only to an executor
+:class:`~bigsink.executors.Session`, which runs pure strip kernels over C. Each iteration is
+**one pass over C** (:func:`~bigsink.kernels.sinkhorn_strip`): it yields the new ``f`` from
+``g`` and, from the same tile, the column partials that give the new ``g``. The order is
+therefore *f then g*: after an iteration the column marginal is exact, and the row error of
+the potentials an iteration started from,
+
+    err = sum_i a_i |1 - exp((f_i - f_new_i) / eps)|                          (DESIGN.md §2)
+
+comes for free from the f-update. That error drives stopping; a final pass measures the
+exact marginals and costs of the returned potentials.
+
+eps-scaling (on by default when ``eps`` is small against the cost's spread, see
+:func:`eps_schedule`) solves ``eps_0 > eps_1 > ... > eps`` with warm starts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .costs import CostSource, as_cost
+from .errors import ConvergenceWarning, InputError, NumericalError
+from .executors import Session, StripJob, make_executor
+from .kernels import (
+    add_partials,
+    column_pair,
+    evaluate_strip,
+    merge_pairs,
+    merge_scan,
+    pair_to_lse,
+    potential_update,
+    scan_strip,
+    sinkhorn_strip,
+)
+from .problem import Problem, check_max_iter, check_positive, make_problem
+from .result import History, MarginalError, SinkhornResult
+
+__all__ = ["SolverState", "eps_schedule", "solve"]
+
+#: eps-scaling is on by default when ``spread(C) / eps`` exceeds this.
+AUTO_SCALING_RATIO = 16.0
+#: Tolerance of the intermediate eps stages (the last stage uses ``tol``).
+STAGE_TOL = 1e-2
+#: A merged column sum below this (relative to its max-shift) is recomputed exactly.
+TINY = 1e-280
+
+
+@dataclass(frozen=True)
+class CostStats:
+    """What the first pass over C learns: finite range and the first non-finite entry."""
+
+    lo: float
+    hi: float
+    n_bad: int
+    first_bad: int
+
+    @property
+    def spread(self) -> float:
+        """``max(C) - min(C)``."""
+        return self.hi - self.lo
+
+
+@dataclass(frozen=True)
+class SolverState:
+    """Everything needed to continue a solve: a checkpoint is one of these.
+
+    ``f`` is ``None`` before the first iteration of a run that had no initial ``f``.
+    """
+
+    stage: int
+    f: np.ndarray | None
+    g: np.ndarray
+    n_iter: int
+    history: tuple[tuple[int, float, float], ...] = ()
+
+
+def eps_schedule(
+    eps: float, spread: float, scaling: bool | None, decay: float, warm: bool
+) -> tuple[float, ...]:
+    """The eps stages: ``spread * decay**k`` for k = 0, 1, ... while above ``eps``, then ``eps``.
+
+    ``scaling=None`` (auto) turns scaling on when ``spread / eps > 16`` and no warm start was
+    given: small eps then converges in far fewer iterations (Schmitzer 2019; GeomLoss).
+    """
+    if scaling is None:
+        scaling = not warm and spread / eps > AUTO_SCALING_RATIO
+    if not scaling or spread <= eps:
+        return (eps,)
+    stages = []
+    e = spread
+    while e > eps:
+        stages.append(e)
+        e *= decay
+    return (*stages, eps)
+
+
+def scan(session: Session, cost: CostSource) -> CostStats:
+    """First pass over C: its finite range, and an InputError naming a non-finite entry."""
+    _, (lo, hi, n_bad, first) = session.run(StripJob(scan_strip, merge_scan))
+    if n_bad:
+        m = cost.shape[1]
+        i, j = divmod(first, m)
+        bi, bj = cost.grid.block_of(i, j)
+        value = float(np.asarray(cost.rows(i, i + 1)[0, j]))
+        raise InputError(
+            f"cost contains {n_bad} non-finite value(s) (NaN or Inf); the first is "
+            f"C[{i}, {j}] = {value} in block ({bi}, {bj}). Replace them by finite costs "
+            "(a large finite value forbids a pair)."
+        )
+    return CostStats(lo, hi, n_bad, first)
+
+
+def _log(w: np.ndarray) -> np.ndarray:
+    """``log(w)`` with ``log(0) = -inf`` and no warning."""
+    with np.errstate(divide="ignore"):
+        return np.log(w)
+
+
+def _dot(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``sum_i w_i x_i`` per batch column, with ``0 * inf`` counted as 0."""
+    return np.where(w == 0, 0.0, w * np.where(w == 0, 0.0, x)).sum(axis=0)
+
+
+def _kl(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Generalised KL ``sum x log(x/y) - x + y`` per batch column."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(x > 0, x * (np.log(x) - _log(y)), 0.0)
+    return (t - x + y).sum(axis=0)
+
+
+def row_error(a: np.ndarray, f: np.ndarray | None, f_new: np.ndarray, eps: float) -> np.ndarray:
+    """L1 row error of the potentials before an f-update, from the update itself (K,)."""
+    if f is None:
+        return np.full(a.shape[1], np.inf)
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = np.abs(1.0 - np.exp((f - f_new) / eps))
+    return np.where(a > 0, a * r, 0.0).sum(axis=0)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Exact marginals and costs of a pair of potentials (one pass over C)."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    transport_cost: np.ndarray
+
+    def errors(self, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+        """L1 row and column marginal errors (K,) each."""
+        return (
+            np.abs(self.rows - problem.a).sum(axis=0),
+            np.abs(self.cols - problem.b).sum(axis=0),
+        )
+
+
+def evaluate(session: Session, f: np.ndarray, g: np.ndarray, eps: float) -> Evaluation:
+    """Row/column sums of P and ``<P, C>`` for potentials ``(f, g)``."""
+    rows, (cols, pc) = session.run(StripJob(evaluate_strip, add_partials, (f,), (g, eps)))
+    return Evaluation(rows, cols, pc)
+
+
+def sinkhorn_step(
+    session: Session, problem: Problem, log_a: np.ndarray, log_b: np.ndarray,
+    g: np.ndarray, eps: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One iteration (one pass over C): ``(f_new, g_new)`` from ``g``.
+
+    Columns whose fused partial vanished (possible only far from convergence) are
+    recomputed exactly with a second pass, so no column ever gets an infinite potential.
+    """
+    tau_a, tau_b = problem.tau(eps)
+    f_new, col = session.run(StripJob(sinkhorn_strip, merge_pairs, (log_a,), (g, eps, tau_a)))
+    if np.any((col[1] <= TINY) & (problem.b > 0)):
+        _, col = session.run(StripJob(column_pair, merge_pairs, (f_new,), (eps,)))
+    g_new = potential_update(log_b, pair_to_lse(col), eps, tau_b)
+    return f_new, g_new
+
+
+def iterate(
+    session: Session,
+    problem: Problem,
+    schedule: Sequence[float],
+    state: SolverState,
+    tol: float,
+    max_iter: int,
+    on_iteration: Callable[[SolverState, float], None] | None = None,
+) -> tuple[SolverState, Evaluation | None, bool]:
+    """Run the eps stages from ``state``; returns the final state, its evaluation (when the
+    last check made one) and whether it converged.
+
+    Intermediate stages stop at ``max(tol, STAGE_TOL)`` or after their share of ``max_iter``
+    (half of it split evenly), so the last stage always gets at least half the budget.
+    """
+    log_a, log_b = _log(problem.a), _log(problem.b)
+    f, g, n_iter = state.f, state.g, state.n_iter
+    history = list(state.history)
+    last = len(schedule) - 1
+    per_stage = max(1, (max_iter // 2) // max(1, last))
+    for stage in range(state.stage, last + 1):
+        eps = schedule[stage]
+        stage_tol = tol if stage == last else max(tol, STAGE_TOL)
+        budget = max_iter if stage == last else min(max_iter, n_iter + per_stage)
+        while n_iter < budget:
+            f_new, g = sinkhorn_step(session, problem, log_a, log_b, g, eps)
+            err = row_error(problem.a, f, f_new, eps)
+            f, n_iter = f_new, n_iter + 1
+            history.append((n_iter, eps, float(err.max())))
+            current = SolverState(stage, f, g, n_iter, tuple(history))
+            if on_iteration is not None:
+                on_iteration(current, float(err.max()))
+            if err.max() > stage_tol:
+                continue
+            if stage < last:
+                break
+            if not problem.balanced:
+                return current, None, True
+            ev = evaluate(session, f, g, eps)
+            if max(e.max() for e in ev.errors(problem)) <= tol:
+                return current, ev, True
+        if on_iteration is not None and stage < last:
+            on_iteration(SolverState(stage + 1, f, g, n_iter, tuple(history)), math.nan)
+    assert f is not None
+    return SolverState(last, f, g, n_iter, tuple(history)), None, False
+
+
+def _check_init(init: Any, problem: Problem) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Validate warm-start potentials ``(f, g)``; either may be None."""
+    if init is None:
+        return None, None
+    try:
+        f0, g0 = init
+    except (TypeError, ValueError):
+        raise InputError("init must be a pair (f, g) of potentials (either may be None).") from None
+    out = []
+    for name, x, size in (("f", f0, problem.shape[0]), ("g", g0, problem.shape[1])):
+        if x is None:
+            out.append(None)
+            continue
+        arr = np.asarray(x, dtype=np.float64).reshape(size if np.size(x) == size else -1, -1)
+        if arr.shape[0] != size or arr.shape[1] not in (1, problem.K):
+            raise InputError(
+                f"init {name}: expected {size} potentials (or ({size}, {problem.K})), "
+                f"got shape {np.shape(x)}."
+            )
+        if not np.isfinite(arr).all():
+            raise InputError(f"init {name} contains non-finite potentials.")
+        out.append(np.broadcast_to(arr, (size, problem.K)).copy())
+    return out[0], out[1]
+
+
+def _progress(enabled: bool | None) -> Callable[[SolverState, float], None] | None:
+    """A tqdm progress callback; ``None`` shows it only on a terminal, False never."""
+    if enabled is False:
+        return None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc="sinkhorn", unit="it", disable=None if enabled is None else not enabled,
+               leave=False)
+
+    def update(state: SolverState, err: float) -> None:
+        if math.isnan(err):
+            return
+        bar.update(1)
+        bar.set_postfix(stage=state.stage, err=f"{err:.2e}", refresh=False)
+
+    return update
+
+
+def finish(
+    problem: Problem,
+    state: SolverState,
+    ev: Evaluation,
+    schedule: Sequence[float],
+    tol: float,
+    converged: bool,
+    seconds: float,
+    cost: CostSource | None,
+) -> SinkhornResult:
+    """Costs, errors and checks of the final potentials, as a :class:`SinkhornResult`.
+
+    Raises NumericalError rather than return non-finite potentials or a vanished plan.
+    """
+    f, g, eps = state.f, state.g, schedule[-1]
+    assert f is not None
+    a, b = problem.a, problem.b
+    mass = ev.rows.sum(axis=0)                                        # (K,)
+    finite = np.all(np.isfinite(f[a > 0])) and np.all(np.isfinite(g[b > 0]))
+    if not finite or not np.all(np.isfinite(mass)) or np.any(mass <= 1e-12 * a.sum(axis=0)):
+        raise NumericalError(
+            f"the solve at eps={eps:g} produced non-finite potentials or a plan with no mass "
+            f"(mass {mass}); this is a bug in bigsink, please report it with the problem."
+        )
+    pc = ev.transport_cost                                            # (K,) <P, C>
+    p_log_p = (_dot(ev.rows, f) + _dot(ev.cols, g) - pc) / eps        # sum P log P
+    kl = p_log_p - _dot(ev.rows, _log(a)) - _dot(ev.cols, _log(b)) - mass + a.sum(0) * b.sum(0)
+    reg = pc + eps * kl
+    dual = -eps * (mass - a.sum(0) * b.sum(0))
+    for w, pot, marg, rho in ((a, f, ev.rows, problem.rho_a), (b, g, ev.cols, problem.rho_b)):
+        if math.isinf(rho):
+            dual = dual + _dot(w, pot)
+        else:
+            reg = reg + rho * _kl(marg, w)
+            dual = dual - rho * _dot(w, np.expm1(-pot / rho))
+    row_err, col_err = ev.errors(problem)
+    if problem.balanced:
+        converged = bool(max(row_err.max(), col_err.max()) <= tol)
+    hist = np.array(state.history, dtype=float).reshape(-1, 3)
+    sq = (lambda x: x) if problem.batched else (lambda x: x[..., 0] if x.ndim > 1 else float(x[0]))
+    result = SinkhornResult(
+        f=sq(f), g=sq(g), eps=float(eps),
+        transport_cost=sq(pc), reg_cost=sq(reg), dual_cost=sq(dual),
+        marginal_error=MarginalError(sq(row_err), sq(col_err)), mass=sq(mass),
+        n_iter=state.n_iter, converged=converged,
+        history=History(hist[:, 0].astype(int), hist[:, 1], hist[:, 2]),
+        eps_stages=tuple(float(e) for e in schedule), rho_a=problem.rho_a, rho_b=problem.rho_b,
+        tol=tol, seconds=seconds, cost=cost,
+    )
+    if not converged:
+        warnings.warn(
+            ConvergenceWarning(
+                f"Sinkhorn did not converge in {state.n_iter} iterations: marginal error "
+                f"row {row_err.max():.3g}, col {col_err.max():.3g} > tol {tol:g} "
+                f"(eps={eps:g}). Raise max_iter, or use eps-scaling (eps_scaling=True)."
+            ),
+            stacklevel=3,
+        )
+    return result
+
+
+def solve(
+    cost: Any,
+    a: Any = None,
+    b: Any = None,
+    *,
+    eps: float,
+    tol: float = 1e-6,
+    max_iter: int = 10_000,
+    rho: float = math.inf,
+    rho_a: float | None = None,
+    rho_b: float | None = None,
+    init: tuple[Any, Any] | None = None,
+    eps_scaling: bool | None = None,
+    eps_decay: float = 0.5,
+    executor: Any = None,
+    client: Any = None,
+    progress: bool | None = None,
+) -> SinkhornResult:
+    """Solve entropic optimal transport ``min <P,C> + eps*KL(P || a b^T)`` (DESIGN.md §1).
+
+    Args:
+        cost: an (n, m) array (NumPy/CuPy), a cost source (:class:`DenseCost`, ...) or a
+            path/URL of a Zarr array.
+        a, b: marginals (n,) and (m,), or (n, K) / (m, K) to solve K problems with one pass
+            over C per iteration; default uniform.
+        eps: entropic regularisation (> 0).
+        tol: stop when the L1 marginal error is at most this (for unbalanced problems: the
+            L1 change of the row scaling between iterations).
+        max_iter: iteration budget over all eps stages.
+        rho, rho_a, rho_b: KL marginal penalties for unbalanced transport (``inf`` = balanced).
+        init: warm start ``(f, g)`` potentials (either may be None).
+        eps_scaling: None (auto: on when ``spread(C)/eps > 16`` and no ``init``), True, False.
+        eps_decay: ratio between consecutive eps stages (0 < eps_decay < 1).
+        executor: ``"local"`` (default) or an :class:`~bigsink.executors.Executor`.
+        client: a ``distributed.Client`` or scheduler address: run on Dask.
+        progress: progress bar; None shows it on a terminal only.
+
+    Returns:
+        A :class:`SinkhornResult`. Warns (ConvergenceWarning) when not converged.
+
+    Raises:
+        InputError: on bad input, before any iteration.
+        NumericalError: instead of returning non-finite potentials or a vanished plan.
+    """
+    t0 = time.perf_counter()
+    src = as_cost(cost)
+    problem = make_problem(src.shape, a, b, eps, rho, rho_a, rho_b)
+    tol = check_positive("tol", tol)
+    max_iter = check_max_iter(max_iter)
+    decay = check_positive("eps_decay", eps_decay)
+    if decay >= 1:
+        raise InputError(f"eps_decay must be in (0, 1); got {eps_decay!r}.")
+    f0, g0 = _check_init(init, problem)
+    session = make_executor(executor, client).open(src, problem.K)
+    try:
+        stats = scan(session, src)
+        schedule = eps_schedule(problem.eps, stats.spread, eps_scaling, decay, init is not None)
+        if g0 is None and f0 is not None:  # g from the given f: one column pass
+            _, col = session.run(StripJob(column_pair, merge_pairs, (f0,), (schedule[0],)))
+            g0 = potential_update(_log(problem.b), pair_to_lse(col), schedule[0],
+                                  problem.tau(schedule[0])[1])
+        start = SolverState(0, f0, g0 if g0 is not None else np.zeros(problem.b.shape), 0)
+        state, ev, converged = iterate(
+            session, problem, schedule, start, tol, max_iter, _progress(progress)
+        )
+        if ev is None:
+            assert state.f is not None
+            ev = evaluate(session, state.f, state.g, schedule[-1])
+    finally:
+        session.close()
+    return finish(problem, state, ev, schedule, tol, converged, time.perf_counter() - t0, src)
