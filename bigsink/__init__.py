@@ -9,8 +9,10 @@ Quick start::
 
 from .costs import BlockGrid, CostSource, DenseCost
 from .errors import ConvergenceWarning, InputError, NumericalError
+from .pointcloud import PointCloudCost
 from .result import History, MarginalError, SinkhornResult
 from .solver import solve
+from .zarr_cost import ZarrCost
 
 __version__ = "0.1.0"
 
@@ -23,7 +25,9 @@ __all__ = [
     "InputError",
     "MarginalError",
     "NumericalError",
+    "PointCloudCost",
     "SinkhornResult",
+    "ZarrCost",
     "__version__",
     "solve",
 ]

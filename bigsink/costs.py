@@ -173,7 +173,8 @@ class DenseCost:
         return self._C[start:stop, :]
 
     def __repr__(self) -> str:
-        return f"DenseCost(shape={self.shape}, dtype={self.dtype}, block_shape={self.grid.block_shape})"
+        return (f"DenseCost(shape={self.shape}, dtype={self.dtype}, "
+                f"block_shape={self.grid.block_shape})")
 
 
 def as_cost(cost: Any) -> CostSource:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Problem", "make_problem", "check_positive", "check_max_iter"]
+__all__ = ["Problem", "check_max_iter", "check_positive", "make_problem"]
 
 #: Relative tolerance on ``|sum(a) - sum(b)|`` for a balanced problem.
 MASS_RTOL = 1e-6

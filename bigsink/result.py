@@ -70,8 +70,8 @@ class SinkhornResult:
         seconds: wall time of the solve.
     """
 
-    f: np.ndarray
-    g: np.ndarray
+    f: Any
+    g: Any
     eps: float
     transport_cost: Any
     reg_cost: Any

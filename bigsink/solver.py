@@ -240,7 +240,7 @@ def _check_init(init: Any, problem: Problem) -> tuple[np.ndarray | None, np.ndar
         f0, g0 = init
     except (TypeError, ValueError):
         raise InputError("init must be a pair (f, g) of potentials (either may be None).") from None
-    out = []
+    out: list[np.ndarray | None] = []
     for name, x, size in (("f", f0, problem.shape[0]), ("g", g0, problem.shape[1])):
         if x is None:
             out.append(None)
@@ -314,7 +314,13 @@ def finish(
     if problem.balanced:
         converged = bool(max(row_err.max(), col_err.max()) <= tol)
     hist = np.array(state.history, dtype=float).reshape(-1, 3)
-    sq = (lambda x: x) if problem.batched else (lambda x: x[..., 0] if x.ndim > 1 else float(x[0]))
+
+    def sq(x: np.ndarray) -> Any:
+        """Drop the batch axis of an unbatched problem: (., 1) -> (.,), (1,) -> float."""
+        if problem.batched:
+            return x
+        return x[..., 0] if x.ndim > 1 else float(x[0])
+
     result = SinkhornResult(
         f=sq(f), g=sq(g), eps=float(eps),
         transport_cost=sq(pc), reg_cost=sq(reg), dual_cost=sq(dual),

@@ -39,7 +39,8 @@ class LocalSession:
         if self._pool is None:
             outs = [run_strip(self.cost, s0, s1, job) for s0, s1 in self.strips]
         else:
-            outs = list(self._pool.map(lambda s: run_strip(self.cost, s[0], s[1], job), self.strips))
+            pool = self._pool
+            outs = list(pool.map(lambda s: run_strip(self.cost, s[0], s[1], job), self.strips))
         return concat_rows([o[0] for o in outs]), tree_reduce([o[1] for o in outs], job.merge)
 
     def close(self) -> None:

@@ -1,0 +1,104 @@
+"""Cost matrices stored block-partitioned in a Zarr v3 array (local directory or fsspec URL)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .costs import BlockGrid
+from .errors import InputError
+
+__all__ = ["ZarrCost", "open_zarr_array"]
+
+
+def open_zarr_array(path: Any, storage_options: dict[str, Any] | None = None) -> Any:
+    """Open a 2-D Zarr array read-only, or raise an InputError saying what is wrong."""
+    import zarr
+
+    where = os.fspath(path) if hasattr(path, "__fspath__") else str(path)
+    if "://" not in where and not os.path.exists(where):
+        raise InputError(
+            f"cost: no Zarr store at {where!r} (the path does not exist). Write one with "
+            "bigsink.write_cost(...) or `bigsink cost`, or check the path."
+        )
+    try:
+        arr = zarr.open_array(where, mode="r", storage_options=storage_options)
+    except Exception as exc:  # zarr raises several types for 'not an array'
+        raise InputError(
+            f"cost: could not open a Zarr array at {where!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if arr.ndim != 2:
+        raise InputError(
+            f"cost: the Zarr array at {where!r} has shape {arr.shape}; a cost matrix must be "
+            "2-D (n, m)."
+        )
+    if 0 in arr.shape:
+        raise InputError(f"cost: the Zarr array at {where!r} is empty (shape {arr.shape}).")
+    return arr
+
+
+class ZarrCost:
+    """A cost matrix in a 2-D Zarr v3 array; its blocks are the array's (inner) chunks.
+
+    Only the path travels when pickled, so Dask workers open the store themselves and no
+    process ever holds more of C than the strips it is working on.
+
+    Args:
+        path: directory or fsspec URL of the array.
+        storage_options: passed to fsspec for remote stores.
+    """
+
+    def __init__(self, path: Any, storage_options: dict[str, Any] | None = None) -> None:
+        self.path = os.fspath(path) if hasattr(path, "__fspath__") else str(path)
+        self.storage_options = storage_options
+        self._arr = open_zarr_array(self.path, storage_options)
+        n, m = (int(s) for s in self._arr.shape)
+        chunks = tuple(int(c) for c in self._arr.chunks)
+        self._grid = BlockGrid((n, m), (chunks[0], chunks[1]))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["storage_options"])  # type: ignore[misc]
+
+    @property
+    def array(self) -> Any:
+        """The open ``zarr.Array``."""
+        return self._arr
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The array's attributes (``write_cost`` records the metric and value range)."""
+        return dict(self._arr.attrs)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, m)``."""
+        return self._grid.shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Element type."""
+        return np.dtype(self._arr.dtype)
+
+    @property
+    def grid(self) -> BlockGrid:
+        """Blocks = the store's chunks."""
+        return self._grid
+
+    def block(self, i: int, j: int) -> np.ndarray:
+        """Block ``(i, j)`` read from the store."""
+        r0, r1 = self._grid.row_range(i)
+        c0, c1 = self._grid.col_range(j)
+        return np.asarray(self._arr[r0:r1, c0:c1])
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` read from the store."""
+        return np.asarray(self._arr[start:stop, :])
+
+    def __repr__(self) -> str:
+        return (f"ZarrCost({self.path!r}, shape={self.shape}, dtype={self.dtype}, "
+                f"chunks={self.grid.block_shape})")

@@ -1,0 +1,56 @@
+"""Shared fixtures: reference problems, and real clusters started once per session."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+
+def gaussian_1d(n: int, mean: float, sd: float) -> np.ndarray:
+    """DESIGN.md R3's normalised Gaussian histogram on the grid 0..n-1."""
+    k = np.arange(n, dtype=float)
+    w = np.exp(-((k - mean) ** 2) / (2 * sd**2))
+    return w / w.sum()
+
+
+@pytest.fixture(scope="session")
+def r3_problem() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DESIGN.md R3: (C, a, b) on a 1-D grid of 100 points, C = (i - j)^2 / max."""
+    k = np.arange(100, dtype=float)
+    C = (k[:, None] - k[None, :]) ** 2
+    return C / C.max(), gaussian_1d(100, 30, 10), gaussian_1d(100, 40, 10)
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    """A real ``LocalCluster`` with 2 worker processes on 127.0.0.1, shared by the session."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None, memory_limit="2GiB",
+    )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[Any]:
+    """A real local Ray runtime (``ray.init(num_cpus=2)``), shared by the session."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install 'bigsink[ray]')")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
