@@ -1,0 +1,101 @@
+"""Every bad input is rejected before any iteration, with a message that says what and how."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import bigsink
+from bigsink import InputError
+
+C = np.random.default_rng(0).random((4, 3))
+A = np.full(4, 0.25)
+B = np.full(3, 1 / 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"a": np.array([0.5, -0.1, 0.3, 0.3])}, r"a contains 1 negative value.*a\[1\] = -0\.1"),
+        ({"a": np.array([0.5, np.nan, 0.25, 0.25])}, r"a contains 1 non-finite.*a\[1\] = nan"),
+        ({"b": np.array([np.inf, 0.5, 0.5])}, r"b contains 1 non-finite.*b\[0\] = inf"),
+        ({"a": np.zeros(4)}, r"a is all zeros"),
+        ({"b": np.zeros((3, 2))}, r"b is all zeros \(column 0\)"),
+        ({"a": np.full(4, 0.5)}, r"sum\(a\) = 2 and sum\(b\) = 1 .*rho="),
+        ({"a": np.full(5, 0.2)}, r"a has 5 entries but the cost has 4 rows"),
+        ({"b": np.full(2, 0.5)}, r"b has 2 entries but the cost has 3 columns"),
+        ({"a": np.ones((4, 1, 1))}, r"a: expected shape \(4,\) or \(4, K\)"),
+        (
+            {"a": np.ones((4, 2)) / 4, "b": np.ones((3, 3)) / 3},
+            r"a has 2 batched columns and b has 3",
+        ),
+        ({"eps": 0.0}, r"eps must be positive and finite; got 0\.0"),
+        ({"eps": -1.0}, r"eps must be positive"),
+        ({"eps": float("nan")}, r"eps must be positive"),
+        ({"eps": float("inf")}, r"eps must be positive and finite"),
+        ({"eps": "big"}, r"eps must be a positive number; got 'big'"),
+        ({"tol": 0}, r"tol must be positive and finite"),
+        ({"tol": float("inf")}, r"tol must be positive and finite"),
+        ({"max_iter": 0}, r"max_iter must be an integer >= 1; got 0"),
+        ({"max_iter": 2.5}, r"max_iter must be an integer >= 1"),
+        ({"rho": -1.0}, r"rho must be positive \(or inf\)"),
+        ({"eps_decay": 1.5}, r"eps_decay must be in \(0, 1\)"),
+        ({"init": (np.zeros(7), None)}, r"init f: expected 4 potentials"),
+        ({"executor": "gpu-cluster"}, r"executor must be 'local'"),
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
+    args: dict[str, Any] = {"a": A, "b": B, "eps": 0.1}
+    args.update(kwargs)
+    with pytest.raises(InputError, match=match):
+        bigsink.solve(C, **args)
+
+
+def test_input_error_is_a_value_error() -> None:
+    assert issubclass(InputError, ValueError)
+
+
+def test_small_mass_difference_is_accepted() -> None:
+    r = bigsink.solve(C, A * (1 + 1e-9), B, eps=0.5)
+    assert r.converged
+
+
+@pytest.mark.parametrize(
+    ("cost", "match"),
+    [
+        (np.zeros(5), r"cost: expected a 2-D \(n, m\) matrix, got an array of shape \(5,\)"),
+        (np.zeros((2, 2, 2)), r"expected a 2-D"),
+        (np.zeros((0, 3)), r"cost: the matrix is empty \(shape \(0, 3\)\)"),
+    ],
+)
+def test_bad_cost_shapes(cost: np.ndarray, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        bigsink.solve(cost, eps=0.1)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_cost_names_the_entry_and_block(bad: float) -> None:
+    Cb = np.random.default_rng(1).random((20, 10))
+    Cb[13, 7] = bad
+    Cb[15, 2] = bad
+    with pytest.raises(InputError, match=r"2 non-finite .*C\[13, 7\] = .* in block \(2, 1\)"):
+        bigsink.solve(bigsink.DenseCost(Cb, (6, 4)), eps=0.1)
+
+
+def test_missing_zarr_store(tmp_path) -> None:
+    with pytest.raises(InputError, match=r"no Zarr store at .*nothing\.zarr"):
+        bigsink.solve(str(tmp_path / "nothing.zarr"), eps=0.1)
+
+
+def test_errors_come_before_any_iteration(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    import bigsink.solver as solver
+
+    monkeypatch.setattr(solver, "iterate", lambda *a, **k: calls.append(1))
+    Cb = C.copy()
+    Cb[0, 0] = np.nan
+    with pytest.raises(InputError):
+        bigsink.solve(Cb, eps=0.1)
+    assert calls == []
