@@ -8,7 +8,34 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-__all__ = ["array_namespace", "like", "to_numpy"]
+__all__ = ["array_namespace", "device_namespace", "like", "to_numpy"]
+
+#: What ``device=`` accepts.
+DEVICES = ("cpu", "gpu")
+
+
+def device_namespace(device: str) -> Any:
+    """The array namespace of ``device``: NumPy for "cpu", CuPy for "gpu".
+
+    CuPy is imported here and nowhere else; its absence is an InputError saying how to
+    install it.
+    """
+    from .errors import InputError
+
+    if device == "cpu":
+        return np
+    if device != "gpu":
+        raise InputError(f"device must be one of {DEVICES} or None; got {device!r}.")
+    try:
+        import cupy
+    except ImportError as exc:
+        raise InputError(
+            "device='gpu' needs CuPy: pip install 'bigsink[gpu]' (CUDA 12) and a CUDA GPU. "
+            f"Import failed with: {exc}"
+        ) from exc
+    if cupy.cuda.runtime.getDeviceCount() < 1:
+        raise InputError("device='gpu' but CuPy sees no CUDA device.")
+    return cupy
 
 
 def to_numpy(x: Any) -> Any:

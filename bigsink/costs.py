@@ -19,7 +19,7 @@ from .errors import InputError
 
 Array = Any
 
-__all__ = ["BlockGrid", "CostSource", "DenseCost", "as_cost"]
+__all__ = ["BlockGrid", "CostSource", "DenseCost", "DeviceCost", "as_cost", "on_device"]
 
 
 @dataclass(frozen=True)
@@ -189,3 +189,72 @@ def as_cost(cost: Any) -> CostSource:
 
         return ZarrCost(cost)
     return DenseCost(cost)
+
+
+class DeviceCost:
+    """A cost source whose strips are moved into another array namespace (e.g. CuPy).
+
+    Each strip is read from ``source`` and copied to the device once per use; the kernels
+    then run there. Used by ``solve(..., device="gpu")`` for stored and streamed costs.
+
+    Args:
+        source: any cost source.
+        xp: the target array namespace (``cupy``; any array-API namespace works).
+    """
+
+    def __init__(self, source: CostSource, xp: Any) -> None:
+        self.source = source
+        self.xp = xp
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"source": self.source, "xp": self.xp.__name__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import importlib
+
+        self.source = state["source"]
+        self.xp = importlib.import_module(state["xp"])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, m)``."""
+        return self.source.shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Element type."""
+        return self.source.dtype
+
+    @property
+    def grid(self) -> BlockGrid:
+        """The source's block partition."""
+        return self.source.grid
+
+    def block(self, i: int, j: int) -> Array:
+        """Block ``(i, j)``, on the device."""
+        return self.xp.asarray(self.source.block(i, j))
+
+    def rows(self, start: int, stop: int) -> Array:
+        """Rows ``[start, stop)``, on the device."""
+        return self.xp.asarray(self.source.rows(start, stop))
+
+    def __repr__(self) -> str:
+        return f"DeviceCost({self.source!r}, xp={self.xp.__name__})"
+
+
+def on_device(cost: CostSource, xp: Any) -> CostSource:
+    """``cost`` with its strips produced in namespace ``xp``.
+
+    An in-memory matrix is moved once (a :class:`DenseCost` over an ``xp`` array); a point
+    cloud moves its coordinates, so blocks are computed on the device; any other source is
+    wrapped in a :class:`DeviceCost`, which moves each strip when it is read.
+    """
+    from .pointcloud import PointCloudCost
+
+    if isinstance(cost, DenseCost):
+        return DenseCost(xp.asarray(cost.array), cost.grid.block_shape)
+    if isinstance(cost, PointCloudCost):
+        return cost.with_points(xp.asarray(cost.x), xp.asarray(cost.y))
+    if isinstance(cost, DeviceCost):
+        return on_device(cost.source, xp)
+    return DeviceCost(cost, xp)

@@ -24,12 +24,13 @@ def pairwise_cost(x: Any, y: Any, metric: str = "sqeuclidean", p: float = 2.0) -
     xp = array_namespace(x, y)
     if metric in ("sqeuclidean", "euclidean"):
         # |x|^2 + |y|^2 - 2 x.y, clipped at 0 against rounding                 (r, c)
-        d2 = (xp.sum(x * x, axis=1)[:, None] + xp.sum(y * y, axis=1)[None, :]
+        d2 = (xp.expand_dims(xp.sum(x * x, axis=1), axis=1)
+              + xp.expand_dims(xp.sum(y * y, axis=1), axis=0)
               - 2.0 * (x @ y.T))
         d2 = xp.maximum(d2, xp.zeros_like(d2))
         return d2 if metric == "sqeuclidean" else xp.sqrt(d2)
     if metric == "minkowski":
-        diff = xp.abs(x[:, None, :] - y[None, :, :])                          # (r, c, d)
+        diff = xp.abs(xp.expand_dims(x, axis=1) - xp.expand_dims(y, axis=0))  # (r, c, d)
         return xp.sum(diff**p, axis=2) ** (1.0 / p)
     raise InputError(f"metric must be one of {METRICS}; got {metric!r}.")
 
@@ -39,7 +40,7 @@ def _points(name: str, z: Any) -> Any:
     if not hasattr(z, "ndim"):
         z = np.asarray(z, dtype=np.float64)
     if z.ndim == 1:
-        z = z[:, None]
+        z = array_namespace(z).reshape(z, (-1, 1))
     if z.ndim != 2 or z.shape[0] == 0:
         raise InputError(f"{name}: expected points of shape (n, d) or (n,), got {tuple(z.shape)}.")
     xp = array_namespace(z)
@@ -83,6 +84,11 @@ class PointCloudCost:
         bs = block_shape or default_block_shape(shape, self._dtype.itemsize)
         self._grid = BlockGrid(shape, (min(bs[0], shape[0]), min(bs[1], shape[1])))
 
+    def with_points(self, x: Any, y: Any) -> PointCloudCost:
+        """The same cost over other arrays of the same points (e.g. moved to a GPU)."""
+        return PointCloudCost(x, y, self.metric, p=self.p, scale=self.scale,
+                              block_shape=self._grid.block_shape, dtype=self._dtype)
+
     @property
     def shape(self) -> tuple[int, int]:
         """``(n, m)``."""
@@ -107,11 +113,11 @@ class PointCloudCost:
         """Block ``(i, j)``, computed."""
         r0, r1 = self._grid.row_range(i)
         c0, c1 = self._grid.col_range(j)
-        return self._cost(self.x[r0:r1], self.y[c0:c1])
+        return self._cost(self.x[r0:r1, :], self.y[c0:c1, :])
 
     def rows(self, start: int, stop: int) -> Any:
         """Rows ``[start, stop)``, computed."""
-        return self._cost(self.x[start:stop], self.y)
+        return self._cost(self.x[start:stop, :], self.y)
 
     def __repr__(self) -> str:
         return (f"PointCloudCost(n={self.shape[0]}, m={self.shape[1]}, d={self.x.shape[1]}, "

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .costs import CostSource, as_cost
+from ._xp import device_namespace
+from .costs import CostSource, as_cost, on_device
 from .errors import ConvergenceWarning, InputError, NumericalError
 from .executors import Session, StripJob, make_executor
 from .kernels import (
@@ -359,6 +360,7 @@ def solve(
     eps_decay: float = 0.5,
     executor: Any = None,
     client: Any = None,
+    device: str | None = None,
     progress: bool | None = None,
 ) -> SinkhornResult:
     """Solve entropic optimal transport ``min <P,C> + eps*KL(P || a b^T)`` (DESIGN.md §1).
@@ -378,6 +380,8 @@ def solve(
         eps_decay: ratio between consecutive eps stages (0 < eps_decay < 1).
         executor: ``"local"`` (default) or an :class:`~bigsink.executors.Executor`.
         client: a ``distributed.Client`` or scheduler address: run on Dask.
+        device: None (where the cost lives), "cpu", or "gpu" (CuPy; strips are moved to the
+            GPU once per use and kernels run there). Results are NumPy either way.
         progress: progress bar; None shows it on a terminal only.
 
     Returns:
@@ -389,6 +393,8 @@ def solve(
     """
     t0 = time.perf_counter()
     src = as_cost(cost)
+    if device is not None:
+        src = on_device(src, device_namespace(device))
     problem = make_problem(src.shape, a, b, eps, rho, rho_a, rho_b)
     tol = check_positive("tol", tol)
     max_iter = check_max_iter(max_iter)
