@@ -31,6 +31,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo: n = m = {args.n}, 2-D uniform points, squared Euclidean cost / 2, "
           f"uniform weights ({time.perf_counter() - t0:.2f} s)")
     print(result.summary())
+    if args.plot:
+        from . import plot
+
+        plot.convergence(result, path=args.plot)
+        print(f"  convergence plot {args.plot}")
     return 0 if result.converged else 1
 
 
@@ -44,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--eps", type=float, default=1e-3, help="regularisation (default 1e-3)")
     demo.add_argument("--tol", type=float, default=1e-6, help="L1 marginal tolerance")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--plot", default="demo-convergence.png", metavar="FILE.png",
+                      help="save the convergence plot here ('' for none)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_cmd_demo)
     return parser
