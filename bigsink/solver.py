@@ -199,7 +199,8 @@ def iterate(
     last check made one) and whether it converged.
 
     Intermediate stages stop at ``max(tol, STAGE_TOL)`` or after their share of ``max_iter``
-    (half of it split evenly), so the last stage always gets at least half the budget.
+    (half of it split evenly), so the last stage gets at least half the budget, and always
+    at least one iteration.
     """
     log_a, log_b = _log(problem.a), _log(problem.b)
     f, g, n_iter = state.f, state.g, state.n_iter
@@ -209,7 +210,9 @@ def iterate(
     for stage in range(state.stage, last + 1):
         eps = schedule[stage]
         stage_tol = tol if stage == last else max(tol, STAGE_TOL)
-        budget = max_iter if stage == last else min(max_iter, n_iter + per_stage)
+        # the last stage always gets at least one iteration: after one at the final eps the
+        # column marginal is exact, so a stopped run still returns a plan of the right mass
+        budget = max_iter if stage == last else min(max_iter - 1, n_iter + per_stage)
         while n_iter < budget:
             f_new, g = sinkhorn_step(session, problem, log_a, log_b, g, eps)
             err = row_error(problem.a, f, f_new, eps)

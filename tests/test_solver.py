@@ -156,6 +156,15 @@ def test_unconverged_run_says_so(r3_problem) -> None:
     assert len(r.history) == 5
 
 
+@pytest.mark.parametrize("max_iter", [1, 2, 3, 12])
+def test_tiny_budget_with_eps_scaling_still_returns_a_plan_at_eps(r3_problem, max_iter) -> None:
+    C, a, b = r3_problem
+    with pytest.warns(ConvergenceWarning):
+        r = bigsink.solve(C, a, b, eps=1e-3, tol=1e-12, max_iter=max_iter)
+    assert r.n_iter == max_iter and r.history.eps[-1] == 1e-3 and r.eps == 1e-3
+    assert r.marginal_error.col < 1e-12 and r.mass == pytest.approx(1.0, abs=1e-12)
+
+
 def test_eps_scaling_schedule_and_history(r3_problem) -> None:
     C, a, b = r3_problem
     r = bigsink.solve(C, a, b, eps=1e-3, tol=1e-8)
