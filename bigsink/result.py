@@ -127,6 +127,16 @@ class SinkhornResult:
         P = np.exp((f + g - C[:, :, None]) / self.eps)            # (n, m, K)
         return P if self.batched else P[:, :, 0]
 
+    def save(self, path: Any, *, overwrite: bool = False) -> str:
+        """Write this result to a Zarr group at ``path`` (atomically); returns the path.
+
+        Read it back with :func:`bigsink.load_result` (no cluster needed). See
+        :func:`bigsink.io.save_result`.
+        """
+        from .io import save_result
+
+        return save_result(self, path, overwrite=overwrite)
+
     def summary(self) -> str:
         """A short human-readable report."""
         me = self.marginal_error
