@@ -195,7 +195,9 @@ def _parse_chunks(chunks: Any, shape: tuple[int, int]) -> tuple[int, int]:
     try:
         r, c = (int(v) for v in chunks)
     except (TypeError, ValueError):
-        raise InputError(f"chunks must be a pair (rows, cols) of positive ints; got {chunks!r}.") from None
+        raise InputError(
+            f"chunks must be a pair (rows, cols) of positive ints; got {chunks!r}."
+        ) from None
     if r < 1 or c < 1:
         raise InputError(f"chunks must be positive; got {chunks!r}.")
     return min(r, shape[0]), min(c, shape[1])
