@@ -258,7 +258,7 @@ def write_cost(
         raise InputError(f"dtype must be a floating type such as 'float32'; got {dtype!r}.")
     if isinstance(scale, str) and scale != "max":
         raise InputError(f"scale must be None, a positive number or 'max'; got {scale!r}.")
-    fixed_scale = 1.0 if scale is None or scale == "max" else scale
+    fixed_scale = 1.0 if scale is None or isinstance(scale, str) else float(scale)
     cloud = PointCloudCost(x, y, metric, p=p, scale=fixed_scale, dtype=np_dtype)  # validates
     target = _local_path("path", path)
     _check_target("path", target, overwrite)
@@ -362,10 +362,10 @@ def load_result(path: Any) -> SinkhornResult:
     if "://" not in where and not os.path.isdir(where):
         raise InputError(f"path: no saved result at {where!r} (not a directory).")
     try:
-        group = zarr.open_group(where, mode="r")
+        group: Any = zarr.open_group(where, mode="r")
     except Exception as exc:
         raise InputError(f"path: {where!r} is not a Zarr group: {exc}") from exc
-    attrs = dict(group.attrs)
+    attrs: dict[str, Any] = dict(group.attrs)
     if attrs.get("format") != FORMAT or attrs.get("kind") != "result":
         raise InputError(
             f"path: {where!r} is not a saved bigsink result (no format/kind attributes)."
