@@ -15,7 +15,7 @@ from ..errors import InputError
 __all__ = ["CONNECT_TIMEOUT_S", "connect", "run_items"]
 
 #: Seconds to wait for a scheduler given by address before reporting it unreachable.
-CONNECT_TIMEOUT_S = 10
+CONNECT_TIMEOUT_S = 5
 
 
 def connect(client: Any) -> tuple[Any, bool]:
