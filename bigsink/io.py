@@ -184,8 +184,11 @@ def _run_items(
     workers = max(1, min(len(items), threads or os.cpu_count() or 1))
     if workers == 1:
         return [one(item) for item in items]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         return list(pool.map(one, items))
+    finally:  # on failure: drop queued items, wait for running ones (no late writes)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _parse_chunks(chunks: Any, shape: tuple[int, int]) -> tuple[int, int]:

@@ -63,7 +63,7 @@ def run_items(
         index = {f.key: k for k, f in enumerate(futures)}
         out: list[Any] = [None] * len(futures)
         try:
-            for fut in as_completed(futures):
+            for fut in as_completed(futures, loop=cl.loop):
                 out[index[fut.key]] = fut.result()
                 if on_done is not None:
                     on_done()
