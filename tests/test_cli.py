@@ -110,6 +110,11 @@ def test_bad_input_exits_2_with_one_line(inputs: Path) -> None:
                                    "a,b", cwd=inputs), 2, "--chunks")
     assert_clean_error(bigsink_cli("solve", "C.npy", "--eps", "-1", "--out", "R", cwd=inputs),
                        2, "eps")
+    bad = np.ones((80, 60))
+    bad[47, 13] = np.nan
+    np.save(inputs / "Cnan.npy", bad)
+    assert_clean_error(bigsink_cli("solve", "Cnan.npy", "--eps", "0.1", "--out", "R",
+                                   cwd=inputs), 2, "C[47, 13]", "block")
     assert not (inputs / "R").exists() and not (inputs / "C.zarr").exists()
 
 
