@@ -117,7 +117,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     else:
         from .zarr_cost import ZarrCost
 
-        cost = ZarrCost(args.cost)
+        cost = ZarrCost(args.cost if "://" in args.cost else os.path.abspath(args.cost))
     a = _load_npy("--a", args.a) if args.a else None
     b = _load_npy("--b", args.b) if args.b else None
     out = os.path.abspath(args.out)
