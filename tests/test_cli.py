@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -201,3 +202,30 @@ def test_local_sh_cluster(local_cluster: Any, inputs: Path) -> None:
     assert proc.wait(timeout=40) == 0
     with pytest.raises(OSError):
         Client(address, timeout=2)
+
+
+HAS_CHECKPOINT = "checkpoint" in inspect.signature(bigsink.solve).parameters
+
+
+def test_resume_needs_checkpoint(inputs: Path) -> None:
+    np.save(inputs / "C.npy", np.ones((80, 60)))
+    assert_clean_error(bigsink_cli("solve", "C.npy", "--eps", "0.1", "--resume", "--out", "R",
+                                   cwd=inputs), 2, "--checkpoint")
+
+
+@pytest.mark.skipif(not HAS_CHECKPOINT, reason="solve(checkpoint=...) not merged yet")
+def test_checkpoint_then_resume(inputs: Path) -> None:
+    """A run with --checkpoint, then --resume from it: the same answer as a plain run."""
+    x, y = np.load(inputs / "x.npy"), np.load(inputs / "y.npy")
+    np.save(inputs / "C.npy", bigsink.PointCloudCost(x, y).rows(0, 80))
+    common = ("--a", "a.npy", "--b", "b.npy", "--eps", "0.02", "--tol", "1e-9")
+    p = bigsink_cli("solve", "C.npy", *common, "--out", "R0", "--quiet", cwd=inputs)
+    assert p.returncode == 0, p.stderr
+    p = bigsink_cli("solve", "C.npy", *common, "--checkpoint", "ck", "--max-iter", "5",
+                    "--out", "R1", "--quiet", cwd=inputs)
+    assert p.returncode == 1, p.stderr          # stopped early: not converged
+    p = bigsink_cli("solve", "C.npy", *common, "--checkpoint", "ck", "--resume", "--out", "R2",
+                    "--quiet", cwd=inputs)
+    assert p.returncode == 0, p.stderr
+    r0, r2 = bigsink.load_result(inputs / "R0"), bigsink.load_result(inputs / "R2")
+    assert r2.transport_cost == pytest.approx(r0.transport_cost, rel=1e-6)
