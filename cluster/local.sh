@@ -25,7 +25,9 @@ MEMORY=${MEMORY:-auto}
 DASK=${DASK:-dask}
 HOST=127.0.0.1
 LOGDIR=${LOGDIR:-$(mktemp -d -t bigsink-cluster.XXXXXX)}
+mkdir -p "$LOGDIR"
 SCHEDULER_FILE="$LOGDIR/scheduler.json"
+rm -f "$SCHEDULER_FILE"
 
 pids=()
 alive() {  # is any of the given pids still running?

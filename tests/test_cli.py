@@ -160,7 +160,6 @@ def local_cluster(tmp_path: Path) -> Any:
         env={**env(), "PORT": "0", "LOGDIR": str(tmp_path / "logs")},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    (tmp_path / "logs").mkdir(exist_ok=True)
     try:
         assert proc.stdout is not None
         address = proc.stdout.readline().strip()
