@@ -39,6 +39,7 @@ from .result import History, MarginalError, SinkhornResult
 __all__ = [
     "PlanMarginals",
     "TopK",
+    "atomic_dir",
     "load_result",
     "plan_marginals",
     "plan_topk",
@@ -92,7 +93,9 @@ def atomic_dir(path: str, overwrite: bool) -> Iterator[str]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``.
 
     On any exception the temporary directory is removed and nothing appears at ``path``. With
-    ``overwrite`` an existing ``path`` is moved aside and removed only after the rename.
+    ``overwrite`` an existing ``path`` is moved aside and removed only after the rename (for
+    an instant between the two renames neither is at ``path``; readers never see a partial
+    one). Checkpoint writers can use this too.
     """
     parent, base = os.path.split(path)
     tmp = os.path.join(parent, f".{base}.tmp-{uuid.uuid4().hex[:12]}")
