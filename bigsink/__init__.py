@@ -9,6 +9,15 @@ Quick start::
 
 from .costs import BlockGrid, CostSource, DenseCost
 from .errors import ConvergenceWarning, InputError, NumericalError
+from .io import (
+    PlanMarginals,
+    TopK,
+    load_result,
+    plan_marginals,
+    plan_topk,
+    write_cost,
+    write_plan,
+)
 from .pointcloud import PointCloudCost
 from .result import History, MarginalError, SinkhornResult
 from .solver import solve
@@ -25,9 +34,16 @@ __all__ = [
     "InputError",
     "MarginalError",
     "NumericalError",
+    "PlanMarginals",
     "PointCloudCost",
     "SinkhornResult",
+    "TopK",
     "ZarrCost",
     "__version__",
+    "load_result",
+    "plan_marginals",
+    "plan_topk",
     "solve",
+    "write_cost",
+    "write_plan",
 ]

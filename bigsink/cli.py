@@ -1,20 +1,26 @@
 """The ``bigsink`` command line.
 
 Each subcommand is a ``_cmd_<name>(args) -> int`` function registered in :func:`build_parser`.
-Errors from bad input print one clear line to stderr and exit with status 2; other failures
-exit with status 1.
+Errors from bad input (missing paths, bad shapes, an unreachable scheduler) print one clear
+line to stderr and exit with status 2; other failures, and a solve that did not converge, exit
+with status 1 (set ``BIGSINK_TRACEBACK=1`` to see the traceback of a failure).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ConvergenceWarning, InputError
 
 __all__ = ["build_parser", "main"]
 
@@ -39,6 +45,130 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result.converged else 1
 
 
+def _load_npy(name: str, path: str, mmap: bool = False) -> np.ndarray:
+    """An .npy file as an array, or an InputError naming the argument and the path."""
+    if not os.path.isfile(path):
+        raise InputError(f"{name}: no such file {path!r}.")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{name}: could not read {path!r} as a .npy array: {exc}") from None
+
+
+def _parse_pair(name: str, text: str) -> tuple[int, int]:
+    """``"R,C"`` as two positive ints."""
+    try:
+        r, c = (int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"{name}: expected two integers 'R,C', got {text!r}.") from None
+    return r, c
+
+
+def _scheduler_error(address: str, exc: BaseException) -> InputError:
+    """The one-line error for a scheduler that cannot be reached."""
+    return InputError(
+        f"could not reach the Dask scheduler at {address!r} ({type(exc).__name__}: {exc}). "
+        "Start one (cluster/local.sh) or check --scheduler."
+    )
+
+
+def _cmd_cost(args: argparse.Namespace) -> int:
+    """Write a Zarr cost matrix from two point clouds stored as .npy files."""
+    from .io import write_cost
+
+    x = _load_npy("X", args.x)
+    y = _load_npy("Y", args.y)
+    scale: Any = args.scale
+    if scale not in (None, "max"):
+        try:
+            scale = float(scale)
+        except ValueError:
+            raise InputError(f"--scale: expected a number or 'max', got {scale!r}.") from None
+    chunks = _parse_pair("--chunks", args.chunks) if args.chunks else None
+    t0 = time.perf_counter()
+    try:
+        cost = write_cost(x, y, args.out, args.metric, p=args.p, scale=scale, chunks=chunks,
+                          dtype=args.dtype, client=args.scheduler, overwrite=args.overwrite,
+                          progress=False if args.quiet else None)
+    except (OSError, TimeoutError) as exc:
+        if args.scheduler:
+            raise _scheduler_error(args.scheduler, exc) from None
+        raise
+    if not args.quiet:
+        print(f"wrote {cost.path}: shape {cost.shape}, chunks {cost.grid.block_shape}, "
+              f"{cost.dtype}, range [{cost.attrs['min']:g}, {cost.attrs['max']:g}] "
+              f"({time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
+def _jsonable(x: Any) -> Any:
+    """Floats and arrays as JSON values (non-finite floats as strings)."""
+    if isinstance(x, np.ndarray):
+        return [_jsonable(v) for v in x.tolist()]
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float | np.floating):
+        x = float(x)
+        return x if math.isfinite(x) else str(x)
+    return x
+
+
+def _cmd_solve(args: argparse.Namespace) -> int:
+    """Solve from a Zarr (or .npy) cost and .npy marginals; save the result."""
+    from . import solve
+
+    if args.cost.endswith(".npy"):
+        cost: Any = _load_npy("COST", args.cost, mmap=True)
+    else:
+        from .zarr_cost import ZarrCost
+
+        cost = ZarrCost(args.cost if "://" in args.cost else os.path.abspath(args.cost))
+    a = _load_npy("--a", args.a) if args.a else None
+    b = _load_npy("--b", args.b) if args.b else None
+    out = os.path.abspath(args.out)
+    if os.path.lexists(out) and not args.overwrite:
+        raise InputError(f"--out: {out!r} already exists; choose another path or --overwrite.")
+    if not os.path.isdir(os.path.dirname(out)):
+        raise InputError(f"--out: the directory {os.path.dirname(out)!r} does not exist.")
+    extra: dict[str, Any] = {}
+    if args.checkpoint:
+        extra["checkpoint"] = args.checkpoint
+    if args.resume:
+        if not args.checkpoint:
+            raise InputError("--resume needs --checkpoint PATH (the checkpoint to resume from).")
+        extra["resume"] = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            result = solve(cost, a, b, eps=args.eps, tol=args.tol, max_iter=args.max_iter,
+                           client=args.scheduler, progress=False if args.quiet else None,
+                           **extra)
+    except TypeError as exc:
+        if extra and ("checkpoint" in str(exc) or "resume" in str(exc)):
+            raise InputError(f"this bigsink cannot checkpoint: {exc}") from None
+        raise
+    except (OSError, TimeoutError) as exc:
+        if args.scheduler:
+            raise _scheduler_error(args.scheduler, exc) from None
+        raise
+    path = result.save(out, overwrite=args.overwrite)
+    if args.json:
+        me = result.marginal_error
+        print(json.dumps({
+            "converged": bool(result.converged), "n_iter": int(result.n_iter),
+            "eps": result.eps, "eps_stages": _jsonable(result.eps_stages), "tol": result.tol,
+            "transport_cost": _jsonable(result.transport_cost),
+            "reg_cost": _jsonable(result.reg_cost), "dual_cost": _jsonable(result.dual_cost),
+            "marginal_error": {"row": _jsonable(me.row), "col": _jsonable(me.col)},
+            "mass": _jsonable(result.mass), "seconds": result.seconds, "out": path,
+            "scheduler": args.scheduler,
+        }))
+    elif not args.quiet:
+        print(result.summary())
+        print(f"  saved to         {path}")
+    return 0 if result.converged else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="bigsink", description=__doc__.splitlines()[0])
@@ -53,6 +183,40 @@ def build_parser() -> argparse.ArgumentParser:
                       help="save the convergence plot here ('' for none)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_cmd_demo)
+
+    cost = sub.add_parser("cost", help="write a Zarr cost matrix from two .npy point clouds")
+    cost.add_argument("x", metavar="X.npy", help="source points (n, d) or (n,)")
+    cost.add_argument("y", metavar="Y.npy", help="target points (m, d) or (m,)")
+    cost.add_argument("--out", required=True, help="Zarr directory to create")
+    cost.add_argument("--metric", default="sqeuclidean",
+                      choices=("sqeuclidean", "euclidean", "minkowski"))
+    cost.add_argument("--p", type=float, default=2.0, help="Minkowski exponent")
+    cost.add_argument("--scale", default=None, help="divide C by this number, or 'max'")
+    cost.add_argument("--chunks", default=None, metavar="R,C", help="chunk shape")
+    cost.add_argument("--dtype", default="float32", help="stored dtype (default float32)")
+    cost.add_argument("--scheduler", default=None, metavar="ADDR",
+                      help="Dask scheduler address (default: local threads)")
+    cost.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    cost.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    cost.set_defaults(func=_cmd_cost)
+
+    solve = sub.add_parser("solve", help="solve from a Zarr (or .npy) cost; save the result")
+    solve.add_argument("cost", metavar="COST", help="Zarr array directory/URL or .npy file")
+    solve.add_argument("--a", default=None, metavar="A.npy", help="row weights (default uniform)")
+    solve.add_argument("--b", default=None, metavar="B.npy",
+                       help="column weights (default uniform)")
+    solve.add_argument("--eps", type=float, required=True, help="regularisation")
+    solve.add_argument("--tol", type=float, default=1e-6, help="L1 marginal tolerance")
+    solve.add_argument("--max-iter", type=int, default=10_000, help="iteration budget")
+    solve.add_argument("--scheduler", default=None, metavar="ADDR",
+                       help="Dask scheduler address (default: in-process threads)")
+    solve.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint group")
+    solve.add_argument("--resume", action="store_true", help="resume from --checkpoint")
+    solve.add_argument("--out", required=True, help="result directory (Zarr group) to create")
+    solve.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    solve.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    solve.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    solve.set_defaults(func=_cmd_solve)
     return parser
 
 
@@ -64,6 +228,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"bigsink {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"bigsink {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a failure, not bad input: one line, no traceback
+        if os.environ.get("BIGSINK_TRACEBACK"):
+            raise
+        msg = " ".join(str(exc).split())
+        print(f"bigsink {args.command}: failed: {type(exc).__name__}: {msg}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

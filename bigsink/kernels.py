@@ -36,9 +36,11 @@ __all__ = [
     "merge_pairs",
     "merge_scan",
     "pair_to_lse",
+    "plan_strip",
     "potential_update",
     "scan_strip",
     "sinkhorn_strip",
+    "topk_strip",
     "tree_reduce",
 ]
 
@@ -222,3 +224,32 @@ def merge_scan(
     """Merge two :func:`scan_strip` partials (strips are merged in row order)."""
     firsts = [x for x in (p[3], q[3]) if x >= 0]
     return (min(p[0], q[0]), max(p[1], q[1]), p[2] + q[2], min(firsts) if firsts else -1)
+
+
+def plan_strip(C: Array, start: int, f: Array, g: Array, eps: float) -> tuple[Array, None]:
+    """The strip's rows of the plan ``P_ij = exp((f_i + g_j - C_ij)/eps)`` (DESIGN.md §2).
+
+    Returns ``P`` (r, m, K) as the row output and no partial.
+    """
+    xp = array_namespace(C, f, g)
+    C3 = _cost3(C, f.dtype)                                          # (r, m, 1)
+    P = xp.exp((xp.expand_dims(f, axis=1) + xp.expand_dims(g, axis=0) - C3) / eps)  # (r, m, K)
+    return P, None
+
+
+def topk_strip(
+    C: Array, start: int, f: Array, g: Array, eps: float, k: int
+) -> tuple[Array, None]:
+    """The ``k`` largest plan entries of each row of the strip, packed in one array.
+
+    ``P_ij`` is largest where ``(f_i + g_j - C_ij)/eps`` is; a stable descending sort keeps
+    the lower column first on ties. Returns (r, k, K, 2): ``[..., 0]`` the column index (as
+    float64, exact below 2^53), ``[..., 1]`` the value ``P_ij``; no partial.
+    """
+    xp = array_namespace(C, f, g)
+    k = int(k)
+    C3 = _cost3(C, f.dtype)                                          # (r, m, 1)
+    L = (xp.expand_dims(f, axis=1) + xp.expand_dims(g, axis=0) - C3) / eps  # (r, m, K) log P
+    order = xp.argsort(L, axis=1, descending=True, stable=True)[:, :k, :]   # (r, k, K)
+    vals = xp.exp(xp.take_along_axis(L, order, axis=1))             # (r, k, K)
+    return xp.stack([xp.astype(order, vals.dtype), vals], axis=-1), None  # (r, k, K, 2)

@@ -120,12 +120,23 @@ class SinkhornResult:
                 f"{(np.shape(self.f)[0], np.shape(self.g)[0])}."
             )
         from ._xp import to_numpy
+        from .kernels import plan_strip
 
         C = np.asarray(to_numpy(src.rows(0, n)), dtype=np.float64)
-        f = np.asarray(self.f).reshape(n, -1)[:, None, :]         # (n, 1, K)
-        g = np.asarray(self.g).reshape(m, -1)[None, :, :]         # (1, m, K)
-        P = np.exp((f + g - C[:, :, None]) / self.eps)            # (n, m, K)
+        f = np.asarray(to_numpy(self.f), dtype=np.float64).reshape(n, -1)    # (n, K)
+        g = np.asarray(to_numpy(self.g), dtype=np.float64).reshape(m, -1)    # (m, K)
+        P, _ = plan_strip(C, 0, f, g, self.eps)                   # (n, m, K)
         return P if self.batched else P[:, :, 0]
+
+    def save(self, path: Any, *, overwrite: bool = False) -> str:
+        """Write this result to a Zarr group at ``path`` (atomically); returns the path.
+
+        Read it back with :func:`bigsink.load_result` (no cluster needed). See
+        :func:`bigsink.io.save_result`.
+        """
+        from .io import save_result
+
+        return save_result(self, path, overwrite=overwrite)
 
     def summary(self) -> str:
         """A short human-readable report."""

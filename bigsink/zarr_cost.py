@@ -51,7 +51,9 @@ class ZarrCost:
     """
 
     def __init__(self, path: Any, storage_options: dict[str, Any] | None = None) -> None:
-        self.path = os.fspath(path) if hasattr(path, "__fspath__") else str(path)
+        where = os.fspath(path) if hasattr(path, "__fspath__") else str(path)
+        # absolute, so that workers with another working directory open the same store
+        self.path = where if "://" in where else os.path.abspath(where)
         self.storage_options = storage_options
         self._arr = open_zarr_array(self.path, storage_options)
         n, m = (int(s) for s in self._arr.shape)
