@@ -7,6 +7,7 @@ Quick start::
     result.transport_cost, result.marginal_error, result.plan()
 """
 
+from .assign import assign
 from .costs import BlockGrid, CostSource, DenseCost
 from .errors import ConvergenceWarning, InputError, NumericalError
 from .pointcloud import PointCloudCost
@@ -29,5 +30,6 @@ __all__ = [
     "SinkhornResult",
     "ZarrCost",
     "__version__",
+    "assign",
     "solve",
 ]
