@@ -13,6 +13,13 @@ from .errors import ConvergenceWarning, InputError, NumericalError
 from .pointcloud import PointCloudCost
 from .result import History, MarginalError, SinkhornResult
 from .solver import solve
+from .toolbox import (
+    DivergenceResult,
+    WassersteinResult,
+    divergence,
+    wasserstein,
+    wasserstein_1d_exact,
+)
 from .zarr_cost import ZarrCost
 
 __version__ = "0.1.0"
@@ -22,14 +29,19 @@ __all__ = [
     "ConvergenceWarning",
     "CostSource",
     "DenseCost",
+    "DivergenceResult",
     "History",
     "InputError",
     "MarginalError",
     "NumericalError",
     "PointCloudCost",
     "SinkhornResult",
+    "WassersteinResult",
     "ZarrCost",
     "__version__",
     "assign",
+    "divergence",
     "solve",
+    "wasserstein",
+    "wasserstein_1d_exact",
 ]
