@@ -103,3 +103,17 @@ def test_bad_input(kwargs: dict[str, object]) -> None:
         bigsink.assign(np.zeros((3, 2)), **kwargs)  # type: ignore[arg-type]
     with pytest.raises(bigsink.InputError, match="2-D"):
         bigsink.assign(np.zeros(3))
+
+
+@pytest.mark.gpu
+def test_cupy_matches_numpy() -> None:
+    cp = pytest.importorskip("cupy")
+    try:
+        cp.cuda.runtime.getDeviceCount()
+    except Exception:  # no driver / no device
+        pytest.skip("no CUDA device")
+    rng = np.random.default_rng(4)
+    scores = rng.uniform(-1, 1, (64, 7)) * 50
+    out = bigsink.assign(cp.asarray(scores), eps=0.05, n_iter=3)
+    assert isinstance(out, cp.ndarray)
+    np.testing.assert_allclose(cp.asnumpy(out), bigsink.assign(scores, eps=0.05), rtol=1e-12)

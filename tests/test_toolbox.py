@@ -149,3 +149,13 @@ def test_r7_entropic() -> None:
     w = bigsink.wasserstein(x, y, p=1, eps=1 / 20, tol=1e-9)
     assert w.value == pytest.approx(0.047913054710487915, rel=1e-6)
     assert w.exact == pytest.approx(0.009090469790019021, rel=1e-12)
+
+
+@pytest.mark.dask
+def test_divergence_on_dask(dask_client: object) -> None:
+    """Solver options (client=) pass through; same value as the local executor."""
+    pytest.importorskip("bigsink.executors.dask")
+    x, y, a, b = clouds(12, 16, 10)
+    local = bigsink.divergence(x, y, a, b, eps=0.1, tol=1e-11)
+    remote = bigsink.divergence(x, y, a, b, eps=0.1, tol=1e-11, client=dask_client)
+    assert remote.value == pytest.approx(local.value, rel=1e-10)

@@ -177,3 +177,13 @@ def test_unbalanced_on_point_cloud_and_zarr(tmp_path: Path) -> None:
     for src in (pc, bigsink.ZarrCost(path)):
         r = bigsink.solve(src, a, b, eps=0.1, rho_a=0.5, rho_b=2.0, eps_scaling=False, **TIGHT)
         np.testing.assert_allclose(r.plan(), Q, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.dask
+def test_unbalanced_on_dask(dask_client: object) -> None:
+    pytest.importorskip("bigsink.executors.dask")
+    C, a, b = random_problem(12)
+    Q = pot_plan(a, b, C, 0.2, 0.5, 1.5)
+    r = bigsink.solve(C, a, b, eps=0.2, rho_a=0.5, rho_b=1.5, eps_scaling=False,
+                      client=dask_client, **TIGHT)
+    np.testing.assert_allclose(r.plan(), Q, rtol=1e-6, atol=1e-12)
