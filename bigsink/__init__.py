@@ -7,6 +7,7 @@ Quick start::
     result.transport_cost, result.marginal_error, result.plan()
 """
 
+from .assign import assign
 from .costs import BlockGrid, CostSource, DenseCost
 from .errors import ConvergenceWarning, InputError, NumericalError
 from .io import (
@@ -21,6 +22,13 @@ from .io import (
 from .pointcloud import PointCloudCost
 from .result import History, MarginalError, SinkhornResult
 from .solver import solve
+from .toolbox import (
+    DivergenceResult,
+    WassersteinResult,
+    divergence,
+    wasserstein,
+    wasserstein_1d_exact,
+)
 from .zarr_cost import ZarrCost
 
 __version__ = "0.1.0"
@@ -30,6 +38,7 @@ __all__ = [
     "ConvergenceWarning",
     "CostSource",
     "DenseCost",
+    "DivergenceResult",
     "History",
     "InputError",
     "MarginalError",
@@ -38,12 +47,17 @@ __all__ = [
     "PointCloudCost",
     "SinkhornResult",
     "TopK",
+    "WassersteinResult",
     "ZarrCost",
     "__version__",
+    "assign",
+    "divergence",
     "load_result",
     "plan_marginals",
     "plan_topk",
     "solve",
+    "wasserstein",
+    "wasserstein_1d_exact",
     "write_cost",
     "write_plan",
 ]

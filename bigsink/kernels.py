@@ -103,15 +103,21 @@ def add_partials(p: tuple[Array, ...], q: tuple[Array, ...]) -> tuple[Array, ...
 
 
 def potential_update(log_w: Array, lse: Array, eps: float, tau: Array | float) -> Array:
-    """Log-domain update ``f = tau * (eps*log(w) - eps*lse)`` (DESIGN.md §2).
+    """Log-domain update ``f = eps*log(w) - tau*eps*lse`` (DESIGN.md §2).
 
-    ``tau = rho / (rho + eps)`` (1 for balanced problems). Zero weights (``log_w = -inf``)
-    get potential ``-inf``: their rows (columns) of the plan are exactly zero.
+    ``tau = rho / (rho + eps)`` (1 for balanced problems). This is the scaling update
+    ``u = (a / K v)**tau`` of the KL-regularised problem ``<P,C> + eps*KL(P || a b^T) +
+    rho*KL(P 1 || a) + ...`` (POT ``sinkhorn_unbalanced(reg_type="kl")``, whose kernel
+    ``K = a b^T exp(-C/eps)`` carries the weights) written for our plan
+    ``P_ij = exp((f_i + g_j - C_ij)/eps)``: there ``f = eps*log(u*a)``, so only the LSE term
+    is raised to tau. (``tau*(eps*log w - eps*lse)`` would solve the entropy-regularised
+    problem ``reg_type="entropy"`` instead; both agree when balanced.) Zero weights
+    (``log_w = -inf``) get potential ``-inf``: their rows (columns) of the plan are exactly zero.
     """
     xp = array_namespace(log_w, lse)
     zero_weight = xp.isinf(log_w) & (log_w < 0)
     safe_lse = xp.where(zero_weight, xp.zeros_like(lse), lse)
-    new = tau * (eps * log_w - eps * safe_lse)
+    new = eps * log_w - tau * eps * safe_lse
     return xp.where(zero_weight, xp.full_like(new, -xp.inf), new)
 
 
@@ -129,7 +135,7 @@ def sinkhorn_strip(
     One read of C and one ``exp`` per element (DESIGN.md §3). With
     ``Z_ij = (g_j - C_ij)/eps`` and its row max ``M_i``, ``E_ij = exp(Z_ij - M_i)`` gives
 
-        f_i = tau * (eps*log a_i - eps*(M_i + log sum_j E_ij))                   (f-update)
+        f_i = eps*log a_i - tau*eps*(M_i + log sum_j E_ij)                       (f-update)
 
     and, for the *new* f, ``exp((f_i - C_ij)/eps) = E_ij * exp(f_i/eps + M_i) * exp(-g_j/eps)``,
     so the column partial is the pair ``(W - g_j/eps, sum_i E_ij exp(f_i/eps + M_i - W))``

@@ -57,9 +57,16 @@ class SinkhornResult:
         g: column potentials (m,) or (m, K).
         eps: the regularisation solved for (the last eps stage).
         transport_cost: ``<P, C>`` (Cuturi's d_M^lambda, POT ``sinkhorn2``).
-        reg_cost: ``<P, C> + eps*KL(P || a b^T)`` plus, when unbalanced,
-            ``rho_a*KL(P 1 || a) + rho_b*KL(P^T 1 || b)`` (OTT ``reg_ot_cost``).
-        dual_cost: ``<a, f> + <b, g>``; equals ``<P,C> - eps*H(P)`` at convergence (balanced).
+        reg_cost: the primal objective ``<P, C> + eps*KL(P || a b^T)`` plus, when unbalanced,
+            ``rho_a*KL(P 1 || a) + rho_b*KL(P^T 1 || b)`` (generalised KL
+            ``sum x log(x/y) - x + y``; OTT ``reg_ot_cost``; for unbalanced problems the
+            objective of POT ``sinkhorn_unbalanced(reg_type="kl")`` evaluated on its plan; POT's
+            own ``total_cost`` drops the ``- x + y`` mass terms and is ~0 at the optimum).
+        dual_cost: balanced: ``<a, f> + <b, g> - eps*(mass - 1)``, which equals
+            ``<P,C> - eps*H(P)`` at convergence. Unbalanced: the dual objective of ``reg_cost``,
+            ``-sum_sides rho<w, exp(-f'/rho) - 1> - eps*(mass - sum(a)*sum(b))`` with
+            ``f' = f - eps*log a`` (``<a, f'>`` for a balanced side), equal to ``reg_cost``
+            at convergence.
         marginal_error: exact L1 row and column errors of the returned potentials.
         mass: total mass of the plan.
         n_iter: Sinkhorn iterations over all eps stages (each is one pass over C).

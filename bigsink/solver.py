@@ -307,14 +307,20 @@ def finish(
     pc = ev.transport_cost                                            # (K,) <P, C>
     p_log_p = (_dot(ev.rows, f) + _dot(ev.cols, g) - pc) / eps        # sum P log P
     kl = p_log_p - _dot(ev.rows, _log(a)) - _dot(ev.cols, _log(b)) - mass + a.sum(0) * b.sum(0)
-    reg = pc + eps * kl
-    dual = -eps * (mass - a.sum(0) * b.sum(0))
+    reg = pc + eps * kl                                               # (K,) balanced part
+    dual = -eps * (mass - a.sum(0) * b.sum(0))                        # (K,) -eps<ab^T, e^.-1>
     for w, pot, marg, rho in ((a, f, ev.rows, problem.rho_a), (b, g, ev.cols, problem.rho_b)):
+        if problem.balanced:
+            dual = dual + _dot(w, pot)                                # <a, f> + <b, g>
+            continue
+        with np.errstate(invalid="ignore"):
+            pot_kl = pot - eps * _log(w)                              # potential of the KL form
         if math.isinf(rho):
-            dual = dual + _dot(w, pot)
+            dual = dual + _dot(w, pot_kl)
         else:
-            reg = reg + rho * _kl(marg, w)
-            dual = dual - rho * _dot(w, np.expm1(-pot / rho))
+            reg = reg + rho * _kl(marg, w)                            # + rho*KL(P1 || a)
+            with np.errstate(invalid="ignore", over="ignore"):
+                dual = dual - rho * _dot(w, np.expm1(-pot_kl / rho))  # - rho<a, e^{-f/rho}-1>
     row_err, col_err = ev.errors(problem)
     if problem.balanced:
         converged = bool(max(row_err.max(), col_err.max()) <= tol)
@@ -377,7 +383,14 @@ def solve(
         tol: stop when the L1 marginal error is at most this (for unbalanced problems: the
             L1 change of the row scaling between iterations).
         max_iter: iteration budget over all eps stages.
-        rho, rho_a, rho_b: KL marginal penalties for unbalanced transport (``inf`` = balanced).
+        rho, rho_a, rho_b: KL marginal penalties for unbalanced transport (``inf`` = balanced;
+            ``rho_a``/``rho_b`` override ``rho`` for one side). The problem solved is then
+            ``min_P <P,C> + eps*KL(P || a b^T) + rho_a*KL(P 1 || a) + rho_b*KL(P^T 1 || b)``
+            (POT ``sinkhorn_unbalanced(reg_type="kl")``), by the updates
+            ``f = eps*log a - tau*eps*LSE_j((g_j - C_ij)/eps)``, ``tau = rho/(rho + eps)``.
+            ``reg_cost`` then includes the two penalty terms and ``dual_cost`` is the
+            matching dual (see :class:`SinkhornResult`). Large ``rho/eps`` converges slowly
+            (the shift ``(f + c, g - c)`` is damped only by ``1 - tau`` per iteration).
         init: warm start ``(f, g)`` potentials (either may be None).
         eps_scaling: None (auto: on when ``spread(C)/eps > 16`` and no ``init``), True, False.
         eps_decay: ratio between consecutive eps stages (0 < eps_decay < 1).
