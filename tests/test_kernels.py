@@ -55,8 +55,9 @@ def test_sinkhorn_strip_matches_dense_updates(xp: Any, tau: float) -> None:
     C, g, log_a = _rand(rng, 9, 21, 3)
     eps = 0.05
     f_new, (cm, cs) = K.sinkhorn_strip(xp.asarray(C), 0, xp.asarray(log_a), xp.asarray(g), eps, tau)
-    # f_i = tau * (eps log a_i - eps LSE_j((g_j - C_ij)/eps))            (DESIGN.md §2)
-    ref_f = tau * (eps * log_a - eps * logsumexp((g[None] - C[:, :, None]) / eps, axis=1))
+    # f_i = eps log a_i - tau eps LSE_j((g_j - C_ij)/eps): KL(P || a b^T) regularisation
+    # (POT reg_type="kl"; tau = 1 is DESIGN.md §2's balanced update)
+    ref_f = eps * log_a - tau * eps * logsumexp((g[None] - C[:, :, None]) / eps, axis=1)
     np.testing.assert_allclose(np.asarray(f_new), ref_f, rtol=1e-12, atol=1e-13)
     # column partial = LSE_i((f_new_i - C_ij)/eps) over the strip's rows
     ref_col = logsumexp((ref_f[:, None, :] - C[:, :, None]) / eps, axis=0)
