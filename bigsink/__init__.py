@@ -12,6 +12,7 @@ from .errors import ConvergenceWarning, InputError, NumericalError
 from .pointcloud import PointCloudCost
 from .result import History, MarginalError, SinkhornResult
 from .solver import solve
+from .sweep import Pairs, SweepResults, SweepRow, sweep
 from .zarr_cost import ZarrCost
 
 __version__ = "0.1.0"
@@ -25,9 +26,13 @@ __all__ = [
     "InputError",
     "MarginalError",
     "NumericalError",
+    "Pairs",
     "PointCloudCost",
     "SinkhornResult",
+    "SweepResults",
+    "SweepRow",
     "ZarrCost",
     "__version__",
     "solve",
+    "sweep",
 ]

@@ -245,7 +245,8 @@ def _check_init(init: Any, problem: Problem) -> tuple[np.ndarray | None, np.ndar
         if x is None:
             out.append(None)
             continue
-        arr = np.asarray(x, dtype=np.float64).reshape(size if np.size(x) == size else -1, -1)
+        arr = np.asarray(x, dtype=np.float64)
+        arr = arr.reshape(-1, 1) if arr.ndim == 1 else arr                  # (size, 1 or K)
         if arr.shape[0] != size or arr.shape[1] not in (1, problem.K):
             raise InputError(
                 f"init {name}: expected {size} potentials (or ({size}, {problem.K})), "
