@@ -100,9 +100,9 @@ class Pairs:
         for k, item in enumerate(items):
             if not isinstance(item, tuple | list) or len(item) != 2:
                 raise InputError(f"pairs[{k}] must be an (a, b) pair; got {type(item).__name__}.")
-        k = np.arange(len(items))
+        ids = np.arange(len(items))
         return cls(tuple(p[0] for p in items), tuple(p[1] for p in items),
-                   np.stack([k, k], axis=1).reshape(-1, 2))
+                   np.stack([ids, ids], axis=1).reshape(-1, 2))
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -479,7 +479,7 @@ def sweep(
         if num_gpus:
             actor_cls = ray.remote(num_gpus=1, max_restarts=max_retries,
                                    max_task_retries=max_retries)(_DeviceSolver)
-            actors = [actor_cls.remote(cost_ref) for _ in range(int(num_gpus))]
+            actors: list[Any] = [actor_cls.remote(cost_ref) for _ in range(int(num_gpus))]
             for i, batch in enumerate(batches):
                 A, B = (np.stack([x[j] for x in batch], axis=1) for j in (1, 2))
                 pending[actors[i % len(actors)].solve.remote(A, B, *args)] = batch
