@@ -208,7 +208,7 @@ def test_sweep_on_ray_start_head(tmp_path: Path) -> None:
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                RAY_USAGE_STATS_ENABLED="0")
     ray_cli = str(Path(sys.executable).with_name("ray"))
-    log = open(tmp_path / "head.log", "w")  # noqa: SIM115
+    log = open(tmp_path / "head.log", "w")
     head = subprocess.Popen(
         [ray_cli, "start", "--head", "--block", "--port", str(port), "--node-ip-address",
          "127.0.0.1", "--num-cpus", "2", "--include-dashboard=false", "--temp-dir", temp_dir,
@@ -229,10 +229,36 @@ def test_sweep_on_ray_start_head(tmp_path: Path) -> None:
         assert figures["rows"] == 120 and figures["errors"] == 0
         assert figures["rel"] < 1e-9
     finally:
+        # SIGTERM is the graceful stop of Ray's processes (what `ray stop` sends); `ray start
+        # --block` itself may linger after its children are gone, so it then gets SIGKILL.
         os.killpg(head.pid, signal.SIGTERM)
         try:
-            head.wait(30)
+            head.wait(5)
         except subprocess.TimeoutExpired:
+            pass
+        try:
             os.killpg(head.pid, signal.SIGKILL)
-            head.wait(10)
+        except ProcessLookupError:
+            pass
+        head.wait(10)
         log.close()
+
+
+def test_cli_sweep(ray_session: Any, tmp_path: Path) -> None:
+    """`bigsink sweep COST --pairs PAIRS.npz --eps ... --out RESULTS.csv` on the session."""
+    from bigsink.cli import main
+
+    C, pairs = problem(n=40, P=4, seed=4)
+    np.save(tmp_path / "C.npy", C)
+    np.savez(tmp_path / "pairs.npz", a=np.array([p[0] for p in pairs]),
+             b=np.array([p[1] for p in pairs]))
+    out = tmp_path / "res.csv"
+    rc = main([
+        "sweep", str(tmp_path / "C.npy"), "--pairs", str(tmp_path / "pairs.npz"), "--eps",
+        "0.1,0.2", "--tol", str(TOL), "--out", str(out), "--quiet"])
+    assert rc == 0
+    back = SweepResults.load(out)
+    ref = reference(C, pairs, (0.2, 0.1))
+    np.testing.assert_allclose(as_array(back, 4), ref, rtol=1e-9, atol=0)
+    assert main(["sweep", str(tmp_path / "C.npy"), "--pairs", str(tmp_path / "C.npy"),
+                 "--eps", "0.1", "--out", str(out)]) == 2
