@@ -405,8 +405,10 @@ def sweep(
         max_iter: iteration budget per solve.
         batch_size: pairs solved together per task (K columns per pass over C); default
             enough batches to keep every CPU busy twice over, at most 64 pairs each.
-        address: join this Ray cluster (``"host:port"`` or ``"auto"``); default: the session
-            already initialised in this process, else a new local one (shut down at the end).
+        address: join this Ray cluster (``"host:port"`` or ``"auto"``) when Ray is not yet
+            initialised in this process (an initialised session is always used as it is);
+            without it a new local instance starts. Whatever the sweep started or joined it
+            shuts down (disconnects) at the end; a cluster it joined keeps running.
         num_cpus: CPUs of a new local Ray instance (default: all).
         num_gpus: run on this many GPUs through one long-lived actor per GPU, each holding the
             cost on its device. Needs CuPy on the workers.
@@ -459,8 +461,7 @@ def sweep(
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-    store = (_PotentialStore(os.fspath(save_potentials), P, eps_list, src.shape)
-             if save_potentials is not None else None)
+    store: _PotentialStore | None = None
     try:
         resources = ray.cluster_resources()
         if num_gpus and resources.get("GPU", 0) < num_gpus:
@@ -468,6 +469,8 @@ def sweep(
                 f"num_gpus={num_gpus} but the Ray cluster has {resources.get('GPU', 0):g} "
                 "GPU(s); lower num_gpus or add GPU nodes."
             )
+        if save_potentials is not None:
+            store = _PotentialStore(os.fspath(save_potentials), P, eps_list, src.shape)
         workers = int(num_gpus) or max(1, int(resources.get("CPU", 1)))
         K = int(batch_size) if batch_size else max(1, min(MAX_BATCH,
                                                           math.ceil(len(valid) / (2 * workers))))
@@ -519,7 +522,10 @@ def sweep(
             bar.close()
         if store is not None:
             store.commit()
+            store = None
     finally:
+        if store is not None:  # failed before completion: leave no partial group behind
+            shutil.rmtree(store.tmp, ignore_errors=True)
         if started:
             ray.shutdown()
     ordered = tuple(rows[p, e] for p in range(P) for e in eps_list)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -47,11 +48,13 @@ def run(n: int = 2000, targets: int = 200, eps: float = 0.05, tol: float = 1e-6,
     t_sweep = time.perf_counter() - t0
     assert not res.errors, res.errors[0]
     sweep_tc = res.column("transport_cost")
+    print(f"sweep: {t_sweep:.2f} s ({targets / t_sweep:.3g} pairs/s)", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     loop_tc = np.array([bigsink.solve(C, a, b, eps=eps, tol=tol, progress=False).transport_cost
                         for b in B])
     t_loop = time.perf_counter() - t0
+    print(f"loop: {t_loop:.2f} s ({targets / t_loop:.3g} pairs/s)", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     # with a matrix b, POT returns <P_k, C> for each of its columns (T,)

@@ -262,3 +262,13 @@ def test_cli_sweep(ray_session: Any, tmp_path: Path) -> None:
     np.testing.assert_allclose(as_array(back, 4), ref, rtol=1e-9, atol=0)
     assert main(["sweep", str(tmp_path / "C.npy"), "--pairs", str(tmp_path / "C.npy"),
                  "--eps", "0.1", "--out", str(out)]) == 2
+
+
+def test_num_gpus_beyond_cluster(ray_session: Any, tmp_path: Path) -> None:
+    """Asking for more GPUs than the cluster has is a clear InputError, no partial output."""
+    C, pairs = problem(n=10, P=2)
+    gpus = ray_session.cluster_resources().get("GPU", 0)
+    with pytest.raises(bigsink.InputError, match="num_gpus"):
+        bigsink.sweep(C, pairs, [0.1], num_gpus=int(gpus) + 1,
+                      save_potentials=tmp_path / "f.zarr")
+    assert not list(tmp_path.iterdir())
