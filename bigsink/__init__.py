@@ -22,6 +22,7 @@ from .io import (
 from .pointcloud import PointCloudCost
 from .result import History, MarginalError, SinkhornResult
 from .solver import solve
+from .sweep import Pairs, SweepResults, SweepRow, sweep
 from .toolbox import (
     DivergenceResult,
     WassersteinResult,
@@ -43,9 +44,12 @@ __all__ = [
     "InputError",
     "MarginalError",
     "NumericalError",
+    "Pairs",
     "PlanMarginals",
     "PointCloudCost",
     "SinkhornResult",
+    "SweepResults",
+    "SweepRow",
     "TopK",
     "WassersteinResult",
     "ZarrCost",
@@ -56,6 +60,7 @@ __all__ = [
     "plan_marginals",
     "plan_topk",
     "solve",
+    "sweep",
     "wasserstein",
     "wasserstein_1d_exact",
     "write_cost",

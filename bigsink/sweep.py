@@ -1,0 +1,532 @@
+"""Ray sweeps: many ``(a, b)`` pairs and eps values against one shared cost.
+
+The only module that imports Ray, and only inside the functions that need it, so
+``import bigsink`` works without the ``bigsink[ray]`` extra.
+
+How a sweep runs:
+
+1. Every pair is validated on the driver first (:func:`bigsink.problem.make_problem`); a pair
+   with bad weights gets error rows and never reaches a batch, so it cannot spoil the others.
+2. The cost is shared once: ``ray.put`` of the cost source. A :class:`DenseCost` array travels
+   as an out-of-band buffer that tasks on a node read zero-copy; a :class:`ZarrCost` pickles as
+   its path (workers reopen the store); a :class:`PointCloudCost` pickles its coordinates.
+3. Valid pairs are cut into batches of ``batch_size``: one task solves K pairs together
+   (``a`` (n, K), ``b`` (m, K): K columns per pass over C) along the eps chain, coarsest
+   first, each eps warm-started from the previous one's potentials (``solve(init=(f, g))``).
+4. Results stream back with ``ray.wait`` as tasks finish. Tasks whose worker dies are retried
+   (``max_retries``); a batch that still fails gets error rows naming the reason.
+
+Each pair's answer is the converged solution at its eps; with a tight ``tol`` it does not
+depend on the warm-start path or on which pairs share a batch (a batch stops when its worst
+pair reaches ``tol``, so its other pairs are only ever more converged).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from ._xp import to_numpy
+from .costs import CostSource, DenseCost, as_cost
+from .errors import ConvergenceWarning, InputError, NumericalError
+from .problem import check_max_iter, check_positive, make_problem
+
+__all__ = ["Pairs", "SweepResults", "SweepRow", "sweep"]
+
+#: Default cap on the pairs solved together by one task.
+MAX_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """An index of histogram pairs: pair ``p`` is ``(sources[index[p, 0]], targets[index[p, 1]])``.
+
+    Rows of results carry the source and target ids ``index[p]``. Histograms are kept as given
+    (validated per pair when the sweep starts), so one bad histogram only fails its own pairs.
+
+    Attributes:
+        sources: source histograms, each (n,).
+        targets: target histograms, each (m,).
+        index: (P, 2) integer array of (source id, target id).
+    """
+
+    sources: tuple[Any, ...]
+    targets: tuple[Any, ...]
+    index: np.ndarray
+
+    def __post_init__(self) -> None:
+        idx = np.asarray(self.index)
+        if idx.ndim != 2 or idx.shape[1] != 2 or not np.issubdtype(idx.dtype, np.integer):
+            raise InputError(
+                f"pairs index must be an integer array of shape (P, 2); got shape {idx.shape} "
+                f"and dtype {idx.dtype}."
+            )
+        for col, name, hist in ((0, "source", self.sources), (1, "target", self.targets)):
+            bad = (idx[:, col] < 0) | (idx[:, col] >= len(hist))
+            if bad.any():
+                p = int(np.argmax(bad))
+                raise InputError(
+                    f"pairs index row {p} names {name} {int(idx[p, col])} but there are only "
+                    f"{len(hist)} {name}s; ids must be in [0, {len(hist)})."
+                )
+        object.__setattr__(self, "index", idx.astype(np.int64))
+
+    @classmethod
+    def one_vs_many(cls, source: Any, targets: Any) -> Pairs:
+        """One source against every target: pairs ``(0, t)`` for t = 0 .. T-1."""
+        tg = tuple(targets)
+        return cls((source,), tg, np.stack([np.zeros(len(tg), int), np.arange(len(tg))], 1))
+
+    @classmethod
+    def all_pairs(cls, histograms: Any, *, include_self: bool = False) -> Pairs:
+        """Every unordered pair ``(i, j)``, ``i < j`` (``i <= j`` with ``include_self``), of
+        one collection of histograms on a square cost."""
+        h = tuple(histograms)
+        iu = np.triu_indices(len(h), k=0 if include_self else 1)
+        return cls(h, h, np.stack(iu, axis=1).astype(np.int64).reshape(-1, 2))
+
+    @classmethod
+    def from_sequence(cls, pairs: Iterable[tuple[Any, Any]]) -> Pairs:
+        """Pairs ``(a_k, b_k)``; pair k has source id and target id k."""
+        items = list(pairs)
+        for k, item in enumerate(items):
+            if not isinstance(item, tuple | list) or len(item) != 2:
+                raise InputError(f"pairs[{k}] must be an (a, b) pair; got {type(item).__name__}.")
+        ids = np.arange(len(items))
+        return cls(tuple(p[0] for p in items), tuple(p[1] for p in items),
+                   np.stack([ids, ids], axis=1).reshape(-1, 2))
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def pair(self, p: int) -> tuple[Any, Any]:
+        """The weights ``(a, b)`` of pair ``p``."""
+        s, t = self.index[p]
+        return self.sources[s], self.targets[t]
+
+
+def as_pairs(pairs: Any) -> Pairs:
+    """A :class:`Pairs` from a Pairs or a sequence of ``(a, b)``."""
+    if isinstance(pairs, Pairs):
+        return pairs
+    if isinstance(pairs, str | bytes | np.ndarray) or not isinstance(pairs, Iterable):
+        raise InputError(
+            f"pairs must be a sequence of (a, b) or a bigsink.Pairs; got {type(pairs).__name__}. "
+            "For weight matrices use Pairs.from_sequence(zip(A, B))."
+        )
+    return Pairs.from_sequence(pairs)
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One (pair, eps) result. Numbers are NaN (and ``error`` a message) for a failed row.
+
+    ``n_iter`` and ``seconds`` belong to the batched solve that produced the row: ``n_iter`` is
+    its iteration count (shared by its K pairs), ``seconds`` its wall time divided by K.
+    """
+
+    pair: int
+    source: int
+    target: int
+    eps: float
+    transport_cost: float
+    reg_cost: float
+    n_iter: int
+    converged: bool
+    row_error: float
+    col_error: float
+    seconds: float
+    error: str | None = None
+
+
+_COLUMNS = tuple(f.name for f in fields(SweepRow))
+
+
+def _failed(pair: int, ids: tuple[int, int], eps: float, reason: str) -> SweepRow:
+    """An error row."""
+    nan = math.nan
+    return SweepRow(pair, ids[0], ids[1], eps, nan, nan, 0, False, nan, nan, 0.0, reason)
+
+
+@dataclass(frozen=True)
+class SweepResults:
+    """All rows of a sweep, ordered by pair then eps (coarsest first).
+
+    Attributes:
+        rows: one :class:`SweepRow` per (pair, eps).
+        eps: the eps values, coarsest first.
+        tol: the tolerance every solve ran to.
+    """
+
+    rows: tuple[SweepRow, ...]
+    eps: tuple[float, ...] = ()
+    tol: float = math.nan
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def errors(self) -> tuple[SweepRow, ...]:
+        """Rows that failed."""
+        return tuple(r for r in self.rows if r.error is not None)
+
+    def column(self, name: str) -> np.ndarray:
+        """One column as an array."""
+        if name not in _COLUMNS:
+            raise InputError(f"no column {name!r}; columns are {_COLUMNS}.")
+        return np.array([getattr(r, name) for r in self.rows])
+
+    def to_pandas(self) -> Any:
+        """The rows as a ``pandas.DataFrame`` (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas() needs pandas: pip install pandas") from None
+        return pd.DataFrame([astuple(r) for r in self.rows], columns=list(_COLUMNS))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the table: ``.parquet`` (needs pyarrow) or CSV (any other suffix).
+
+        Written to a temporary name and renamed when complete.
+        """
+        path = os.fspath(path)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            if path.endswith(".parquet"):
+                try:
+                    import pyarrow as pa
+                    import pyarrow.parquet as pq
+                except ImportError:
+                    raise InputError(
+                        f"saving {path!r} as Parquet needs pyarrow (pip install pyarrow); "
+                        "or save to a .csv path."
+                    ) from None
+                table = pa.table({c: [getattr(r, c) for r in self.rows] for c in _COLUMNS})
+                pq.write_table(table, tmp)
+            else:
+                with open(tmp, "w", newline="") as fh:
+                    w = csv.writer(fh)
+                    w.writerow(_COLUMNS)
+                    for r in self.rows:
+                        w.writerow(["" if v is None else repr(v) if isinstance(v, float) else v
+                                    for v in astuple(r)])
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SweepResults:
+        """Read a table written by :meth:`save` as CSV."""
+        conv = {f.name: f.type for f in fields(SweepRow)}
+        rows = []
+        with open(path, newline="") as fh:
+            for rec in csv.DictReader(fh):
+                vals: dict[str, Any] = {}
+                for name, text in rec.items():
+                    t = conv[name]
+                    if t == "int":
+                        vals[name] = int(text)
+                    elif t == "float":
+                        vals[name] = float(text)
+                    elif t == "bool":
+                        vals[name] = text == "True"
+                    else:
+                        vals[name] = text or None
+                rows.append(SweepRow(**vals))
+        eps = tuple(dict.fromkeys(r.eps for r in rows))
+        return cls(tuple(rows), eps)
+
+
+# --------------------------------------------------------------------------------- the tasks
+
+
+def solve_chain(
+    cost: CostSource, A: np.ndarray, B: np.ndarray, eps: Sequence[float], tol: float,
+    max_iter: int, keep: bool,
+) -> list[tuple[int, float, float, float, int, bool, float, float, float, str | None,
+                np.ndarray | None, np.ndarray | None]]:
+    """Solve K pairs (A (n, K), B (m, K)) along the eps chain ``eps`` (coarsest first).
+
+    Each eps starts from the previous one's potentials. Returns one record per (pair k, eps):
+    ``(k, eps, transport, reg, n_iter, converged, row_err, col_err, seconds, error, f, g)``.
+    A batch that fails numerically is re-solved pair by pair so the failure stays with its pair.
+    """
+    from .executors import LocalExecutor
+    from .solver import solve
+
+    K = A.shape[1]
+    executor = LocalExecutor(threads=1)
+    out: list[Any] = []
+    init: tuple[np.ndarray, np.ndarray] | None = None
+    for e in eps:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                res = solve(cost, A, B, eps=e, tol=tol, max_iter=max_iter, init=init,
+                            executor=executor, progress=False)
+        except NumericalError as exc:
+            if K == 1:
+                out.append((0, e, *([math.nan] * 2), 0, False, math.nan, math.nan, 0.0,
+                            str(exc), None, None))
+                init = None
+                continue
+            # isolate the failing pair(s): solve each pair alone along the whole chain
+            out = []
+            for k in range(K):
+                for r in solve_chain(cost, A[:, k:k + 1], B[:, k:k + 1], eps, tol, max_iter,
+                                     keep):
+                    out.append((k, *r[1:]))
+            return out
+        init = (res.f, res.g)
+        row, col = res.marginal_error
+        for k in range(K):
+            ok = bool(max(row[k], col[k]) <= tol)
+            out.append((k, e, float(res.transport_cost[k]), float(res.reg_cost[k]), res.n_iter,
+                        ok, float(row[k]), float(col[k]), res.seconds / K, None,
+                        res.f[:, k].copy() if keep else None,
+                        res.g[:, k].copy() if keep else None))
+    return out
+
+
+class _DeviceSolver:
+    """A long-lived solver holding the cost on its GPU (one such actor per GPU).
+
+    A :class:`DenseCost` is copied to the device once; other cost sources are used as they
+    are (their strips are computed or read per pass).
+    """
+
+    def __init__(self, cost: CostSource) -> None:
+        import cupy as cp
+
+        if isinstance(cost, DenseCost):
+            cost = DenseCost(cp.asarray(cost.array), cost.grid.block_shape)
+        self.cost = cost
+
+    def solve(self, A: np.ndarray, B: np.ndarray, eps: Sequence[float], tol: float,
+              max_iter: int, keep: bool) -> list[Any]:
+        """:func:`solve_chain` on this actor's cost."""
+        return solve_chain(self.cost, A, B, eps, tol, max_iter, keep)
+
+
+# --------------------------------------------------------------------------------- the driver
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line reason for a failed task: the exception type and its last message line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+
+
+def _check_eps(eps: Any) -> tuple[float, ...]:
+    """eps values as floats, coarsest first, without duplicates."""
+    values = [eps] if isinstance(eps, int | float) else list(eps)
+    if not values:
+        raise InputError("eps must list at least one value, e.g. eps=[0.1, 0.01].")
+    return tuple(sorted({check_positive("eps", e) for e in values}, reverse=True))
+
+
+def _check_pair(shape: tuple[int, int], a: Any, b: Any, eps: float) -> tuple[np.ndarray,
+                                                                            np.ndarray]:
+    """One pair's weights as float64 (n,), (m,) or an InputError naming what is wrong."""
+    for name, w in (("a", a), ("b", b)):
+        if w is not None and np.ndim(w) != 1:
+            raise InputError(f"{name}: each pair needs a vector of weights; got shape "
+                             f"{np.shape(w)}.")
+    problem = make_problem(shape, a, b, eps)
+    return problem.a[:, 0], problem.b[:, 0]
+
+
+class _PotentialStore:
+    """Potentials ``f`` (P, E, n) and ``g`` (P, E, m) in a Zarr group written as results come
+    in, under a temporary name renamed on :meth:`commit`."""
+
+    def __init__(self, path: str, P: int, eps: Sequence[float], shape: tuple[int, int]) -> None:
+        import zarr
+
+        self.path = os.fspath(path)
+        self.tmp = f"{self.path}.tmp-{os.getpid()}"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        group = zarr.open_group(self.tmp, mode="w")
+        group.attrs["eps"] = list(eps)
+        E, (n, m) = len(eps), shape
+        self.f = group.create_array("f", shape=(P, E, n), chunks=(1, E, n), dtype="float64",
+                                    fill_value=math.nan)
+        self.g = group.create_array("g", shape=(P, E, m), chunks=(1, E, m), dtype="float64",
+                                    fill_value=math.nan)
+        self.eps_index = {e: i for i, e in enumerate(eps)}
+
+    def write(self, p: int, eps: float, f: np.ndarray, g: np.ndarray) -> None:
+        """Store one pair's potentials at one eps."""
+        i = self.eps_index[eps]
+        self.f[p, i, :] = f
+        self.g[p, i, :] = g
+
+    def commit(self) -> None:
+        """Rename the finished group to its final path."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.replace(self.tmp, self.path)
+
+
+def sweep(
+    cost: Any,
+    pairs: Any,
+    eps: Any,
+    *,
+    tol: float = 1e-9,
+    max_iter: int = 10_000,
+    batch_size: int | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int = 0,
+    max_retries: int = 3,
+    progress: bool | None = None,
+    save_potentials: str | os.PathLike[str] | None = None,
+) -> SweepResults:
+    """Solve every pair at every eps on a Ray cluster; one result row per (pair, eps).
+
+    Args:
+        cost: the shared (n, m) cost: array, :class:`DenseCost`, :class:`ZarrCost` (or a Zarr
+            path) or :class:`PointCloudCost`. Shared once with ``ray.put``.
+        pairs: a sequence of ``(a, b)`` weight vectors, or a :class:`Pairs` index
+            (:meth:`Pairs.one_vs_many`, :meth:`Pairs.all_pairs`).
+        eps: one or more regularisations; each pair is solved along them coarsest first,
+            warm-starting each eps from the previous one's potentials.
+        tol: L1 marginal tolerance of every solve (tight by default, so that answers do not
+            depend on batching or warm starts).
+        max_iter: iteration budget per solve.
+        batch_size: pairs solved together per task (K columns per pass over C); default
+            enough batches to keep every CPU busy twice over, at most 64 pairs each.
+        address: join this Ray cluster (``"host:port"`` or ``"auto"``) when Ray is not yet
+            initialised in this process (an initialised session is always used as it is);
+            without it a new local instance starts. Whatever the sweep started or joined it
+            shuts down (disconnects) at the end; a cluster it joined keeps running.
+        num_cpus: CPUs of a new local Ray instance (default: all).
+        num_gpus: run on this many GPUs through one long-lived actor per GPU, each holding the
+            cost on its device. Needs CuPy on the workers.
+        max_retries: retries of a task whose worker process died.
+        progress: tqdm progress bar over pairs; None shows it on a terminal only.
+        save_potentials: write potentials to a Zarr group here: arrays ``f`` (P, E, n) and
+            ``g`` (P, E, m), NaN for failed rows, eps in the group's attributes.
+
+    Returns:
+        :class:`SweepResults`; a pair with bad weights or a batch whose task failed beyond its
+        retries gets rows with ``error`` set, and the rest of the sweep goes on.
+
+    Raises:
+        InputError: for a bad cost, eps, tol, max_iter, batch_size or num_gpus (before any work).
+        ImportError: when Ray is not installed.
+    """
+    src = as_cost(cost)
+    if isinstance(src, DenseCost) and not isinstance(src.array, np.ndarray):
+        src = DenseCost(to_numpy(src.array), src.grid.block_shape)
+    eps_list = _check_eps(eps)
+    tol = check_positive("tol", tol)
+    max_iter = check_max_iter(max_iter)
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+        raise InputError(f"batch_size must be an integer >= 1; got {batch_size!r}.")
+    if isinstance(num_gpus, bool) or int(num_gpus) < 0:
+        raise InputError(f"num_gpus must be an integer >= 0; got {num_gpus!r}.")
+    index = as_pairs(pairs)
+    P = len(index)
+
+    rows: dict[tuple[int, float], SweepRow] = {}
+    valid: list[tuple[int, np.ndarray, np.ndarray]] = []
+    for p in range(P):
+        ids = (int(index.index[p, 0]), int(index.index[p, 1]))
+        try:
+            a, b = _check_pair(src.shape, *index.pair(p), eps_list[-1])
+        except InputError as exc:
+            for e in eps_list:
+                rows[p, e] = _failed(p, ids, e, f"InputError: {exc}")
+            continue
+        valid.append((p, a, b))
+
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("bigsink.sweep needs Ray: pip install 'bigsink[ray]'") from None
+
+    started = not ray.is_initialized()
+    if started:
+        if address is not None:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    store: _PotentialStore | None = None
+    try:
+        resources = ray.cluster_resources()
+        if num_gpus and resources.get("GPU", 0) < num_gpus:
+            raise InputError(
+                f"num_gpus={num_gpus} but the Ray cluster has {resources.get('GPU', 0):g} "
+                "GPU(s); lower num_gpus or add GPU nodes."
+            )
+        if save_potentials is not None:
+            store = _PotentialStore(os.fspath(save_potentials), P, eps_list, src.shape)
+        workers = int(num_gpus) or max(1, int(resources.get("CPU", 1)))
+        K = int(batch_size) if batch_size else max(1, min(MAX_BATCH,
+                                                          math.ceil(len(valid) / (2 * workers))))
+        batches = [valid[i:i + K] for i in range(0, len(valid), K)]
+        cost_ref = ray.put(src)
+        keep = store is not None
+        args = (eps_list, tol, max_iter, keep)
+        pending: dict[Any, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+        if num_gpus:
+            actor_cls = ray.remote(num_gpus=1, max_restarts=max_retries,
+                                   max_task_retries=max_retries)(_DeviceSolver)
+            actors: list[Any] = [actor_cls.remote(cost_ref) for _ in range(int(num_gpus))]
+            for i, batch in enumerate(batches):
+                A, B = (np.stack([x[j] for x in batch], axis=1) for j in (1, 2))
+                pending[actors[i % len(actors)].solve.remote(A, B, *args)] = batch
+        else:
+            task = ray.remote(solve_chain).options(num_cpus=1, max_retries=max_retries)
+            for batch in batches:
+                A, B = (np.stack([x[j] for x in batch], axis=1) for j in (1, 2))
+                pending[task.remote(cost_ref, A, B, *args)] = batch
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=P, desc="sweep", unit="pair", leave=False,
+                   disable=None if progress is None else not progress)
+        bar.update(P - len(valid))
+        try:
+            while pending:
+                [done], _ = ray.wait(list(pending), num_returns=1)
+                batch = pending.pop(done)
+                try:
+                    records = ray.get(done)
+                except Exception as exc:  # the task failed beyond its retries
+                    for p, _, _ in batch:
+                        ids = (int(index.index[p, 0]), int(index.index[p, 1]))
+                        for e in eps_list:
+                            rows[p, e] = _failed(p, ids, e, _reason(exc))
+                    bar.update(len(batch))
+                    continue
+                for k, e, tc, rc, it, ok, re_, ce, sec, err, f, g in records:
+                    p = batch[k][0]
+                    ids = (int(index.index[p, 0]), int(index.index[p, 1]))
+                    rows[p, e] = SweepRow(p, ids[0], ids[1], e, tc, rc, it, ok, re_, ce, sec,
+                                          err)
+                    if store is not None and f is not None:
+                        store.write(p, e, f, g)
+                bar.update(len(batch))
+        finally:
+            bar.close()
+        if store is not None:
+            store.commit()
+            store = None
+    finally:
+        if store is not None:  # failed before completion: leave no partial group behind
+            shutil.rmtree(store.tmp, ignore_errors=True)
+        if started:
+            ray.shutdown()
+    ordered = tuple(rows[p, e] for p in range(P) for e in eps_list)
+    return SweepResults(ordered, eps_list, tol)
