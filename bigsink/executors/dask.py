@@ -1,0 +1,330 @@
+"""Dask executor: strips of C as tasks on a ``distributed`` cluster.
+
+The coordinator (this process) keeps the potentials; per job only O(n + m) numbers travel:
+
+* every ``shared`` value of a job (``g``, ``eps``, ...) is sent **once per job** as the
+  result of one small task, which every strip task depends on (a worker fetches it once).
+  It is a task result, not ``scatter``ed data, so a lost copy is recomputed from the graph;
+* ``row_args`` are sliced per strip here and embedded in that strip's task (O(n) in all);
+* each strip is **one task**: it runs the strip kernel on its rows of C (one read of C per
+  strip per job: the fused kernel does the f-update and the column partials from that read);
+* the strips' results are merged on the cluster by merge tasks arranged in exactly the tree
+  of :func:`bigsink.kernels.tree_reduce` (it builds the tree here, with futures as items),
+  carrying the strips' row outputs along, so the coordinator gathers one result: all row
+  outputs (n, ...) and the final partial (m, ...). The floating-point result is the same as
+  the local executor's for the same strips, whatever the timing or the number of workers.
+
+Two modes:
+
+* **resident**: each strip is loaded once per session as a task result
+  (``cost.rows(start, stop)`` run on a worker) and kept there; strip tasks run next to
+  their data. A lost worker's strips are recomputed from the cost source (lineage).
+* **streaming**: each strip task reads its rows from the cost source and drops them, so a
+  worker holds a few strips at a time however large C is.
+
+``mode="auto"`` takes resident when C fits in less than half of the cluster's total worker
+memory limit, else streaming. An in-memory matrix (:class:`~bigsink.costs.DenseCost`) has no
+store to stream from: its strips are always sent once and kept (resident); they are embedded
+in their load tasks, so the scheduler can recompute them after a worker loss.
+
+Worker deaths are survived by lineage recomputation; each death counts toward
+``distributed.scheduler.allowed-failures`` (default 3) for the tasks that were running on
+it. ``retries`` re-runs a task that raised (e.g. a transient store read error).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import uuid
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .._xp import like, to_numpy
+from ..costs import CostSource, DenseCost
+from ..errors import InputError
+from ..kernels import tree_reduce
+from .base import StripJob, strip_rows
+
+__all__ = ["MODES", "DaskExecutor", "DaskSession", "plan_strip_rows"]
+
+#: What ``mode=`` accepts.
+MODES = ("auto", "resident", "streaming")
+#: auto mode keeps C resident when it needs less than this share of the workers' memory.
+RESIDENT_SHARE = 0.5
+#: A strip task should touch at least this many elements, so that the ~2 ms a task costs
+#: the scheduler stays small against its compute (a few ns per element).
+MIN_TASK_ELEMENTS = 1 << 21
+#: Bounds of the automatic memory budget of one strip task (strip + temporaries).
+MIN_TASK_BYTES = 4 << 20
+MAX_TASK_BYTES = 512 << 20
+#: Share of a worker's memory limit that running strip tasks (and resident strips) may use;
+#: distributed starts spilling at 60 % and pauses a worker at 80 %.
+WORKER_SHARE = 0.5
+
+
+# ---------------------------------------------------------------------------- tasks
+# Module-level functions: they run on the workers.
+
+
+def _identity(x: Any) -> Any:
+    """Task body that returns its (embedded) argument: data held as a recomputable result."""
+    return x
+
+
+def _load_strip(cost: CostSource, start: int, stop: int) -> Any:
+    """Task body of a resident strip: rows ``[start, stop)`` read from the cost source."""
+    return cost.rows(start, stop)
+
+
+def _strip_task(
+    source: Any, start: int, stop: int, stream: bool, kernel: Any,
+    row_args: tuple[Any, ...], shared: tuple[Any, ...],
+) -> tuple[Any, Any]:
+    """Task body of one strip of a job: ``kernel(C_strip, start, *row_args, *shared)``.
+
+    ``source`` is the strip itself (resident) or the cost source to read it from
+    (``stream=True``; the strip is dropped when the task ends). Inputs are moved to the
+    strip's namespace/device first; results come back as NumPy.
+    """
+    C = source.rows(start, stop) if stream else source
+    row_in = [like(x, C) for x in row_args]
+    shared_in = [like(x, C) for x in shared]
+    row_out, partial = kernel(C, start, *row_in, *shared_in)
+    return to_numpy(row_out), to_numpy(partial)
+
+
+def _merge_task(left: tuple[Any, Any], right: tuple[Any, Any], merge: Any) -> tuple[Any, Any]:
+    """Task body of one node of the merge tree: rows concatenated in order, partials merged."""
+    rows = None if left[0] is None else np.concatenate([left[0], right[0]], axis=0)
+    return rows, merge(left[1], right[1])
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+def _workers(client: Any) -> dict[str, dict[str, Any]]:
+    """The scheduler's view of every worker (address -> info)."""
+    info = client.scheduler_info(n_workers=-1)
+    return dict(info.get("workers", {}))
+
+
+def _host_memory() -> int:
+    """This machine's memory, standing in for a worker started without a memory limit."""
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
+def plan_strip_rows(
+    shape: tuple[int, int], itemsize: int, width: int, workers: dict[str, dict[str, Any]],
+    resident: bool,
+) -> int:
+    """Rows per strip task from the cluster's memory and threads.
+
+    A task holds its strip (``rows * m * itemsize``) and the kernel's temporaries (about
+    three ``(rows, m, width)`` float64 arrays). Its budget is the smallest, over workers, of
+    ``(WORKER_SHARE * memory_limit - current memory - resident share) / threads``. Within it,
+    strips are made no larger than needed for two tasks per thread, and no smaller than
+    ``MIN_TASK_ELEMENTS`` elements, so scheduling stays a small part of an iteration.
+    """
+    n, m = shape
+    total_bytes = n * m * itemsize
+    threads = sum(int(w.get("nthreads", 1)) for w in workers.values()) or 1
+    budget = MAX_TASK_BYTES
+    for w in workers.values():
+        limit = int(w.get("memory_limit") or 0) or _host_memory()
+        used = int((w.get("metrics") or {}).get("memory") or 0)
+        share = total_bytes / max(1, len(workers)) if resident else 0
+        budget = min(budget, int((WORKER_SHARE * limit - used - share) / max(1, w["nthreads"])))
+    budget = max(MIN_TASK_BYTES, budget)
+    per_row = m * (itemsize + 3 * 8 * max(1, width))                 # strip + temporaries
+    rows_mem = max(1, budget // per_row)
+    rows_par = math.ceil(n / (2 * threads))
+    rows_min = math.ceil(MIN_TASK_ELEMENTS / m)
+    return int(max(1, min(rows_mem, max(rows_par, rows_min))))
+
+
+def _cluster_memory(workers: dict[str, dict[str, Any]]) -> int:
+    """Sum of the workers' memory limits (host memory for a worker without one)."""
+    return sum(int(w.get("memory_limit") or 0) or _host_memory() for w in workers.values())
+
+
+# ---------------------------------------------------------------------------- session
+
+
+class DaskSession:
+    """One cost source on a Dask cluster for the length of a solve.
+
+    Holds the futures of the cost source (or, resident, of its strips) so that the cluster
+    keeps them, and can recompute them, until :meth:`close`.
+    """
+
+    def __init__(
+        self, client: Any, cost: CostSource, strips: list[tuple[int, int]], mode: str,
+        retries: int, owns_client: bool,
+    ) -> None:
+        self.client = client
+        self.cost = cost
+        self.strips = strips
+        self.mode = mode
+        self.retries = retries
+        self._owns_client = owns_client
+        self._token = uuid.uuid4().hex[:12]
+        self._jobs = itertools.count()
+        self._source: Any = None
+        self._data: list[Any] = []
+        if isinstance(cost, DenseCost):
+            # No store to read from: each strip travels once, embedded in its load task.
+            self._data = [
+                client.submit(_identity, to_numpy(cost.rows(s0, s1)), pure=False,
+                              key=(f"bigsink-strip-{self._token}", k))
+                for k, (s0, s1) in enumerate(strips)
+            ]
+            return
+        self._source = client.submit(_identity, cost, pure=False,
+                                     key=f"bigsink-cost-{self._token}")
+        if mode == "resident":
+            self._data = [
+                client.submit(_load_strip, self._source, s0, s1, pure=False, retries=retries,
+                              key=(f"bigsink-strip-{self._token}", k))
+                for k, (s0, s1) in enumerate(strips)
+            ]
+
+    def run(self, job: StripJob) -> tuple[Any, Any]:
+        """Run ``job`` on every strip; see :class:`~bigsink.executors.base.Session`.
+
+        Submits one task for the shared values, one per strip, and the merge tree; waits for
+        and gathers only the tree's root.
+        """
+        client = self.client
+        name = getattr(job.kernel, "__name__", "strip")
+        prefix = f"bigsink-{name}-{self._token}-{next(self._jobs)}"
+        shared = client.submit(_identity, tuple(job.shared), pure=False, key=f"{prefix}-shared")
+        stream = not self._data
+        parts = []
+        for k, (s0, s1) in enumerate(self.strips):
+            source = self._source if stream else self._data[k]
+            row_args = tuple(x[s0:s1] for x in job.row_args)       # (r, ...) slices: O(n) total
+            parts.append(client.submit(
+                _strip_task, source, s0, s1, stream, job.kernel, row_args, shared,
+                pure=False, retries=self.retries, key=(f"{prefix}-strip", k),
+            ))
+        counter = itertools.count()
+
+        def merge(p: Any, q: Any) -> Any:
+            return client.submit(_merge_task, p, q, job.merge, pure=False,
+                                 retries=self.retries, key=(f"{prefix}-merge", next(counter)))
+
+        root = tree_reduce(parts, merge)
+        rows, partial = root.result()
+        return rows, partial
+
+    def close(self) -> None:
+        """Release the strips and the cost source on the cluster (and an owned client)."""
+        self._data = []
+        self._source = None
+        if self._owns_client:
+            self.client.close()
+
+
+# ---------------------------------------------------------------------------- executor
+
+
+class DaskExecutor:
+    """Run strips as tasks on a Dask cluster.
+
+    Args:
+        client: a ``distributed.Client``, or a scheduler address (``"tcp://host:8786"``) to
+            connect to for the length of each solve.
+        mode: "auto" (resident when C takes less than half of the workers' total memory
+            limit, else streaming), "resident" or "streaming"; see the module docstring.
+        strip_bytes: memory of one strip task's kernel temporaries, which sets the rows per
+            strip (as for the local executor); default: planned from the workers' memory
+            limits and threads (:func:`plan_strip_rows`). Strips are aligned to C's blocks.
+        connect_timeout: seconds to wait for the scheduler and its first worker.
+        retries: re-runs of a task that raised (transient read errors); worker deaths are
+            handled by the scheduler's lineage recomputation instead.
+    """
+
+    def __init__(
+        self, client: Any, mode: str = "auto", strip_bytes: int | None = None,
+        connect_timeout: float = 5.0, retries: int = 2,
+    ) -> None:
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {MODES}; got {mode!r}.")
+        if strip_bytes is not None and (not isinstance(strip_bytes, int) or strip_bytes < 1):
+            raise InputError(
+                f"strip_bytes must be a positive number of bytes or None; got {strip_bytes!r}."
+            )
+        if not isinstance(client, str | bytes) and not hasattr(client, "submit"):
+            raise InputError(
+                f"client must be a distributed.Client or a scheduler address string; got "
+                f"{type(client).__name__}."
+            )
+        self.client = client.decode() if isinstance(client, bytes) else client
+        self.mode = mode
+        self.strip_bytes = strip_bytes
+        self.connect_timeout = float(connect_timeout)
+        self.retries = int(retries)
+
+    def _connect(self) -> tuple[Any, bool]:
+        """The client to use, and whether this executor opened it (and must close it)."""
+        if not isinstance(self.client, str):
+            return self.client, False
+        from distributed import Client
+
+        address = self.client
+        try:
+            client = Client(address, timeout=self.connect_timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise InputError(
+                f"client: could not connect to a Dask scheduler at {address!r} within "
+                f"{self.connect_timeout:g} s ({type(exc).__name__}: {exc}). Check the address "
+                "and that `dask scheduler` is running there (see cluster/)."
+            ) from None
+        return client, True
+
+    def open(self, cost: CostSource, width: int) -> DaskSession:
+        """Bind to ``cost``: choose the mode and the strips, load resident strips."""
+        client, owns = self._connect()
+        try:
+            try:
+                client.wait_for_workers(1, timeout=self.connect_timeout)
+            except (OSError, TimeoutError) as exc:
+                raise InputError(
+                    f"client: the Dask scheduler at {client.scheduler.address!r} has no "
+                    f"workers (waited {self.connect_timeout:g} s). Start some with "
+                    "`dask worker <address>`."
+                ) from exc
+            workers = _workers(client)
+            n, m = cost.shape
+            itemsize = np.dtype(cost.dtype).itemsize
+            mode = self.mode
+            if isinstance(cost, DenseCost):
+                mode = "resident"
+            elif mode == "auto":
+                fits = n * m * itemsize < RESIDENT_SHARE * _cluster_memory(workers)
+                mode = "resident" if fits else "streaming"
+            if self.strip_bytes is not None:
+                rows = strip_rows(m, width, self.strip_bytes)
+            else:
+                rows = plan_strip_rows(cost.shape, itemsize, width, workers,
+                                       mode == "resident")
+            block_rows = cost.grid.block_shape[0]
+            if mode == "streaming" and rows < block_rows:
+                warnings.warn(
+                    f"a block row of C ({block_rows} rows x {m} columns) is larger than one "
+                    f"strip task may hold ({rows} rows), so streaming reads each block "
+                    f"{math.ceil(block_rows / rows)} times per pass. Store C with fewer rows "
+                    "per chunk, or give the workers more memory.",
+                    stacklevel=3,
+                )
+            strips = cost.grid.row_strips(rows)
+            return DaskSession(client, cost, strips, mode, self.retries, owns)
+        except BaseException:
+            if owns:
+                client.close()
+            raise
