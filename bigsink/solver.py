@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ._xp import device_namespace
+from . import checkpoint as ckpt
 from .costs import CostSource, as_cost, on_device
 from .errors import ConvergenceWarning, InputError, NumericalError
 from .executors import Session, StripJob, make_executor
@@ -211,8 +212,10 @@ def iterate(
         eps = schedule[stage]
         stage_tol = tol if stage == last else max(tol, STAGE_TOL)
         # the last stage always gets at least one iteration: after one at the final eps the
-        # column marginal is exact, so a stopped run still returns a plan of the right mass
-        budget = max_iter if stage == last else min(max_iter - 1, n_iter + per_stage)
+        # column marginal is exact, so a stopped run still returns a plan of the right mass;
+        # `done`: iterations this stage already ran before a resume (eps values are distinct)
+        done = sum(1 for h in history if h[1] == eps) if stage == state.stage else 0
+        budget = max_iter if stage == last else min(max_iter - 1, n_iter - done + per_stage)
         while n_iter < budget:
             f_new, g = sinkhorn_step(session, problem, log_a, log_b, g, eps)
             err = row_error(problem.a, f, f_new, eps)
@@ -278,6 +281,40 @@ def _progress(enabled: bool | None) -> Callable[[SolverState, float], None] | No
         bar.set_postfix(stage=state.stage, err=f"{err:.2e}", refresh=False)
 
     return update
+
+
+def _chain(
+    hooks: Sequence[Callable[[SolverState, float], None] | None],
+) -> Callable[[SolverState, float], None] | None:
+    """One ``on_iteration`` hook calling each of ``hooks`` (Nones skipped) in order."""
+    active = [h for h in hooks if h is not None]
+    if not active:
+        return None
+
+    def call(state: SolverState, err: float) -> None:
+        for h in active:
+            h(state, err)
+
+    return call
+
+
+def _check_checkpoint(
+    path: Any, every: Any, resume: bool, problem: Problem
+) -> tuple[ckpt.Checkpoint | None, dict[str, Any]]:
+    """Validate the checkpoint arguments; the checkpoint to resume from (if any) and the
+    problem's fingerprint."""
+    fp = ckpt.fingerprint(problem.shape, problem.a, problem.b, problem.eps,
+                          problem.rho_a, problem.rho_b)
+    if path is None:
+        if resume:
+            raise InputError("resume=True needs checkpoint=<the directory to resume from>.")
+        return None, fp
+    ckpt.check_path(path)
+    if isinstance(every, bool) or not isinstance(every, int | np.integer) or every < 1:
+        raise InputError(f"checkpoint_every must be a positive integer; got {every!r}.")
+    if resume and ckpt.exists(path):
+        return ckpt.load_checkpoint(path, fp), fp
+    return None, fp
 
 
 def finish(
@@ -371,6 +408,9 @@ def solve(
     client: Any = None,
     device: str | None = None,
     progress: bool | None = None,
+    checkpoint: Any = None,
+    checkpoint_every: int = 50,
+    resume: bool = False,
 ) -> SinkhornResult:
     """Solve entropic optimal transport ``min <P,C> + eps*KL(P || a b^T)`` (DESIGN.md §1).
 
@@ -399,6 +439,13 @@ def solve(
         device: None (where the cost lives), "cpu", or "gpu" (CuPy; strips are moved to the
             GPU once per use and kernels run there). Results are NumPy either way.
         progress: progress bar; None shows it on a terminal only.
+        checkpoint: a local directory: every ``checkpoint_every`` iterations and at each eps
+            stage the state (f, g, stage, schedule, history) is written there atomically as
+            a Zarr group (:mod:`bigsink.checkpoint`).
+        checkpoint_every: iterations between checkpoints.
+        resume: continue from the checkpoint at ``checkpoint`` (its eps schedule and state;
+            ``init`` and ``eps_scaling`` are then ignored) to the same answer as an
+            uninterrupted run; without a checkpoint there yet, start from the beginning.
 
     Returns:
         A :class:`SinkhornResult`. Warns (ConvergenceWarning) when not converged.
@@ -418,17 +465,28 @@ def solve(
     if decay >= 1:
         raise InputError(f"eps_decay must be in (0, 1); got {eps_decay!r}.")
     f0, g0 = _check_init(init, problem)
+    resumed, fp = _check_checkpoint(checkpoint, checkpoint_every, resume, problem)
     session = make_executor(executor, client).open(src, problem.K)
     try:
         stats = scan(session, src)
         schedule = eps_schedule(problem.eps, stats.spread, eps_scaling, decay, init is not None)
+        if resumed is not None:
+            ckpt.check_cost_range(resumed, (stats.lo, stats.hi), checkpoint)
+            schedule = resumed.schedule
+            f0, g0 = resumed.f, resumed.g
         if g0 is None and f0 is not None:  # g from the given f: one column pass
             _, col = session.run(StripJob(column_pair, merge_pairs, (f0,), (schedule[0],)))
             g0 = potential_update(_log(problem.b), pair_to_lse(col), schedule[0],
                                   problem.tau(schedule[0])[1])
         start = SolverState(0, f0, g0 if g0 is not None else np.zeros(problem.b.shape), 0)
+        if resumed is not None:
+            start = SolverState(resumed.stage, f0, resumed.g, resumed.n_iter, resumed.history)
+        hooks = [_progress(progress)]
+        if checkpoint is not None:
+            hooks.append(ckpt.Checkpointer(checkpoint, checkpoint_every, schedule, fp,
+                                           (stats.lo, stats.hi)))
         state, ev, converged = iterate(
-            session, problem, schedule, start, tol, max_iter, _progress(progress)
+            session, problem, schedule, start, tol, max_iter, _chain(hooks)
         )
         if ev is None:
             assert state.f is not None

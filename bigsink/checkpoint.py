@@ -1,0 +1,189 @@
+"""Checkpoints of a solve: the coordinator's state in a Zarr group, written atomically.
+
+A checkpoint at ``PATH`` is a Zarr v3 group holding ``f`` (n, K), ``g`` (m, K), ``history``
+(N, 3: iteration, eps, error) and ``schedule`` (the eps stages) as float64 arrays, and as
+attributes the eps stage index, the iteration count and a fingerprint of the problem (shape,
+batch, eps, penalties, a hash of the weights, the cost's finite range). ``f`` is absent when
+no iteration has run.
+
+Writes are atomic: a new checkpoint is written completely under a temporary name next to
+``PATH``, then the old one is renamed away, the new one renamed to ``PATH`` and the old one
+deleted. A crash at any point leaves either ``PATH`` or ``PATH.old-*`` complete, and
+:func:`load_checkpoint` reads whichever exists. Local paths only.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import math
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["Checkpoint", "Checkpointer", "fingerprint", "load_checkpoint", "save_checkpoint"]
+
+FORMAT = "bigsink-checkpoint"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the solver state fields, the eps schedule and the fingerprint."""
+
+    stage: int
+    f: np.ndarray | None
+    g: np.ndarray
+    n_iter: int
+    history: tuple[tuple[int, float, float], ...]
+    schedule: tuple[float, ...]
+    fingerprint: dict[str, Any]
+
+
+def fingerprint(
+    shape: tuple[int, int], a: np.ndarray, b: np.ndarray, eps: float, rho_a: float, rho_b: float,
+) -> dict[str, Any]:
+    """What identifies a problem: a checkpoint is only resumed for an equal fingerprint."""
+    h = hashlib.sha256()
+    for w in (a, b):
+        h.update(np.ascontiguousarray(w, dtype=np.float64).tobytes())
+    return {
+        "shape": [int(shape[0]), int(shape[1])],
+        "K": int(a.shape[1]),
+        "eps": repr(float(eps)),
+        "rho_a": repr(float(rho_a)),
+        "rho_b": repr(float(rho_b)),
+        "weights_sha256": h.hexdigest(),
+    }
+
+
+def check_path(path: Any) -> str:
+    """A local checkpoint path as a string, or an InputError."""
+    if not isinstance(path, str) and not hasattr(path, "__fspath__"):
+        raise InputError(f"checkpoint must be a local directory path; got {path!r}.")
+    where = os.fspath(path)
+    if "://" in where:
+        raise InputError(f"checkpoint must be a local directory path, not a URL; got {where!r}.")
+    return where
+
+
+def _complete_copy(path: str) -> str | None:
+    """``path`` if it exists, else a complete older copy left by an interrupted rename."""
+    if os.path.exists(path):
+        return path
+    old = sorted(glob.glob(glob.escape(path) + ".old-*"), key=os.path.getmtime)
+    return old[-1] if old else None
+
+
+def exists(path: Any) -> bool:
+    """Whether a checkpoint (or its surviving older copy) is at ``path``."""
+    return _complete_copy(check_path(path)) is not None
+
+
+def save_checkpoint(
+    path: Any, stage: int, f: np.ndarray | None, g: np.ndarray, n_iter: int,
+    history: Any, schedule: Any, fp: dict[str, Any], cost_range: tuple[float, float],
+) -> None:
+    """Write a checkpoint to ``path`` atomically (see the module docstring)."""
+    import zarr
+
+    where = check_path(path)
+    tag = uuid.uuid4().hex[:8]
+    tmp, old = f"{where}.tmp-{tag}", f"{where}.old-{tag}"
+    try:
+        group = zarr.open_group(tmp, mode="w")
+        hist = np.asarray(history, dtype=np.float64).reshape(-1, 3)     # (N, 3)
+        arrays = {"g": g, "history": hist, "schedule": np.asarray(schedule, np.float64)}
+        if f is not None:
+            arrays["f"] = f
+        for name, x in arrays.items():
+            x = np.ascontiguousarray(x, dtype=np.float64)
+            group.create_array(name, data=x, chunks=tuple(max(1, s) for s in x.shape),
+                               compressors=None)
+        group.attrs.update({
+            "format": FORMAT, "version": VERSION, "stage": int(stage), "n_iter": int(n_iter),
+            "fingerprint": fp, "cost_range": [repr(float(c)) for c in cost_range],
+        })
+        if os.path.exists(where):
+            os.rename(where, old)
+        os.rename(tmp, where)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(path: Any, fp: dict[str, Any]) -> Checkpoint:
+    """Read the checkpoint at ``path``; InputError if it is missing or for another problem."""
+    import zarr
+
+    where = check_path(path)
+    found = _complete_copy(where)
+    if found is None:
+        raise InputError(f"checkpoint: nothing at {where!r} to resume from.")
+    try:
+        group = zarr.open_group(found, mode="r")
+        attrs = dict(group.attrs)
+    except Exception as exc:
+        raise InputError(
+            f"checkpoint: {found!r} is not a readable Zarr group ({type(exc).__name__}: {exc})."
+        ) from exc
+    if attrs.get("format") != FORMAT:
+        raise InputError(f"checkpoint: {found!r} is not a bigsink checkpoint.")
+    saved = attrs["fingerprint"]
+    for key, what in (("shape", "cost shape"), ("K", "batch size"), ("eps", "eps"),
+                      ("rho_a", "rho_a"), ("rho_b", "rho_b"), ("weights_sha256", "weights a, b")):
+        if saved.get(key) != fp[key]:
+            mine = fp[key] if key != "weights_sha256" else "different weights"
+            raise InputError(
+                f"checkpoint: {found!r} was written for another problem ({what} "
+                f"{saved.get(key)!r}, this solve has {mine!r}). Use another checkpoint path, "
+                "or resume=False to start over."
+            )
+    f = np.asarray(group["f"][...]) if "f" in group else None
+    hist = np.asarray(group["history"][...]).reshape(-1, 3)
+    return Checkpoint(
+        stage=int(attrs["stage"]), f=f, g=np.asarray(group["g"][...]),
+        n_iter=int(attrs["n_iter"]),
+        history=tuple((int(h[0]), float(h[1]), float(h[2])) for h in hist),
+        schedule=tuple(float(e) for e in np.asarray(group["schedule"][...])),
+        fingerprint={**saved, "cost_range": [float(c) for c in attrs["cost_range"]]},
+    )
+
+
+def check_cost_range(ck: Checkpoint, cost_range: tuple[float, float], path: Any) -> None:
+    """InputError when the checkpoint was written for a cost with another finite range."""
+    saved = ck.fingerprint["cost_range"]
+    if any(not math.isclose(s, c, rel_tol=0, abs_tol=0) for s, c in zip(saved, cost_range,
+                                                                       strict=True)):
+        raise InputError(
+            f"checkpoint: {os.fspath(path)!r} was written for another cost matrix (its values "
+            f"ranged over {saved}, this cost over {list(cost_range)}). Use another checkpoint "
+            "path, or resume=False to start over."
+        )
+
+
+class Checkpointer:
+    """An ``on_iteration`` hook that saves every ``every`` iterations and at each eps stage.
+
+    The solver calls it with ``err = nan`` when a new eps stage starts.
+    """
+
+    def __init__(self, path: Any, every: int, schedule: Any, fp: dict[str, Any],
+                 cost_range: tuple[float, float]) -> None:
+        self.path = check_path(path)
+        self.every = every
+        self.schedule = tuple(schedule)
+        self.fp = fp
+        self.cost_range = cost_range
+
+    def __call__(self, state: Any, err: float) -> None:
+        """Save ``state`` when it is due (a multiple of ``every``, or a stage start)."""
+        if math.isnan(err) or state.n_iter % self.every == 0:
+            save_checkpoint(self.path, state.stage, state.f, state.g, state.n_iter,
+                            state.history, self.schedule, self.fp, self.cost_range)

@@ -1,0 +1,121 @@
+"""Checkpoint and resume: an interrupted solve resumed from its checkpoint reaches the same
+answer as an uninterrupted one (compared with POT's value too)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import numpy as np
+import ot
+import pytest
+
+import bigsink
+from bigsink import DenseCost, InputError
+from bigsink.checkpoint import load_checkpoint
+from bigsink.executors import LocalExecutor
+
+
+class Crash(RuntimeError):
+    """Raised by :class:`CrashingCost` to simulate a killed run."""
+
+
+class CrashingCost(DenseCost):
+    """A dense cost whose ``rows`` raises on its ``after``-th call (one strip = one pass)."""
+
+    def __init__(self, C: np.ndarray, after: int) -> None:
+        super().__init__(C)
+        self.calls = 0
+        self.after = after
+
+    def rows(self, start: int, stop: int) -> Any:
+        self.calls += 1
+        if self.calls == self.after:
+            raise Crash(f"simulated crash at read {self.calls}")
+        return super().rows(start, stop)
+
+
+EPS = 1e-3
+TOL = 1e-7
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(r3_problem: Any, tmp_path: Any) -> None:
+    C, a, b = r3_problem
+    one = LocalExecutor(threads=1)                     # one strip per pass: calls = passes
+    full = bigsink.solve(DenseCost(C), a, b, eps=EPS, tol=TOL, executor=one, progress=False)
+    assert full.converged and len(full.eps_stages) > 3  # eps-scaling: several stages
+    # R4: <P, C> at eps = 1e-3, and POT's log-domain Sinkhorn on the same problem
+    assert full.transport_cost == pytest.approx(0.01062430811, rel=1e-6)
+    P = ot.sinkhorn(a, b, C, EPS, method="sinkhorn_log", stopThr=1e-10, numItermax=100_000)
+    assert full.transport_cost == pytest.approx(float((P * C).sum()), rel=1e-5)
+
+    path = str(tmp_path / "ck")
+    crash_at = full.n_iter // 2 + 3                    # mid-solve, not on a checkpoint
+    with pytest.raises(Crash):
+        bigsink.solve(CrashingCost(C, crash_at), a, b, eps=EPS, tol=TOL, executor=one,
+                      checkpoint=path, checkpoint_every=7, progress=False)
+    ck = load_checkpoint(path, _fp(a, b, C.shape))
+    assert 0 < ck.n_iter < full.n_iter
+    assert ck.schedule == full.eps_stages
+
+    res = bigsink.solve(DenseCost(C), a, b, eps=EPS, tol=TOL, executor=one,
+                        checkpoint=path, checkpoint_every=7, resume=True, progress=False)
+    assert res.n_iter == full.n_iter
+    assert res.eps_stages == full.eps_stages
+    np.testing.assert_allclose(res.f, full.f, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(res.g, full.g, rtol=1e-12, atol=1e-14)
+    assert res.transport_cost == pytest.approx(full.transport_cost, rel=1e-12)
+    np.testing.assert_array_equal(res.history.iteration, full.history.iteration)
+    np.testing.assert_allclose(res.history.error, full.history.error, rtol=1e-10)
+
+
+def _fp(a: np.ndarray, b: np.ndarray, shape: tuple[int, int], eps: float = EPS) -> Any:
+    from bigsink.checkpoint import fingerprint
+
+    return fingerprint(shape, a[:, None], b[:, None], eps, np.inf, np.inf)
+
+
+def test_checkpoint_written_at_every_k_and_stage(r3_problem: Any, tmp_path: Any) -> None:
+    C, a, b = r3_problem
+    path = tmp_path / "ck"
+    r = bigsink.solve(C, a, b, eps=0.01, tol=1e-6, checkpoint=path, checkpoint_every=5,
+                      progress=False)
+    ck = load_checkpoint(path, _fp(a, b, C.shape, 0.01))
+    assert ck.n_iter == (r.n_iter // 5) * 5 or ck.stage == len(r.eps_stages) - 1
+    assert ck.n_iter <= r.n_iter
+    assert len(ck.history) == ck.n_iter
+    assert not [p for p in os.listdir(tmp_path) if p != "ck"]   # no temporaries left
+
+
+def test_resume_from_surviving_old_copy(r3_problem: Any, tmp_path: Any) -> None:
+    """A crash between the two renames leaves only ``PATH.old-*``: it is resumed from."""
+    C, a, b = r3_problem
+    path = tmp_path / "ck"
+    with pytest.warns(bigsink.ConvergenceWarning):
+        bigsink.solve(C, a, b, eps=0.01, tol=1e-6, checkpoint=path, checkpoint_every=5,
+                      max_iter=10, eps_scaling=False, progress=False)
+    shutil.move(path, str(path) + ".old-deadbeef")
+    ck = load_checkpoint(path, _fp(a, b, C.shape, 0.01))
+    assert ck.n_iter == 10
+
+
+def test_checkpoint_of_another_problem_is_an_input_error(r3_problem: Any, tmp_path: Any) -> None:
+    C, a, b = r3_problem
+    path = tmp_path / "ck"
+    with pytest.warns(bigsink.ConvergenceWarning):
+        bigsink.solve(C, a, b, eps=0.01, checkpoint=path, checkpoint_every=2, max_iter=4,
+                      eps_scaling=False, progress=False)
+    with pytest.raises(InputError, match="eps"):
+        bigsink.solve(C, a, b, eps=0.02, checkpoint=path, resume=True, progress=False)
+    with pytest.raises(InputError, match="shape"):
+        bigsink.solve(C[:50], a[:50] / a[:50].sum(), b, eps=0.01, checkpoint=path,
+                      resume=True, progress=False)
+    with pytest.raises(InputError, match="weights"):
+        bigsink.solve(C, b, a, eps=0.01, checkpoint=path, resume=True, progress=False)
+    with pytest.raises(InputError, match="another cost"):
+        bigsink.solve(2 * C, a, b, eps=0.01, checkpoint=path, resume=True, progress=False)
+    with pytest.raises(InputError, match="checkpoint_every"):
+        bigsink.solve(C, a, b, eps=0.01, checkpoint=path, checkpoint_every=0, progress=False)
+    with pytest.raises(InputError, match="resume"):
+        bigsink.solve(C, a, b, eps=0.01, resume=True, progress=False)
