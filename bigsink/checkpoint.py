@@ -118,6 +118,11 @@ def save_checkpoint(
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _read(group: Any, name: str) -> np.ndarray:
+    """Array ``name`` of a Zarr group, as NumPy."""
+    return np.asarray(group[name][...])
+
+
 def load_checkpoint(path: Any, fp: dict[str, Any]) -> Checkpoint:
     """Read the checkpoint at ``path``; InputError if it is missing or for another problem."""
     import zarr
@@ -128,7 +133,7 @@ def load_checkpoint(path: Any, fp: dict[str, Any]) -> Checkpoint:
         raise InputError(f"checkpoint: nothing at {where!r} to resume from.")
     try:
         group = zarr.open_group(found, mode="r")
-        attrs = dict(group.attrs)
+        attrs: dict[str, Any] = dict(group.attrs)
     except Exception as exc:
         raise InputError(
             f"checkpoint: {found!r} is not a readable Zarr group ({type(exc).__name__}: {exc})."
@@ -145,13 +150,13 @@ def load_checkpoint(path: Any, fp: dict[str, Any]) -> Checkpoint:
                 f"{saved.get(key)!r}, this solve has {mine!r}). Use another checkpoint path, "
                 "or resume=False to start over."
             )
-    f = np.asarray(group["f"][...]) if "f" in group else None
-    hist = np.asarray(group["history"][...]).reshape(-1, 3)
+    f = _read(group, "f") if "f" in group else None
+    hist = _read(group, "history").reshape(-1, 3)
     return Checkpoint(
-        stage=int(attrs["stage"]), f=f, g=np.asarray(group["g"][...]),
+        stage=int(attrs["stage"]), f=f, g=_read(group, "g"),
         n_iter=int(attrs["n_iter"]),
         history=tuple((int(h[0]), float(h[1]), float(h[2])) for h in hist),
-        schedule=tuple(float(e) for e in np.asarray(group["schedule"][...])),
+        schedule=tuple(float(e) for e in _read(group, "schedule")),
         fingerprint={**saved, "cost_range": [float(c) for c in attrs["cost_range"]]},
     )
 

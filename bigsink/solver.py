@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ._xp import device_namespace
 from . import checkpoint as ckpt
+from ._xp import device_namespace
 from .costs import CostSource, as_cost, on_device
 from .errors import ConvergenceWarning, InputError, NumericalError
 from .executors import Session, StripJob, make_executor
