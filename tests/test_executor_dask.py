@@ -1,0 +1,355 @@
+"""The Dask executor on real clusters: agreement with the local executor and POT, both modes,
+a subprocess `dask scheduler` + `dask worker` cluster, a worker SIGKILLed mid-solve, read
+counts in streaming mode, an out-of-core solve within the workers' memory limits, and faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import ot
+import pytest
+import zarr
+
+import bigsink
+from bigsink import InputError, ZarrCost
+from bigsink.checkpoint import exists as checkpoint_exists
+from bigsink.executors.dask import DaskExecutor
+
+pytestmark = pytest.mark.dask
+# Workers cannot import this test module: ship its classes and functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+N, M = 240, 200
+EPS = 0.05
+TOL = 1e-9
+CHUNKINGS = [(40, 200), (64, 64), (100, 37)]
+
+
+def problem() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two 2-D uniform point clouds, squared Euclidean cost / max, random weights."""
+    rng = np.random.default_rng(7)
+    x, y = rng.random((N, 2)), rng.random((M, 2))
+    C = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    a, b = rng.random(N) + 0.5, rng.random(M) + 0.5
+    return C / C.max(), a / a.sum(), b / b.sum()
+
+
+def write_zarr(path: Path, C: np.ndarray, chunks: tuple[int, int]) -> str:
+    """C as a Zarr v3 array at ``path`` with ``chunks`` (uncompressed)."""
+    arr = zarr.create_array(str(path), shape=C.shape, chunks=chunks, dtype=C.dtype,
+                            compressors=None)
+    arr[...] = C
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def reference() -> Any:
+    """The in-memory local solve, checked against POT."""
+    C, a, b = problem()
+    r = bigsink.solve(C, a, b, eps=EPS, tol=TOL, eps_scaling=False, progress=False)
+    assert r.converged
+    P = ot.sinkhorn(a, b, C, EPS, method="sinkhorn_log", stopThr=1e-12, numItermax=100_000)
+    assert r.transport_cost == pytest.approx(float((P * C).sum()), rel=1e-7)
+    return r
+
+
+def assert_same(r: Any, ref: Any) -> None:
+    """Potentials and costs agree to 1e-9 relative."""
+    for x, y in ((r.f, ref.f), (r.g, ref.g)):
+        np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-9 * np.abs(y).max())
+    for name in ("transport_cost", "reg_cost", "dual_cost"):
+        assert getattr(r, name) == pytest.approx(getattr(ref, name), rel=1e-9), name
+
+
+def strip_bytes(rows: int) -> int:
+    """A strip budget of about ``rows`` rows (several strips, so the merge tree is real)."""
+    return rows * M * 24
+
+
+@pytest.fixture(scope="module")
+def zarr_costs(tmp_path_factory: Any) -> dict[tuple[int, int], str]:
+    C, _, _ = problem()
+    root = tmp_path_factory.mktemp("costs")
+    return {ch: write_zarr(root / f"C_{ch[0]}_{ch[1]}.zarr", C, ch) for ch in CHUNKINGS}
+
+
+@pytest.fixture(scope="module")
+def subprocess_cluster(tmp_path_factory: Any) -> Iterator[str]:
+    """`dask scheduler` + two `dask worker` processes on 127.0.0.1; yields the address."""
+    bindir = Path(sys.executable).parent
+    tmp = tmp_path_factory.mktemp("cluster")
+    sfile = tmp / "scheduler.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(bigsink.__file__).parent.parent)}
+    procs = [subprocess.Popen(
+        [str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--no-dashboard", "--scheduler-file", str(sfile)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while not sfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads(sfile.read_text())["address"]
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                [str(bindir / "dask"), "worker", address, "--nthreads", "1",
+                 "--memory-limit", "1GiB", "--no-dashboard", "--host", "127.0.0.1",
+                 "--local-directory", str(tmp)],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(address, timeout=30) as c:
+            c.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.mark.parametrize("mode", ["resident", "streaming"])
+@pytest.mark.parametrize("chunks", CHUNKINGS)
+def test_zarr_chunkings_on_local_cluster(
+    dask_client: Any, zarr_costs: Any, reference: Any, chunks: Any, mode: str
+) -> None:
+    ex = DaskExecutor(dask_client, mode=mode, strip_bytes=strip_bytes(70))
+    _, a, b = problem()
+    r = bigsink.solve(zarr_costs[chunks], a, b, eps=EPS, tol=TOL, eps_scaling=False,
+                      executor=ex, progress=False)
+    assert_same(r, reference)
+
+
+def test_in_memory_on_local_cluster(dask_client: Any, reference: Any) -> None:
+    C, a, b = problem()
+    r = bigsink.solve(C, a, b, eps=EPS, tol=TOL, eps_scaling=False, client=dask_client,
+                      progress=False)
+    assert_same(r, reference)
+
+
+@pytest.mark.parametrize("mode", ["resident", "streaming"])
+def test_subprocess_cluster_by_address(
+    subprocess_cluster: str, zarr_costs: Any, reference: Any, mode: str
+) -> None:
+    _, a, b = problem()
+    for chunks in CHUNKINGS:
+        ex = DaskExecutor(subprocess_cluster, mode=mode, strip_bytes=strip_bytes(70))
+        r = bigsink.solve(zarr_costs[chunks], a, b, eps=EPS, tol=TOL, eps_scaling=False,
+                          executor=ex, progress=False)
+        assert_same(r, reference)
+    C, _, _ = problem()   # in memory, default executor settings, address given as client=
+    r = bigsink.solve(C, a, b, eps=EPS, tol=TOL, eps_scaling=False, client=subprocess_cluster,
+                      progress=False)
+    assert_same(r, reference)
+
+
+class CountingCost:
+    """A Zarr cost that appends one line per ``rows`` call to a file (works across processes)."""
+
+    def __init__(self, path: str, log: str) -> None:
+        self.inner = ZarrCost(path)
+        self.log = log
+        self.shape, self.dtype, self.grid = self.inner.shape, self.inner.dtype, self.inner.grid
+
+    def block(self, i: int, j: int) -> Any:
+        return self.inner.block(i, j)
+
+    def rows(self, start: int, stop: int) -> Any:
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, f"{start} {stop}\n".encode())
+        finally:
+            os.close(fd)
+        return self.inner.rows(start, stop)
+
+
+def reads(log: Path) -> list[tuple[int, int]]:
+    if not log.exists():
+        return []
+    return [tuple(map(int, ln.split())) for ln in log.read_text().split("\n") if ln]  # type: ignore[misc]
+
+
+def test_streaming_reads_each_block_once_per_iteration(
+    dask_client: Any, zarr_costs: Any, tmp_path: Path
+) -> None:
+    _, a, b = problem()
+    log = tmp_path / "reads.log"
+    cost = CountingCost(zarr_costs[(40, 200)], str(log))
+    n_iter = 6
+    with pytest.warns(bigsink.ConvergenceWarning):
+        r = bigsink.solve(cost, a, b, eps=EPS, tol=1e-300, max_iter=n_iter, eps_scaling=False,
+                          executor=DaskExecutor(dask_client, mode="streaming",
+                                                strip_bytes=strip_bytes(80)),
+                          progress=False)
+    assert r.n_iter == n_iter
+    got = reads(log)
+    strips = sorted(set(got))
+    assert strips == [(0, 80), (80, 160), (160, 240)]   # two block rows of 40 per strip
+    passes = 1 + n_iter + 1                              # scan, iterations, final evaluation
+    assert len(got) == passes * len(strips)
+    assert all(got.count(s) == passes for s in strips)   # each block read once per pass
+
+
+def test_resident_reads_each_strip_once(dask_client: Any, zarr_costs: Any, tmp_path: Path) -> None:
+    _, a, b = problem()
+    log = tmp_path / "reads.log"
+    cost = CountingCost(zarr_costs[(40, 200)], str(log))
+    r = bigsink.solve(cost, a, b, eps=EPS, tol=1e-6, eps_scaling=False, progress=False,
+                      executor=DaskExecutor(dask_client, mode="resident",
+                                            strip_bytes=strip_bytes(80)))
+    assert r.n_iter > 3
+    assert sorted(reads(log)) == [(0, 80), (80, 160), (160, 240)]
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def test_worker_killed_mid_solve(tmp_path: Path) -> None:
+    """SIGKILL a worker in the middle of a resident solve: same answer as undisturbed."""
+    from distributed import Client, LocalCluster
+
+    n = 600
+    k = np.arange(n, dtype=float)
+    C = (k[:, None] - k[None, :]) ** 2 / (n - 1) ** 2
+    a = np.exp(-((k - 200) ** 2) / (2 * 60.0**2))
+    b = np.exp(-((k - 350) ** 2) / (2 * 80.0**2))
+    a, b = a / a.sum(), b / b.sum()
+    path = write_zarr(tmp_path / "C.zarr", C, (50, n))
+    kw: dict[str, Any] = dict(eps=2e-3, tol=1e-6, progress=False)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, memory_limit="1GiB") as cluster, \
+            Client(cluster) as client:
+        ex = DaskExecutor(client, mode="resident", strip_bytes=100 * n * 24)
+        t0 = time.monotonic()
+        calm = bigsink.solve(path, a, b, executor=ex, **kw)
+        calm_s = time.monotonic() - t0
+        assert calm.converged and calm.n_iter > 40
+        pids = client.run(os.getpid)
+        ck = tmp_path / "ck"
+        out: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                out["r"] = bigsink.solve(path, a, b, executor=ex, checkpoint=ck,
+                                         checkpoint_every=10, **kw)
+            except BaseException as exc:  # reported below
+                out["err"] = exc
+
+        th = threading.Thread(target=run)
+        th.start()
+        deadline = time.monotonic() + calm_s
+        while not checkpoint_exists(ck) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        victim = sorted(pids.values())[0]
+        os.kill(victim, signal.SIGKILL)                       # mid-solve: after iteration 10
+        killed_at = time.monotonic()
+        th.join(timeout=120)
+        assert not th.is_alive()
+        assert "err" not in out, out.get("err")
+        assert time.monotonic() - killed_at > 0.0
+        new_pids = client.run(os.getpid)
+        assert victim not in new_pids.values()                # the worker really died
+        r = out["r"]
+    assert r.n_iter == calm.n_iter > 10
+    np.testing.assert_allclose(r.f, calm.f, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(r.g, calm.g, rtol=1e-12, atol=1e-15)
+    assert r.transport_cost == pytest.approx(calm.transport_cost, rel=1e-12)
+    # and both agree with the local executor
+    local = bigsink.solve(C, a, b, **kw)
+    assert r.transport_cost == pytest.approx(local.transport_cost, rel=1e-9)
+
+
+def test_out_of_core_streaming_within_memory_limit(tmp_path: Path) -> None:
+    """A Zarr cost 4x the worker's memory limit, streamed, with RSS below the limit."""
+    from distributed import Client, LocalCluster
+
+    limit = 200 * 2**20
+    n, m = 53_248, 4096                                   # float32: 872 MB > 4 x 200 MiB
+    assert n * m * 4 >= 4 * limit
+    rng = np.random.default_rng(3)
+    x, y = rng.random(n).astype(np.float32), rng.random(m).astype(np.float32)
+    arr = zarr.create_array(str(tmp_path / "C.zarr"), shape=(n, m), chunks=(128, m),
+                            dtype=np.float32, compressors=None)
+    for s in range(0, n, 4096):
+        arr[s:s + 4096] = (x[s:s + 4096, None] - y[None, :]) ** 2
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, memory_limit=limit) as cluster, \
+            Client(cluster) as client:
+        pid0 = client.run(os.getpid)
+        peak = [0]
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                try:
+                    peak[0] = max(peak[0], *client.run(_rss).values())
+                except Exception:
+                    pass
+                time.sleep(0.05)
+
+        th = threading.Thread(target=watch, daemon=True)
+        th.start()
+        t0 = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", bigsink.ConvergenceWarning)
+            r = bigsink.solve(str(tmp_path / "C.zarr"), eps=0.05, max_iter=2, tol=1e-300,
+                              eps_scaling=False, client=client, progress=False)
+        seconds = time.monotonic() - t0
+        stop.set()
+        th.join()
+        assert client.run(os.getpid) == pid0                  # no worker was restarted
+    print(f"out-of-core: peak worker RSS {peak[0] / 2**20:.0f} MiB of {limit / 2**20:.0f} MiB, "
+          f"{seconds:.1f} s for scan + 2 iterations + evaluation")
+    assert 0 < peak[0] < limit
+    assert r.n_iter == 2
+    assert r.marginal_error.col < 1e-9                    # exact after the g-update
+    assert r.mass == pytest.approx(1.0, rel=1e-6)
+
+
+def test_unreachable_scheduler_is_a_clear_error_within_10s() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    with pytest.raises(InputError, match=address):
+        bigsink.solve(np.ones((3, 3)), eps=0.1, client=address, progress=False)
+    assert time.monotonic() - t0 < 10
+
+
+def test_nan_in_zarr_block_named_through_dask(dask_client: Any, tmp_path: Path) -> None:
+    C, a, b = problem()
+    C = C.copy()
+    C[130, 75] = np.nan                                   # block (3, 1) of (40, 64) chunks
+    path = write_zarr(tmp_path / "nan.zarr", C, (40, 64))
+    for mode in ("resident", "streaming"):
+        with pytest.raises(InputError, match=r"C\[130, 75\].*block \(3, 1\)"):
+            bigsink.solve(path, a, b, eps=EPS, progress=False,
+                          executor=DaskExecutor(dask_client, mode=mode))
+
+
+def test_bad_executor_arguments() -> None:
+    with pytest.raises(InputError, match="mode"):
+        DaskExecutor("tcp://127.0.0.1:1", mode="fast")
+    with pytest.raises(InputError, match="strip_bytes"):
+        DaskExecutor("tcp://127.0.0.1:1", strip_bytes=0)
+    with pytest.raises(InputError, match="client"):
+        DaskExecutor(42)
