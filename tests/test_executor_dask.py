@@ -147,7 +147,7 @@ def test_subprocess_cluster_by_address(
     subprocess_cluster: str, zarr_costs: Any, reference: Any, mode: str
 ) -> None:
     _, a, b = problem()
-    for chunks in CHUNKINGS:
+    for chunks in CHUNKINGS[:2]:   # all three run on the LocalCluster above
         ex = DaskExecutor(subprocess_cluster, mode=mode, strip_bytes=strip_bytes(70))
         r = bigsink.solve(zarr_costs[chunks], a, b, eps=EPS, tol=TOL, eps_scaling=False,
                           executor=ex, progress=False)
@@ -226,22 +226,22 @@ def test_worker_killed_mid_solve(tmp_path: Path) -> None:
     """SIGKILL a worker in the middle of a resident solve: same answer as undisturbed."""
     from distributed import Client, LocalCluster
 
-    n = 600
+    n = 300
     k = np.arange(n, dtype=float)
     C = (k[:, None] - k[None, :]) ** 2 / (n - 1) ** 2
-    a = np.exp(-((k - 200) ** 2) / (2 * 60.0**2))
-    b = np.exp(-((k - 350) ** 2) / (2 * 80.0**2))
+    a = np.exp(-((k - 100) ** 2) / (2 * 30.0**2))
+    b = np.exp(-((k - 175) ** 2) / (2 * 40.0**2))
     a, b = a / a.sum(), b / b.sum()
     path = write_zarr(tmp_path / "C.zarr", C, (50, n))
-    kw: dict[str, Any] = dict(eps=2e-3, tol=1e-6, progress=False)
+    kw: dict[str, Any] = dict(eps=5e-3, tol=1e-6, progress=False)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None, memory_limit="1GiB") as cluster, \
             Client(cluster) as client:
-        ex = DaskExecutor(client, mode="resident", strip_bytes=100 * n * 24)
+        ex = DaskExecutor(client, mode="resident", strip_bytes=50 * n * 24)
         t0 = time.monotonic()
         calm = bigsink.solve(path, a, b, executor=ex, **kw)
         calm_s = time.monotonic() - t0
-        assert calm.converged and calm.n_iter > 40
+        assert calm.converged and calm.n_iter > 25
         pids = client.run(os.getpid)
         ck = tmp_path / "ck"
         out: dict[str, Any] = {}
@@ -249,7 +249,7 @@ def test_worker_killed_mid_solve(tmp_path: Path) -> None:
         def run() -> None:
             try:
                 out["r"] = bigsink.solve(path, a, b, executor=ex, checkpoint=ck,
-                                         checkpoint_every=10, **kw)
+                                         checkpoint_every=5, **kw)
             except BaseException as exc:  # reported below
                 out["err"] = exc
 
@@ -259,7 +259,7 @@ def test_worker_killed_mid_solve(tmp_path: Path) -> None:
         while not checkpoint_exists(ck) and time.monotonic() < deadline:
             time.sleep(0.02)
         victim = sorted(pids.values())[0]
-        os.kill(victim, signal.SIGKILL)                       # mid-solve: after iteration 10
+        os.kill(victim, signal.SIGKILL)                       # mid-solve: after iteration 5
         killed_at = time.monotonic()
         th.join(timeout=120)
         assert not th.is_alive()
@@ -268,7 +268,7 @@ def test_worker_killed_mid_solve(tmp_path: Path) -> None:
         new_pids = client.run(os.getpid)
         assert victim not in new_pids.values()                # the worker really died
         r = out["r"]
-    assert r.n_iter == calm.n_iter > 10
+    assert r.n_iter == calm.n_iter > 5
     np.testing.assert_allclose(r.f, calm.f, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(r.g, calm.g, rtol=1e-12, atol=1e-15)
     assert r.transport_cost == pytest.approx(calm.transport_cost, rel=1e-12)
@@ -299,11 +299,8 @@ def test_out_of_core_streaming_within_memory_limit(tmp_path: Path) -> None:
 
         def watch() -> None:
             while not stop.is_set():
-                try:
-                    peak[0] = max(peak[0], *client.run(_rss).values())
-                except Exception:
-                    pass
-                time.sleep(0.05)
+                peak[0] = max(peak[0], *client.run(_rss).values())
+                time.sleep(0.1)
 
         th = threading.Thread(target=watch, daemon=True)
         th.start()
