@@ -130,28 +130,23 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         raise InputError(f"--out: {out!r} already exists; choose another path or --overwrite.")
     if not os.path.isdir(os.path.dirname(out)):
         raise InputError(f"--out: the directory {os.path.dirname(out)!r} does not exist.")
-    extra: dict[str, Any] = {}
-    if args.checkpoint:
-        extra["checkpoint"] = args.checkpoint
-    if args.resume:
-        if not args.checkpoint:
-            raise InputError("--resume needs --checkpoint PATH (the checkpoint to resume from).")
-        extra["resume"] = True
+    if args.resume and not args.checkpoint:
+        raise InputError("--resume needs --checkpoint PATH (the checkpoint to resume from).")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             result = solve(cost, a, b, eps=args.eps, tol=args.tol, max_iter=args.max_iter,
                            client=args.scheduler, progress=False if args.quiet else None,
-                           **extra)
-    except TypeError as exc:
-        if extra and ("checkpoint" in str(exc) or "resume" in str(exc)):
-            raise InputError(f"this bigsink cannot checkpoint: {exc}") from None
-        raise
+                           checkpoint=args.checkpoint, resume=args.resume)
     except (OSError, TimeoutError) as exc:
         if args.scheduler:
             raise _scheduler_error(args.scheduler, exc) from None
         raise
     path = result.save(out, overwrite=args.overwrite)
+    if args.plot:
+        from . import plot
+
+        plot.convergence(result, path=args.plot)
     if args.json:
         me = result.marginal_error
         print(json.dumps({
@@ -221,6 +216,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         num_gpus=args.num_gpus, progress=not args.quiet, save_potentials=args.potentials,
     )
     res.save(args.out)
+    if args.plot:
+        from . import plot
+
+        plot.sweep(res, path=args.plot)
     n_conv = int(sum(r.converged for r in res.rows))
     print(f"sweep: {len(res)} rows ({len(res.errors)} failed, {n_conv} converged) in "
           f"{time.perf_counter() - t0:.2f} s -> {args.out}")
@@ -275,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--out", required=True, help="result directory (Zarr group) to create")
     solve.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     solve.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    solve.add_argument("--plot", metavar="FILE.png", help="save the convergence plot here")
     solve.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     solve.set_defaults(func=_cmd_solve)
     sw = sub.add_parser(
@@ -296,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--num-gpus", type=int, default=0, help="GPUs (one actor each)")
     sw.add_argument("--potentials", default=None, metavar="ZARR",
                     help="also write potentials to this Zarr group")
+    sw.add_argument("--plot", metavar="FILE.png", help="save a plot of the results here")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.set_defaults(func=_cmd_sweep)
     return parser

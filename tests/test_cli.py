@@ -237,3 +237,15 @@ def test_demo_prints_a_summary_and_saves_a_plot(tmp_path: Path) -> None:
     for word in ("converged", "transport_cost", "reg_cost", "marginal error", "iterations"):
         assert word in out.stdout
     assert (tmp_path / "conv.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_solve_writes_a_convergence_plot(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "C.npy", rng.random((40, 30)))
+    out = bigsink_cli("solve", "C.npy", "--eps", "0.01", "--out", "r.zarr", "--plot",
+                      "conv.png", "--quiet", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = (tmp_path / "conv.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (640, 400)
+    assert bigsink.load_result(tmp_path / "r.zarr").converged
