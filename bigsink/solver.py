@@ -389,6 +389,7 @@ def solve(
     src = as_cost(cost)
     problem = make_problem(src.shape, a, b, eps, rho, rho_a, rho_b)
     tol = check_positive("tol", tol)
+    fused.check_tolerance(src.dtype, tol, stacklevel=2)
     max_iter = check_max_iter(max_iter)
     decay = check_positive("eps_decay", eps_decay)
     if decay >= 1:
