@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint as ckpt
+from . import fused
 from ._xp import device_namespace
 from .costs import CostSource, as_cost, on_device
 from .errors import ConvergenceWarning, InputError, NumericalError
@@ -35,13 +36,11 @@ from .executors import Session, StripJob, make_executor
 from .kernels import (
     add_partials,
     column_pair,
-    evaluate_strip,
     merge_pairs,
     merge_scan,
     pair_to_lse,
     potential_update,
     scan_strip,
-    sinkhorn_strip,
 )
 from .problem import Problem, check_max_iter, check_positive, make_problem
 from .result import History, MarginalError, SinkhornResult
@@ -166,7 +165,7 @@ class Evaluation:
 
 def evaluate(session: Session, f: np.ndarray, g: np.ndarray, eps: float) -> Evaluation:
     """Row/column sums of P and ``<P, C>`` for potentials ``(f, g)``."""
-    rows, (cols, pc) = session.run(StripJob(evaluate_strip, add_partials, (f,), (g, eps)))
+    rows, (cols, pc) = session.run(StripJob(fused.evaluate_strip, add_partials, (f,), (g, eps)))
     return Evaluation(rows, cols, pc)
 
 
@@ -180,7 +179,7 @@ def sinkhorn_step(
     recomputed exactly with a second pass, so no column ever gets an infinite potential.
     """
     tau_a, tau_b = problem.tau(eps)
-    f_new, col = session.run(StripJob(sinkhorn_strip, merge_pairs, (log_a,), (g, eps, tau_a)))
+    f_new, col = session.run(StripJob(fused.sinkhorn_strip, merge_pairs, (log_a,), (g, eps, tau_a)))
     if np.any((col[1] <= TINY) & (problem.b > 0)):
         _, col = session.run(StripJob(column_pair, merge_pairs, (f_new,), (eps,)))
     g_new = potential_update(log_b, pair_to_lse(col), eps, tau_b)
@@ -460,6 +459,7 @@ def solve(
         src = on_device(src, device_namespace(device))
     problem = make_problem(src.shape, a, b, eps, rho, rho_a, rho_b)
     tol = check_positive("tol", tol)
+    fused.check_tolerance(src.dtype, tol, stacklevel=2)
     max_iter = check_max_iter(max_iter)
     decay = check_positive("eps_decay", eps_decay)
     if decay >= 1:

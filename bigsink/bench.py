@@ -1,0 +1,418 @@
+"""``bigsink bench``: bigsink against POT on the same problems, in one process.
+
+The problem (issue 4's acceptance problem): ``n = m`` 2-D points drawn uniformly in the unit
+square, squared Euclidean cost divided by its maximum, uniform weights, L1 tolerance ``tol``.
+For every size, eps and dtype, each solver runs once and reports
+
+* ``n_iter``, ``seconds`` (wall time of the whole call), ``s_per_iter``;
+* ``time_to_tol`` (``seconds`` when it reached ``tol`` in the L1 marginal error, else None);
+* ``row_err``, ``col_err`` (L1 marginal errors of the returned plan, measured here in float64);
+* ``pc`` and ``pc_rel_diff``: ``<P, C>`` and its relative difference to the reference;
+* ``failure``: ``"nan"`` (non-finite plan), ``"mass_loss"`` (plan total below 0.5),
+  ``"error: ..."`` (it raised), or None;
+* POT's ``stopThr`` is an L2 norm of one marginal's error; it gets ``tol / sqrt(m)`` so
+  that its stop implies an L1 error below ``tol`` (the errors reported are measured here);
+* ``capped``: POT runs are cut to ``--pot-max-seconds`` (their per-iteration time is measured on
+  a short run first), so POT's slow ``sinkhorn_log`` gives a per-iteration figure, not a time to
+  tolerance; a POT run's ``s_per_iter`` leaves out its setup (``setup_s``: building the kernel,
+  measured with a one-iteration run), bigsink's is its whole wall time over its iterations;
+* ``ratio_s_per_iter_vs_bigsink``: the solver's per-iteration time over bigsink's.
+
+The **machine bound** is measured in the same run: one pass over C at the measured memory
+read bandwidth (all cores summing a large array) and one exp per element at the measured
+throughput of the fused kernels' vectorised exp (all cores): ``bound = max(bytes / bandwidth,
+elements / exp_rate)`` per iteration; bigsink's per-iteration time is reported over it.
+
+The reference ``<P, C>`` is bigsink's float64 in-process solve at ``tol * 1e-3`` (or the
+bigsink result itself with ``reference=False``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numba as nb
+import numpy as np
+
+from .errors import InputError
+
+__all__ = [
+    "BenchConfig", "bound_seconds", "format_table", "machine_figures", "make_problem",
+    "parse_list", "run_bench", "write_json",
+]
+
+POT_METHODS = ("sinkhorn", "sinkhorn_log", "sinkhorn_stabilized")
+EXECUTORS = ("local", "dask", "zarr")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What ``bigsink bench`` runs.
+
+    Args:
+        sizes: ``n = m`` values.
+        eps: regularisations.
+        dtypes: cost dtypes (``"float64"``, ``"float32"``).
+        executor: ``"local"`` (in-process threads), ``"dask"`` (a LocalCluster with 2 worker
+            processes) or ``"zarr"`` (the cost written to a temporary Zarr store and streamed).
+        tol: L1 marginal tolerance.
+        max_iter: iteration cap of every solver.
+        pot_max_seconds: wall-time cap of each POT run (its iterations are cut to fit).
+        pot: whether to run POT at all.
+        reference: solve a tighter float64 reference for ``<P, C>`` (else use bigsink's result).
+        seed: random seed of the point clouds.
+    """
+
+    sizes: tuple[int, ...] = (10_000,)
+    eps: tuple[float, ...] = (1e-2,)
+    dtypes: tuple[str, ...] = ("float64",)
+    executor: str = "local"
+    tol: float = 1e-6
+    max_iter: int = 10_000
+    pot_max_seconds: float = 60.0
+    pot: bool = True
+    reference: bool = True
+    seed: int = 0
+    methods: tuple[str, ...] = field(default=POT_METHODS)
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise InputError(f"executor must be one of {EXECUTORS}; got {self.executor!r}.")
+        for d in self.dtypes:
+            if d not in ("float32", "float64"):
+                raise InputError(f"dtype must be float32 or float64; got {d!r}.")
+        if not self.sizes or min(self.sizes) < 2:
+            raise InputError(f"sizes must be integers >= 2; got {self.sizes!r}.")
+        if not self.eps or min(self.eps) <= 0:
+            raise InputError(f"eps must be positive; got {self.eps!r}.")
+        for m in self.methods:
+            if m not in POT_METHODS:
+                raise InputError(f"POT method must be one of {POT_METHODS}; got {m!r}.")
+
+
+def make_problem(n: int, dtype: str = "float64", seed: int = 0) -> np.ndarray:
+    """The benchmark cost (n, n): 2-D uniform points, squared Euclidean / max, in ``dtype``."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.random((n, 2)), rng.random((n, 2))
+    C = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * (x @ y.T)  # (n, n)
+    np.maximum(C, 0.0, out=C)
+    C /= C.max()
+    return C.astype(dtype, copy=False)
+
+
+@nb.njit(nogil=True, cache=True, fastmath=True)
+def _sum_rows(C: np.ndarray) -> float:  # pragma: no cover - jit
+    """Sum of a 2-D float array: a vectorised read of every element."""
+    s = 0.0
+    for i in range(C.shape[0]):
+        for j in range(C.shape[1]):
+            s += C[i, j]
+    return s
+
+
+def _threads() -> int:
+    """Threads the local executor uses."""
+    return os.cpu_count() or 1
+
+
+def _parallel_time(fn: Callable[[int], Any], threads: int, repeats: int) -> float:
+    """Best wall time of ``fn(k)`` for k in range(threads), run on ``threads`` threads."""
+    best = math.inf
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            list(pool.map(fn, range(threads)))
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def machine_figures(nbytes: int = 256 << 20, repeats: int = 3) -> dict[str, float]:
+    """Measured read bandwidth (bytes/s) and vectorised-exp throughput (exp/s), all cores."""
+    from .fused import _exp_into
+
+    threads = _threads()
+    rows = max(threads, nbytes // (8 * 4096))
+    A = np.ones((rows, 4096))                                         # nbytes of float64
+    parts = np.array_split(np.arange(rows), threads)
+    _sum_rows(A[:2])
+    bw_t = _parallel_time(lambda k: _sum_rows(A[parts[k][0]: parts[k][-1] + 1]), threads, repeats)
+    m, reps = 8192, 512
+    x = np.linspace(-30.0, 0.0, m)
+
+    def exps(_: int) -> None:
+        out, scratch = np.empty(m), np.empty(m)
+        for _r in range(reps):
+            _exp_into(x, 0.0, out, scratch)
+
+    exps(0)
+    exp_t = _parallel_time(exps, threads, repeats)
+    return {
+        "threads": float(threads),
+        "read_bytes_per_s": A.nbytes / bw_t,
+        "exp_per_s": threads * m * reps / exp_t,
+    }
+
+
+def bound_seconds(n: int, m: int, itemsize: int, machine: dict[str, float]) -> float:
+    """One pass over C at the measured bandwidth vs one exp per element: the larger."""
+    return max(n * m * itemsize / machine["read_bytes_per_s"], n * m / machine["exp_per_s"])
+
+
+def _plan_figures(P: np.ndarray, C: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Marginal errors, ``<P, C>`` and failure of a dense plan (float64 sums)."""
+    P = np.asarray(P, dtype=np.float64)
+    if not np.all(np.isfinite(P)):
+        return {"row_err": None, "col_err": None, "pc": None, "failure": "nan"}
+    mass = float(P.sum())
+    return {
+        "row_err": float(np.abs(P.sum(1) - a).sum()),
+        "col_err": float(np.abs(P.sum(0) - b).sum()),
+        "pc": float((P * C).sum(dtype=np.float64)),
+        "failure": "mass_loss" if mass < 0.5 else None,
+    }
+
+
+def _run_pot(
+    method: str, C: np.ndarray, eps: float, cfg: BenchConfig
+) -> dict[str, Any]:
+    """One POT ``ot.sinkhorn`` run, capped to ``cfg.pot_max_seconds``."""
+    import ot
+
+    n, m = C.shape
+    a = np.full(n, 1.0 / n, dtype=C.dtype)
+    b = np.full(m, 1.0 / m, dtype=C.dtype)
+    stop = cfg.tol / math.sqrt(m)   # POT stops on an L2 norm: this one implies L1 <= tol
+
+    def call(iters: int) -> tuple[np.ndarray, int, float]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            P, log = ot.sinkhorn(a, b, C, eps, method=method, numItermax=iters,
+                                 stopThr=stop, log=True)
+            dt = time.perf_counter() - t0
+        it = int(log.get("niter", log.get("n_iter", iters)))
+        return np.asarray(P), max(1, it), dt
+
+    _, it1, t1 = call(1)                                              # warm-up + setup
+    probe = min(cfg.max_iter, 4)
+    _, it0, t_probe = call(probe)
+    per_iter = max(t_probe - t1, 1e-9) / max(1, it0 - it1) if it0 > it1 else t_probe / it0
+    setup = max(0.0, t1 - per_iter)
+    iters = cfg.max_iter
+    capped = setup + per_iter * cfg.max_iter > cfg.pot_max_seconds
+    if capped:
+        iters = max(2, int((cfg.pot_max_seconds - setup) / per_iter))
+    try:
+        P, it, dt = call(iters)
+    except Exception as exc:  # report it, do not stop the benchmark
+        return {"solver": f"pot.{method}", "failure": f"error: {exc}", "capped": capped}
+    # per iteration: the time beyond the setup (K = exp(-C/eps) etc.), measured by a 1-iteration run
+    s_per_iter = (dt - setup) / it if dt > setup else dt / it
+    rec: dict[str, Any] = {"solver": f"pot.{method}", "n_iter": it, "seconds": dt,
+                           "s_per_iter": s_per_iter, "setup_s": setup, "capped": capped}
+    rec.update(_plan_figures(P, C.astype(np.float64), a.astype(np.float64),
+                             b.astype(np.float64)))
+    ok = rec["failure"] is None and max(rec["row_err"], rec["col_err"]) <= cfg.tol
+    rec["time_to_tol"] = dt if ok else None
+    return rec
+
+
+def _bigsink_kwargs(cfg: BenchConfig, client: Any) -> dict[str, Any]:
+    """Executor arguments of :func:`bigsink.solve` for ``cfg.executor``."""
+    return {"client": client} if client is not None else {}
+
+
+def _run_bigsink(cost: Any, eps: float, cfg: BenchConfig, client: Any) -> dict[str, Any]:
+    """One bigsink solve; marginal errors and ``<P, C>`` from its own exact final pass."""
+    from .fused import warmup
+    from .solver import solve
+
+    warmup()                                                          # compile outside timing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            res = solve(cost, eps=eps, tol=cfg.tol, max_iter=cfg.max_iter, progress=False,
+                        **_bigsink_kwargs(cfg, client))
+        except Exception as exc:  # report it, do not stop the benchmark
+            return {"solver": "bigsink", "failure": f"error: {exc}"}
+    err = max(float(np.max(res.marginal_error.row)), float(np.max(res.marginal_error.col)))
+    return {
+        "solver": "bigsink", "n_iter": res.n_iter, "seconds": res.seconds,
+        "s_per_iter": res.seconds / max(1, res.n_iter), "capped": False,
+        "row_err": float(np.max(res.marginal_error.row)),
+        "col_err": float(np.max(res.marginal_error.col)),
+        "pc": float(np.max(res.transport_cost)),
+        "failure": None if float(np.min(res.mass)) >= 0.5 else "mass_loss",
+        "time_to_tol": res.seconds if err <= cfg.tol else None,
+        "eps_stages": len(res.eps_stages),
+    }
+
+
+def _write_zarr(C: np.ndarray, where: Path) -> tuple[str, float]:
+    """C as an uncompressed Zarr v3 array under ``where``; returns its path and the time to
+    read it back once (row blocks, as the solver streams it)."""
+    import zarr
+
+    from .zarr_cost import ZarrCost
+
+    path = str(where / "cost.zarr")
+    rows = max(1, (16 << 20) // (C.shape[1] * C.itemsize))
+    arr = zarr.create_array(path, shape=C.shape, dtype=C.dtype, chunks=(rows, C.shape[1]),
+                            compressors=None, overwrite=True)
+    arr[:] = C
+    src = ZarrCost(path)
+    t0 = time.perf_counter()
+    for s in range(0, C.shape[0], rows):
+        src.rows(s, min(C.shape[0], s + rows))
+    return path, time.perf_counter() - t0
+
+
+def _dask_client() -> tuple[Any, Any]:
+    """A LocalCluster with 2 worker processes (one thread each) and its client."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=None)
+    return Client(cluster), cluster
+
+
+def _dask_available() -> bool:
+    """Whether the Dask executor (``bigsink.executors.dask``) is installed in this build."""
+    import importlib.util
+
+    return importlib.util.find_spec("bigsink.executors.dask") is not None
+
+
+def run_bench(
+    cfg: BenchConfig, log: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Run the benchmark; returns a JSON-ready dict (``machine``, ``config``, ``runs``)."""
+    say = log or (lambda s: None)
+    machine = machine_figures()
+    say(f"machine: {machine['threads']:.0f} threads, read "
+        f"{machine['read_bytes_per_s'] / 1e9:.1f} GB/s, exp {machine['exp_per_s'] / 1e9:.2f} G/s")
+    client = cluster = None
+    tmp = Path(tempfile.mkdtemp(prefix="bigsink-bench-"))
+    runs: list[dict[str, Any]] = []
+    try:
+        if cfg.executor == "dask":
+            if not _dask_available():
+                raise InputError("executor 'dask': bigsink.executors.dask is not available in "
+                                 "this build; use --executor local or zarr.")
+            client, cluster = _dask_client()
+        for n in cfg.sizes:
+            for dtype in cfg.dtypes:
+                C64 = make_problem(n, "float64", cfg.seed)
+                C = C64.astype(dtype, copy=False)
+                cost: Any = C
+                extra: dict[str, Any] = {}
+                if cfg.executor == "zarr":
+                    cost, read_s = _write_zarr(C, tmp)
+                    extra["zarr_read_once_s"] = read_s
+                for eps in cfg.eps:
+                    bound = bound_seconds(n, n, C.itemsize, machine)
+                    say(f"n={n} eps={eps:g} {dtype} ({cfg.executor}): bound {bound * 1e3:.1f} ms")
+                    recs = [_run_bigsink(cost, eps, cfg, client)]
+                    say(_line(recs[0]))
+                    ref = None
+                    if cfg.reference:
+                        from .solver import solve
+
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            ref = float(solve(C64, eps=eps, tol=cfg.tol * 1e-3,
+                                              max_iter=cfg.max_iter, progress=False)
+                                        .transport_cost)
+                    if cfg.pot:
+                        for method in cfg.methods:
+                            recs.append(_run_pot(method, C, eps, cfg))
+                            say(_line(recs[-1]))
+                    if ref is None:
+                        ref = recs[0].get("pc")
+                    base = recs[0].get("s_per_iter")
+                    for r in recs:
+                        pc = r.get("pc")
+                        r["pc_rel_diff"] = (abs(pc - ref) / abs(ref)
+                                            if pc is not None and ref else None)
+                        sp = r.get("s_per_iter")
+                        r["ratio_s_per_iter_vs_bigsink"] = sp / base if sp and base else None
+                    recs[0]["per_iter_over_bound"] = (base / bound) if base else None
+                    if "zarr_read_once_s" in extra and base:
+                        extra["per_iter_over_read_once"] = base / extra["zarr_read_once_s"]
+                    runs.append({"n": n, "eps": eps, "dtype": dtype, "executor": cfg.executor,
+                                 "tol": cfg.tol, "bound_s": bound, "reference_pc": ref,
+                                 **extra, "solvers": recs})
+                if cfg.executor == "zarr":
+                    shutil.rmtree(tmp / "cost.zarr", ignore_errors=True)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"machine": machine, "config": asdict(cfg), "runs": runs}
+
+
+def _fmt(x: Any, spec: str) -> str:
+    """``format(x, spec)``, or ``-`` (as wide as the spec asks) for None."""
+    if x is None:
+        width = "".join(c for c in spec.split(".")[0] if c.isdigit())
+        return "-".rjust(int(width) if width else 1)
+    return format(x, spec)
+
+
+def _line(r: dict[str, Any]) -> str:
+    """One solver's record as a short progress line."""
+    return (f"  {r['solver']:<24} it {_fmt(r.get('n_iter'), 'd')}  "
+            f"{_fmt(r.get('s_per_iter'), '.4f')} s/it  total {_fmt(r.get('seconds'), '.2f')} s"
+            f"{'  (capped)' if r.get('capped') else ''}  {r.get('failure') or ''}")
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The runs of a :func:`run_bench` report as a fixed-width text table."""
+    head = (f"{'n':>6} {'eps':>7} {'dtype':>7} {'solver':<34} {'iter':>6} {'ms/iter':>9} "
+            f"{'to tol s':>9} {'L1 err':>9} {'<P,C> rel':>9} {'x bigsink':>9} {'/bound':>7} "
+            "failure")
+    lines = [head, "-" * len(head)]
+    for run in report["runs"]:
+        for r in run["solvers"]:
+            err = (max(r["row_err"], r["col_err"]) if r.get("row_err") is not None else None)
+            sp = r.get("s_per_iter")
+            name = r["solver"] + (" (capped)" if r.get("capped") else "")
+            lines.append(
+                f"{run['n']:>6} {run['eps']:>7.0e} {run['dtype']:>7} {name:<34} "
+                f"{_fmt(r.get('n_iter'), '>6d')} {_fmt(sp * 1e3 if sp else None, '>9.2f')} "
+                f"{_fmt(r.get('time_to_tol'), '>9.2f')} {_fmt(err, '>9.1e')} "
+                f"{_fmt(r.get('pc_rel_diff'), '>9.1e')} "
+                f"{_fmt(r.get('ratio_s_per_iter_vs_bigsink'), '>9.2f')} "
+                f"{_fmt(r.get('per_iter_over_bound'), '>7.2f')} {r.get('failure') or ''}"
+            )
+    m = report["machine"]
+    lines.append(f"machine: {m['threads']:.0f} threads, read {m['read_bytes_per_s'] / 1e9:.1f} "
+                 f"GB/s, exp {m['exp_per_s'] / 1e9:.2f} G/s (measured in this run; noisy)")
+    return "\n".join(lines)
+
+
+def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write ``report`` as JSON to ``path`` (a temporary name, renamed when complete)."""
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=float))
+    tmp.replace(target)
+
+
+def parse_list(text: str, kind: Callable[[str], Any]) -> tuple[Any, ...]:
+    """``"1,2,3"`` -> ``(kind("1"), ...)``."""
+    return tuple(kind(t) for t in text.split(",") if t.strip())
+

@@ -1,0 +1,68 @@
+"""A small ``bigsink bench`` run end to end (POT included, capped)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bigsink import bench
+from bigsink.cli import main
+from bigsink.errors import InputError
+
+
+def test_bench_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--n", "120", "--eps", "5e-2", "--dtype", "float64,float32",
+               "--max-iter", "2000", "--pot-max-seconds", "2", "--json", str(out), "--quiet"])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert set(report) == {"machine", "config", "runs"}
+    assert report["machine"]["read_bytes_per_s"] > 0 and report["machine"]["exp_per_s"] > 0
+    assert len(report["runs"]) == 2
+    for run in report["runs"]:
+        assert run["bound_s"] > 0
+        names = [r["solver"] for r in run["solvers"]]
+        assert names == ["bigsink", "pot.sinkhorn", "pot.sinkhorn_log", "pot.sinkhorn_stabilized"]
+        for r in run["solvers"]:
+            for key in ("n_iter", "s_per_iter", "time_to_tol", "row_err", "col_err", "pc",
+                        "pc_rel_diff", "failure", "capped", "ratio_s_per_iter_vs_bigsink"):
+                assert key in r, key
+        big, pot = run["solvers"][0], run["solvers"][1]
+        assert big["failure"] is None and big["time_to_tol"] is not None
+        assert max(big["row_err"], big["col_err"]) <= 1e-6
+        assert big["per_iter_over_bound"] > 0
+        # bigsink and POT solve the same problem: same <P, C> (against a tighter reference)
+        tol_pc = 1e-5 if run["dtype"] == "float64" else 1e-4
+        assert big["pc_rel_diff"] < tol_pc and pot["pc_rel_diff"] < tol_pc
+    assert "pot.sinkhorn_log" in capsys.readouterr().out
+
+
+def test_bench_zarr_executor(tmp_path: Path) -> None:
+    cfg = bench.BenchConfig(sizes=(80,), eps=(0.1,), executor="zarr", pot=False,
+                            reference=False)
+    report = bench.run_bench(cfg)
+    run = report["runs"][0]
+    assert run["zarr_read_once_s"] > 0 and run["per_iter_over_read_once"] > 0
+    assert run["solvers"][0]["failure"] is None
+    bench.write_json(report, tmp_path / "z.json")
+    assert "bigsink" in bench.format_table(report)
+
+
+def test_make_problem_matches_definition() -> None:
+    C = bench.make_problem(50, "float32", seed=3)
+    rng = np.random.default_rng(3)
+    x, y = rng.random((50, 2)), rng.random((50, 2))
+    D = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    assert C.dtype == np.float32
+    np.testing.assert_allclose(C, D / D.max(), rtol=1e-6, atol=1e-7)
+
+
+def test_bad_bench_options() -> None:
+    with pytest.raises(InputError, match="executor"):
+        bench.BenchConfig(executor="ray")
+    with pytest.raises(InputError, match="dtype"):
+        bench.BenchConfig(dtypes=("float16",))
+    assert main(["bench", "--n", "x"]) == 2
