@@ -242,7 +242,7 @@ def _sinkhorn_rows(
             if la == -np.inf:
                 f = -np.inf                                          # a_i = 0
             else:
-                f = tau * (eps * la - eps * (Mf + math.log(S)))      # f-update (DESIGN.md §2)
+                f = eps * la - tau * eps * (Mf + math.log(S))        # f-update, KL form
             f_out[i, k] = f
             lw = f * inv + Mf                                        # log weight of row i
             if lw == -np.inf:
