@@ -32,7 +32,7 @@ from . import fused
 from ._xp import device_namespace
 from .costs import CostSource, as_cost, on_device
 from .errors import ConvergenceWarning, InputError, NumericalError
-from .executors import Session, StripJob, make_executor
+from .executors import LocalSession, Session, StripJob, make_executor
 from .kernels import (
     add_partials,
     column_pair,
@@ -44,6 +44,7 @@ from .kernels import (
 )
 from .problem import Problem, check_max_iter, check_positive, make_problem
 from .result import History, MarginalError, SinkhornResult
+from .scaling import ScalingStep, kernel_budget
 
 __all__ = ["SolverState", "eps_schedule", "solve"]
 
@@ -194,13 +195,16 @@ def iterate(
     tol: float,
     max_iter: int,
     on_iteration: Callable[[SolverState, float], None] | None = None,
+    resident: np.dtype[Any] | None = None,
 ) -> tuple[SolverState, Evaluation | None, bool]:
     """Run the eps stages from ``state``; returns the final state, its evaluation (when the
     last check made one) and whether it converged.
 
     Intermediate stages stop at ``max(tol, STAGE_TOL)`` or after their share of ``max_iter``
     (half of it split evenly), so the last stage gets at least half the budget, and always
-    at least one iteration.
+    at least one iteration. ``resident``: storage dtype of a resident kernel for the scaling
+    fast path (:mod:`bigsink.scaling`), or None for the log domain throughout; the step is
+    the only thing that differs.
     """
     log_a, log_b = _log(problem.a), _log(problem.b)
     f, g, n_iter = state.f, state.g, state.n_iter
@@ -215,8 +219,17 @@ def iterate(
         # `done`: iterations this stage already ran before a resume (eps values are distinct)
         done = sum(1 for h in history if h[1] == eps) if stage == state.stage else 0
         budget = max_iter if stage == last else min(max_iter - 1, n_iter - done + per_stage)
+        use_fast = resident is not None    # the scaling domain, until it breaks down
+        fast: ScalingStep | None = None     # built once f is known
         while n_iter < budget:
-            f_new, g = sinkhorn_step(session, problem, log_a, log_b, g, eps)
+            if use_fast and fast is None and resident is not None and f is not None:
+                fast = ScalingStep(session, problem.a, problem.b, eps, resident, f, g)
+            out = fast(g) if fast is not None else None
+            if out is None:
+                if fast is not None:        # breakdown: the log domain for this stage
+                    use_fast, fast = False, None
+                out = sinkhorn_step(session, problem, log_a, log_b, g, eps)
+            f_new, g = out
             err = row_error(problem.a, f, f_new, eps)
             f, n_iter = f_new, n_iter + 1
             history.append((n_iter, eps, float(err.max())))
@@ -236,6 +249,30 @@ def iterate(
             on_iteration(SolverState(stage + 1, f, g, n_iter, tuple(history)), math.nan)
     assert f is not None
     return SolverState(last, f, g, n_iter, tuple(history)), None, False
+
+
+def _resident_dtype(
+    flag: bool | None, session: Session, src: CostSource, problem: Problem
+) -> np.dtype[Any] | None:
+    """Storage dtype of a resident kernel for the scaling path, or None for the log domain."""
+    if flag is False:
+        return None
+    n, m = src.shape
+    dtype = np.dtype(src.dtype)
+    reasons = [
+        (not problem.balanced, "the problem is unbalanced"),
+        (not isinstance(session, LocalSession), "the executor is not in-process"),
+        (dtype not in (np.float32, np.float64), f"the cost dtype is {dtype}"),
+        (n * m * problem.K * dtype.itemsize > kernel_budget(),
+         f"the kernel ({n * m * problem.K * dtype.itemsize / 2**30:.1f} GiB) exceeds "
+         f"{kernel_budget() / 2**30:.1f} GiB"),
+    ]
+    why = [text for bad, text in reasons if bad]
+    if not why and not isinstance(src.rows(0, 1), np.ndarray):
+        why.append("the cost is not a NumPy array")
+    if why and flag:
+        raise InputError(f"resident_kernel=True is not possible here: {'; '.join(why)}.")
+    return None if why else dtype
 
 
 def _check_init(init: Any, problem: Problem) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -410,6 +447,7 @@ def solve(
     checkpoint: Any = None,
     checkpoint_every: int = 50,
     resume: bool = False,
+    resident_kernel: bool | None = None,
 ) -> SinkhornResult:
     """Solve entropic optimal transport ``min <P,C> + eps*KL(P || a b^T)`` (DESIGN.md §1).
 
@@ -445,6 +483,11 @@ def solve(
         resume: continue from the checkpoint at ``checkpoint`` (its eps schedule and state;
             ``init`` and ``eps_scaling`` are then ignored) to the same answer as an
             uninterrupted run; without a checkpoint there yet, start from the beginning.
+        resident_kernel: the scaling fast path (:mod:`bigsink.scaling`): keep the kernel
+            ``exp((f + g - C)/eps)`` in memory, so an iteration is one read of it and no
+            ``exp``, with absorption keeping it stable. None (auto): on for balanced NumPy
+            problems on the local executor whose kernel fits 40% of memory; True: require it
+            (InputError if not possible); False: log domain only. Same iterates either way.
 
     Returns:
         A :class:`SinkhornResult`. Warns (ConvergenceWarning) when not converged.
@@ -485,8 +528,9 @@ def solve(
         if checkpoint is not None:
             hooks.append(ckpt.Checkpointer(checkpoint, checkpoint_every, schedule, fp,
                                            (stats.lo, stats.hi)))
+        resident = _resident_dtype(resident_kernel, session, src, problem)
         state, ev, converged = iterate(
-            session, problem, schedule, start, tol, max_iter, _chain(hooks)
+            session, problem, schedule, start, tol, max_iter, _chain(hooks), resident
         )
         if ev is None:
             assert state.f is not None

@@ -43,7 +43,9 @@ TOL = 1e-7
 def test_interrupted_then_resumed_equals_uninterrupted(r3_problem: Any, tmp_path: Any) -> None:
     C, a, b = r3_problem
     one = LocalExecutor(threads=1)                     # one strip per pass: calls = passes
-    full = bigsink.solve(DenseCost(C), a, b, eps=EPS, tol=TOL, executor=one, progress=False)
+    log = {"resident_kernel": False}                   # the log domain reads C every pass
+    full = bigsink.solve(DenseCost(C), a, b, eps=EPS, tol=TOL, executor=one, progress=False,
+                         **log)
     assert full.converged and len(full.eps_stages) > 3  # eps-scaling: several stages
     # R4: <P, C> at eps = 1e-3, and POT's log-domain Sinkhorn on the same problem
     assert full.transport_cost == pytest.approx(0.01062430811, rel=1e-6)
@@ -54,13 +56,13 @@ def test_interrupted_then_resumed_equals_uninterrupted(r3_problem: Any, tmp_path
     crash_at = full.n_iter // 2 + 3                    # mid-solve, not on a checkpoint
     with pytest.raises(Crash):
         bigsink.solve(CrashingCost(C, crash_at), a, b, eps=EPS, tol=TOL, executor=one,
-                      checkpoint=path, checkpoint_every=7, progress=False)
+                      checkpoint=path, checkpoint_every=7, progress=False, **log)
     ck = load_checkpoint(path, _fp(a, b, C.shape))
     assert 0 < ck.n_iter < full.n_iter
     assert ck.schedule == full.eps_stages
 
     res = bigsink.solve(DenseCost(C), a, b, eps=EPS, tol=TOL, executor=one,
-                        checkpoint=path, checkpoint_every=7, resume=True, progress=False)
+                        checkpoint=path, checkpoint_every=7, resume=True, progress=False, **log)
     assert res.n_iter == full.n_iter
     assert res.eps_stages == full.eps_stages
     np.testing.assert_allclose(res.f, full.f, rtol=1e-12, atol=1e-14)

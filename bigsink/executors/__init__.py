@@ -14,9 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Executor, Session, StripJob, strip_rows
-from .local import LocalExecutor
+from .local import LocalExecutor, LocalSession
 
-__all__ = ["Executor", "LocalExecutor", "Session", "StripJob", "make_executor", "strip_rows"]
+__all__ = [
+    "Executor", "LocalExecutor", "LocalSession", "Session", "StripJob", "make_executor",
+    "strip_rows",
+]
 
 
 def make_executor(executor: Any = None, client: Any = None) -> Executor:

@@ -1,0 +1,179 @@
+"""The scaling fast path: Sinkhorn on a resident kernel with absorption (Schmitzer 2019).
+
+When the kernel fits in this process's memory, an iteration needs no ``exp``. With offsets
+``alpha`` (n, K), ``beta`` (m, K) (the potentials at the last absorption) the kernel
+
+    Kmat_ijk = exp((alpha_ik + beta_jk - C_ij) / eps)                    (DESIGN.md §3)
+
+is built once (one pass over C, one exp per element), and the potentials are carried as
+bounded scalings ``f = alpha + eps log u``, ``g = beta + eps log v``. One iteration is then
+one read of ``Kmat``: for every row, ``u_i = a_i / (Kmat_i . v)`` and, from the same row
+while it is in cache, ``t += u_i Kmat_i`` gives ``v = b / t`` -- exactly the log-domain
+f-then-g update of :func:`bigsink.kernels.sinkhorn_strip`, in the scaling domain.
+
+Absorption: when a scaling leaves ``[exp(-B), exp(B)]`` it is folded into the offsets and
+``Kmat`` is rebuilt, so the products ``u_i Kmat_ij v_j`` (the plan) never leave the range of
+the storage dtype where they matter. A row or column whose reduction vanished (an underflow
+the bound did not prevent) triggers a rebuild at the current potentials; if that does not
+cure it, the step reports a breakdown and the solver continues in the log domain. The
+solver's final exact evaluation still checks the returned plan's mass.
+
+Scope: balanced problems, NumPy kernels, in-process execution, kernel bytes within a
+budget. Everything else runs in the log domain.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numba as nb
+import numpy as np
+
+from .executors import Session, StripJob
+
+__all__ = ["ABSORB_BOUND", "ScalingStep", "kernel_budget", "kernel_rows"]
+
+#: Absorb when ``|log u|`` or ``|log v|`` exceeds this, by storage dtype.
+ABSORB_BOUND = {np.dtype(np.float32): 20.0, np.dtype(np.float64): 100.0}
+#: Rows per chunk of the parallel pass; fixed so the column sums' order never changes.
+CHUNK_ROWS = 64
+
+
+def kernel_budget() -> int:
+    """Bytes a resident kernel may take: 40% of physical memory (at most 16 GiB)."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        total = 8 << 30
+    return int(min(0.4 * total, 16 << 30))
+
+
+def kernel_rows(
+    C: np.ndarray, start: int, alpha: np.ndarray, beta: np.ndarray, eps: float
+) -> tuple[np.ndarray, None]:
+    """Rows of ``Kmat = exp((alpha_i + beta_j - C_ij)/eps)`` for a strip: (r, m, K), stored
+    in C's dtype (the exponent is formed in float64)."""
+    z = (alpha[:, None, :] + beta[None, :, :] - C[:, :, None].astype(np.float64)) / eps
+    return np.exp(z, out=z).astype(C.dtype, copy=False), None      # (r, m, K)
+
+
+def _no_partial(p: None, q: None) -> None:
+    """Merge of kernels without a partial."""
+    return None
+
+
+@nb.njit(parallel=True, fastmath=True, cache=True)
+def _scaling_pass(
+    Kmat: np.ndarray, v: np.ndarray, a: np.ndarray, u: np.ndarray, cols: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """``u = a / (Kmat v)`` and ``cols[c] = sum_{i in chunk c} u_i Kmat_i`` in one read.
+
+    Kmat (n, m, K); v (m, K); a, u (n, K); cols (n_chunks, m, K) float64, zeroed here.
+    """
+    n, m, K = Kmat.shape
+    n_chunks = cols.shape[0]
+    for c in nb.prange(n_chunks):
+        acc = cols[c]
+        acc[:, :] = 0.0
+        s = np.empty(K)
+        for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
+            row = Kmat[i]                                                # (m, K)
+            s[:] = 0.0
+            for j in range(m):
+                for k in range(K):
+                    s[k] += row[j, k] * v[j, k]                          # (Kmat v)_i
+            for k in range(K):
+                u[i, k] = a[i, k] / s[k] if a[i, k] > 0.0 else 0.0       # f-update
+            for j in range(m):
+                for k in range(K):
+                    acc[j, k] += row[j, k] * u[i, k]                     # (Kmat^T u) partial
+
+
+@nb.njit(parallel=True, fastmath=True, cache=True)
+def _scaling_pass_1(
+    Kmat: np.ndarray, v: np.ndarray, a: np.ndarray, u: np.ndarray, cols: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """:func:`_scaling_pass` for one problem (K = 1) on contiguous rows, so both inner loops
+    vectorise: Kmat (n, m); v (m,); a, u (n,); cols (n_chunks, m)."""
+    n, m = Kmat.shape
+    for c in nb.prange(cols.shape[0]):
+        acc = cols[c]
+        acc[:] = 0.0
+        for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
+            row = Kmat[i]                                                # (m,)
+            s = 0.0
+            for j in range(m):
+                s += row[j] * v[j]                                       # (Kmat v)_i
+            ui = a[i] / s if a[i] > 0.0 else 0.0                         # f-update
+            u[i] = ui
+            for j in range(m):
+                acc[j] += row[j] * ui                                    # (Kmat^T u) partial
+
+
+@dataclass
+class ScalingStep:
+    """One eps stage of scaling-domain iterations; called like the log-domain step.
+
+    ``step(g) -> (f_new, g_new)`` is the same map as :func:`bigsink.solver.sinkhorn_step`,
+    or None when the scaling domain cannot continue (the caller then uses the log domain
+    for the rest of the stage).
+    """
+
+    session: Session
+    a: np.ndarray
+    b: np.ndarray
+    eps: float
+    dtype: np.dtype[Any]
+    alpha: np.ndarray
+    beta: np.ndarray
+    absorptions: int = 0
+    Kmat: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._build(self.alpha, self.beta)
+
+    def _build(self, alpha: np.ndarray, beta: np.ndarray) -> None:
+        """(Re)build the kernel at offsets ``(alpha, beta)``: one pass over C."""
+        self.alpha, self.beta = alpha, beta
+        self.Kmat, _ = self.session.run(
+            StripJob(kernel_rows, _no_partial, (alpha,), (beta, self.eps))
+        )
+        self.absorptions += 1
+
+    def _pass(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scalings ``(u, t = Kmat^T u)`` for column potentials ``g``."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = np.exp((g - self.beta) / self.eps)                       # (m, K)
+        v = np.where(self.b > 0, v, 0.0)
+        n, m, K = self.Kmat.shape
+        u = np.empty((n, K))
+        cols = np.empty((-(-n // CHUNK_ROWS), m, K))
+        if K == 1:                                                       # contiguous views
+            _scaling_pass_1(self.Kmat[:, :, 0], v[:, 0], self.a[:, 0], u[:, 0], cols[:, :, 0])
+        else:
+            _scaling_pass(self.Kmat, v, self.a, u, cols)
+        return u, cols.sum(axis=0)                                       # fixed order
+
+    def __call__(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(f_new, g_new)`` from ``g`` (None on breakdown); absorbs when scalings grow."""
+        for attempt in range(2):
+            u, t = self._pass(g)
+            ok = (np.all(np.isfinite(u)) and np.all(t[self.b > 0] > 0)
+                  and np.all(np.isfinite(t)))
+            if ok:
+                break
+            if attempt == 0:   # rebuild at the incoming potentials: f from g is well defined
+                self._build(self.alpha, g)
+                continue
+            return None
+        with np.errstate(divide="ignore"):
+            log_u = np.log(u)                                            # -inf where a_i = 0
+            log_v = np.log(np.where(self.b > 0, self.b, 1.0) / t)
+        f_new = np.where(self.a > 0, self.alpha + self.eps * log_u, -np.inf)
+        g_new = np.where(self.b > 0, self.beta + self.eps * log_v, -np.inf)
+        bound = ABSORB_BOUND[self.dtype]
+        if max(np.abs(log_u[self.a > 0]).max(initial=0.0), np.abs(log_v).max()) > bound:
+            self._build(f_new, g_new)
+        return f_new, g_new

@@ -1,0 +1,75 @@
+"""The scaling fast path (resident kernel + absorption) against the log domain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bigsink
+from bigsink.executors import LocalExecutor
+from bigsink.scaling import ScalingStep
+
+
+def _cloud_cost(n: int, m: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x, y = rng.random((n, 2)), rng.random((m, 2))
+    C = ((x[:, None] - y[None]) ** 2).sum(-1)
+    return C / C.max()
+
+
+@pytest.mark.parametrize("eps", [1e-2, 1e-3])
+def test_scaling_and_log_paths_agree(eps: float) -> None:
+    C = _cloud_cost(300, 200)
+    rng = np.random.default_rng(1)
+    a = rng.random(300) + 0.1
+    a /= a.sum()
+    fast = bigsink.solve(C, a, eps=eps, tol=1e-9, resident_kernel=True)
+    slow = bigsink.solve(C, a, eps=eps, tol=1e-9, resident_kernel=False)
+    assert fast.converged and slow.converged
+    assert fast.n_iter == slow.n_iter                     # the same iterates
+    assert fast.transport_cost == pytest.approx(slow.transport_cost, rel=1e-10)
+    np.testing.assert_allclose(fast.f, slow.f, rtol=1e-9, atol=1e-12)
+    assert fast.mass == pytest.approx(1.0, abs=1e-9)
+
+
+def test_float32_and_batched_kernels_agree_with_log_domain() -> None:
+    C = _cloud_cost(120, 90, seed=2)
+    rng = np.random.default_rng(3)
+    B = rng.random((90, 4)) + 0.05
+    B /= B.sum(0)
+    fast = bigsink.solve(C, None, B, eps=5e-3, tol=1e-9, resident_kernel=True)
+    slow = bigsink.solve(C, None, B, eps=5e-3, tol=1e-9, resident_kernel=False)
+    np.testing.assert_allclose(fast.transport_cost, slow.transport_cost, rtol=1e-9)
+    C32 = C.astype(np.float32)
+    f32 = bigsink.solve(C32, eps=5e-3, tol=1e-6, resident_kernel=True)
+    l32 = bigsink.solve(C32, eps=5e-3, tol=1e-6, resident_kernel=False)
+    assert f32.converged and f32.transport_cost == pytest.approx(l32.transport_cost, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_small_eps_without_eps_scaling_absorbs_and_stays_finite(dtype) -> None:
+    # exp(-C/eps) spans e^0..e^-200: float32 storage underflows without absorption
+    C = _cloud_cost(150, 150, seed=4).astype(dtype)
+    fast = bigsink.solve(C, eps=5e-3, tol=1e-6, eps_scaling=False, resident_kernel=True,
+                         max_iter=20_000)
+    slow = bigsink.solve(C, eps=5e-3, tol=1e-6, eps_scaling=False, resident_kernel=False,
+                         max_iter=20_000)
+    assert fast.converged and np.isfinite(fast.f).all()
+    assert fast.mass == pytest.approx(1.0, abs=1e-6)
+    assert fast.transport_cost == pytest.approx(slow.transport_cost, rel=1e-5)
+
+
+def test_breakdown_is_reported_not_returned() -> None:
+    C = _cloud_cost(20, 10)
+    session = LocalExecutor(threads=1).open(bigsink.DenseCost(C), 1)
+    a, b = np.full((20, 1), 1 / 20), np.full((10, 1), 1 / 10)
+    f = np.full((20, 1), -1e4)                  # kernel rows exp(-1e4/eps): all zero
+    step = ScalingStep(session, a, b, 1e-2, np.dtype(np.float64), f, np.zeros((10, 1)))
+    assert step(np.zeros((10, 1))) is None
+    session.close()
+
+
+def test_resident_kernel_true_says_why_it_is_impossible() -> None:
+    with pytest.raises(bigsink.InputError, match="resident_kernel=True is not possible here: "
+                                                 "the problem is unbalanced"):
+        bigsink.solve(_cloud_cost(10, 10), eps=0.1, rho=1.0, resident_kernel=True)
