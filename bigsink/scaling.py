@@ -3,9 +3,10 @@
 When the kernel fits in this process's memory, an iteration needs no ``exp``. With offsets
 ``alpha`` (n, K), ``beta`` (m, K) (the potentials at the last absorption) the kernel
 
-    Kmat_ijk = exp((alpha_ik + beta_jk - C_ij) / eps)                    (DESIGN.md §3)
+    Kmat_kij = exp((alpha_ik + beta_jk - C_ij) / eps)                    (DESIGN.md §3)
 
-is built once (one pass over C, one exp per element), and the potentials are carried as
+(one (n, m) kernel per problem of a batch) is built once (one pass over C, one exp per
+element), and the potentials are carried as
 bounded scalings ``f = alpha + eps log u``, ``g = beta + eps log v``. One iteration is then
 one read of ``Kmat``: for every row, ``u_i = a_i / (Kmat_i . v)`` and, from the same row
 while it is in cache, ``t += u_i Kmat_i`` gives ``v = b / t`` -- exactly the log-domain
@@ -53,10 +54,10 @@ def kernel_budget() -> int:
 def kernel_rows(
     C: np.ndarray, start: int, alpha: np.ndarray, beta: np.ndarray, eps: float
 ) -> tuple[np.ndarray, None]:
-    """Rows of ``Kmat = exp((alpha_i + beta_j - C_ij)/eps)`` for a strip: (r, m, K), stored
-    in C's dtype (the exponent is formed in float64)."""
-    z = (alpha[:, None, :] + beta[None, :, :] - C[:, :, None].astype(np.float64)) / eps
-    return np.exp(z, out=z).astype(C.dtype, copy=False), None      # (r, m, K)
+    """Rows of ``Kmat_kij = exp((alpha_ik + beta_jk - C_ij)/eps)`` for a strip: (r, K, m),
+    stored in C's dtype (the exponent is formed in float64)."""
+    z = (alpha[:, :, None] + beta.T[None, :, :] - C[:, None, :].astype(np.float64)) / eps
+    return np.exp(z, out=z).astype(C.dtype, copy=False), None      # (r, K, m)
 
 
 def _no_partial(p: None, q: None) -> None:
@@ -68,35 +69,12 @@ def _no_partial(p: None, q: None) -> None:
 def _scaling_pass(
     Kmat: np.ndarray, v: np.ndarray, a: np.ndarray, u: np.ndarray, cols: np.ndarray
 ) -> None:  # pragma: no cover - compiled
-    """``u = a / (Kmat v)`` and ``cols[c] = sum_{i in chunk c} u_i Kmat_i`` in one read.
+    """``u = a / (Kmat v)`` and ``cols[c] = sum_{i in chunk c} u_i Kmat_i`` in one read of
+    ``Kmat``, for one problem: Kmat (n, m); v (m,); a, u (n,); cols (n_chunks, m) float64.
 
-    Kmat (n, m, K); v (m, K); a, u (n, K); cols (n_chunks, m, K) float64, zeroed here.
+    Rows are split into fixed chunks of CHUNK_ROWS run in parallel; each chunk owns its
+    column accumulator, so the sum over chunks (done by the caller) has a fixed order.
     """
-    n, m, K = Kmat.shape
-    n_chunks = cols.shape[0]
-    for c in nb.prange(n_chunks):
-        acc = cols[c]
-        acc[:, :] = 0.0
-        s = np.empty(K)
-        for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
-            row = Kmat[i]                                                # (m, K)
-            s[:] = 0.0
-            for j in range(m):
-                for k in range(K):
-                    s[k] += row[j, k] * v[j, k]                          # (Kmat v)_i
-            for k in range(K):
-                u[i, k] = a[i, k] / s[k] if a[i, k] > 0.0 else 0.0       # f-update
-            for j in range(m):
-                for k in range(K):
-                    acc[j, k] += row[j, k] * u[i, k]                     # (Kmat^T u) partial
-
-
-@nb.njit(parallel=True, fastmath=True, cache=True)
-def _scaling_pass_1(
-    Kmat: np.ndarray, v: np.ndarray, a: np.ndarray, u: np.ndarray, cols: np.ndarray
-) -> None:  # pragma: no cover - compiled
-    """:func:`_scaling_pass` for one problem (K = 1) on contiguous rows, so both inner loops
-    vectorise: Kmat (n, m); v (m,); a, u (n,); cols (n_chunks, m)."""
     n, m = Kmat.shape
     for c in nb.prange(cols.shape[0]):
         acc = cols[c]
@@ -137,9 +115,8 @@ class ScalingStep:
     def _build(self, alpha: np.ndarray, beta: np.ndarray) -> None:
         """(Re)build the kernel at offsets ``(alpha, beta)``: one pass over C."""
         self.alpha, self.beta = alpha, beta
-        self.Kmat, _ = self.session.run(
-            StripJob(kernel_rows, _no_partial, (alpha,), (beta, self.eps))
-        )
+        rows, _ = self.session.run(StripJob(kernel_rows, _no_partial, (alpha,), (beta, self.eps)))
+        self.Kmat = np.ascontiguousarray(rows.transpose(1, 0, 2))       # (K, n, m): per problem
         self.absorptions += 1
 
     def _pass(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,14 +124,15 @@ class ScalingStep:
         with np.errstate(over="ignore", invalid="ignore"):
             v = np.exp((g - self.beta) / self.eps)                       # (m, K)
         v = np.where(self.b > 0, v, 0.0)
-        n, m, K = self.Kmat.shape
-        u = np.empty((n, K))
-        cols = np.empty((-(-n // CHUNK_ROWS), m, K))
-        if K == 1:                                                       # contiguous views
-            _scaling_pass_1(self.Kmat[:, :, 0], v[:, 0], self.a[:, 0], u[:, 0], cols[:, :, 0])
-        else:
-            _scaling_pass(self.Kmat, v, self.a, u, cols)
-        return u, cols.sum(axis=0)                                       # fixed order
+        K, n, m = self.Kmat.shape
+        u = np.empty((K, n))
+        t = np.empty((K, m))
+        cols = np.empty((-(-n // CHUNK_ROWS), m))
+        a, vT = np.ascontiguousarray(self.a.T), np.ascontiguousarray(v.T)   # (K, n), (K, m)
+        for k in range(K):                                               # one kernel each
+            _scaling_pass(self.Kmat[k], vT[k], a[k], u[k], cols)
+            t[k] = cols.sum(axis=0)                                      # fixed order
+        return u.T, t.T
 
     def __call__(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """``(f_new, g_new)`` from ``g`` (None on breakdown); absorbs when scalings grow."""
