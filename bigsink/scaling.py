@@ -25,6 +25,7 @@ budget. Everything else runs in the log domain.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,9 +33,9 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from .executors import Session, StripJob
+from .executors import LocalSession
 
-__all__ = ["ABSORB_BOUND", "ScalingStep", "kernel_budget", "kernel_rows"]
+__all__ = ["ABSORB_BOUND", "ScalingStep", "kernel_budget"]
 
 #: Absorb when ``|log u|`` or ``|log v|`` exceeds this, by storage dtype.
 ABSORB_BOUND = {np.dtype(np.float32): 20.0, np.dtype(np.float64): 100.0}
@@ -51,20 +52,6 @@ def kernel_budget() -> int:
     return int(min(0.4 * total, 16 << 30))
 
 
-def kernel_rows(
-    C: np.ndarray, start: int, alpha: np.ndarray, beta: np.ndarray, eps: float
-) -> tuple[np.ndarray, None]:
-    """Rows of ``Kmat_kij = exp((alpha_ik + beta_jk - C_ij)/eps)`` for a strip: (r, K, m),
-    stored in C's dtype (the exponent is formed in float64)."""
-    z = (alpha[:, :, None] + beta.T[None, :, :] - C[:, None, :].astype(np.float64)) / eps
-    return np.exp(z, out=z).astype(C.dtype, copy=False), None      # (r, K, m)
-
-
-def _no_partial(p: None, q: None) -> None:
-    """Merge of kernels without a partial."""
-    return None
-
-
 @nb.njit(parallel=True, fastmath=True, cache=True)
 def _scaling_pass(
     Kmat: np.ndarray, v: np.ndarray, a: np.ndarray, u: np.ndarray, cols: np.ndarray
@@ -74,20 +61,46 @@ def _scaling_pass(
 
     Rows are split into fixed chunks of CHUNK_ROWS run in parallel; each chunk owns its
     column accumulator, so the sum over chunks (done by the caller) has a fixed order.
+    Rows go two at a time, halving the accumulator traffic.
     """
     n, m = Kmat.shape
     for c in nb.prange(cols.shape[0]):
         acc = cols[c]
         acc[:] = 0.0
-        for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
-            row = Kmat[i]                                                # (m,)
-            s = 0.0
+        hi = min(n, (c + 1) * CHUNK_ROWS)
+        for i in range(c * CHUNK_ROWS, hi, 2):
+            r0 = Kmat[i]                                                 # (m,)
+            r1 = Kmat[i + 1] if i + 1 < hi else Kmat[i]
+            s0 = 0.0
+            s1 = 0.0
             for j in range(m):
-                s += row[j] * v[j]                                       # (Kmat v)_i
-            ui = a[i] / s if a[i] > 0.0 else 0.0                         # f-update
-            u[i] = ui
+                s0 += r0[j] * v[j]                                       # (Kmat v)_i
+                s1 += r1[j] * v[j]
+            u0 = a[i] / s0 if a[i] > 0.0 else 0.0                        # f-update
+            u1 = (a[i + 1] / s1 if a[i + 1] > 0.0 else 0.0) if i + 1 < hi else 0.0
+            u[i] = u0
+            if i + 1 < hi:
+                u[i + 1] = u1
             for j in range(m):
-                acc[j] += row[j] * ui                                    # (Kmat^T u) partial
+                acc[j] += r0[j] * u0 + r1[j] * u1                        # (Kmat^T u) partial
+
+
+@nb.njit(parallel=True, fastmath=True, cache=True)
+def _fill_kernel(
+    C: np.ndarray, alpha: np.ndarray, betaT: np.ndarray, eps: float, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """``out[k, i, j] = exp((alpha[i, k] + betaT[k, j] - C[i, j]) / eps)`` for a strip:
+    C (r, m); alpha (r, K); betaT (K, m); out (K, r, m) in C's dtype."""
+    r, m = C.shape
+    inv = 1.0 / eps
+    for i in nb.prange(r):
+        c = C[i]
+        for k in range(out.shape[0]):
+            ak = alpha[i, k]
+            bk = betaT[k]
+            o = out[k, i]
+            for j in range(m):
+                o[j] = math.exp((ak + bk[j] - c[j]) * inv)
 
 
 @dataclass
@@ -99,7 +112,7 @@ class ScalingStep:
     for the rest of the stage).
     """
 
-    session: Session
+    session: LocalSession
     a: np.ndarray
     b: np.ndarray
     eps: float
@@ -115,8 +128,13 @@ class ScalingStep:
     def _build(self, alpha: np.ndarray, beta: np.ndarray) -> None:
         """(Re)build the kernel at offsets ``(alpha, beta)``: one pass over C."""
         self.alpha, self.beta = alpha, beta
-        rows, _ = self.session.run(StripJob(kernel_rows, _no_partial, (alpha,), (beta, self.eps)))
-        self.Kmat = np.ascontiguousarray(rows.transpose(1, 0, 2))       # (K, n, m): per problem
+        if not hasattr(self, "Kmat"):
+            K, (n, m) = alpha.shape[1], (alpha.shape[0], beta.shape[0])
+            self.Kmat = np.empty((K, n, m), dtype=self.dtype)           # one kernel per problem
+        cost, betaT = self.session.cost, np.ascontiguousarray(beta.T)     # in-process strips
+        for start, stop in self.session.strips:
+            _fill_kernel(cost.rows(start, stop), alpha[start:stop], betaT, self.eps,
+                         self.Kmat[:, start:stop, :])
         self.absorptions += 1
 
     def _pass(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -223,6 +223,7 @@ def iterate(
         fast: ScalingStep | None = None     # built once f is known
         while n_iter < budget:
             if use_fast and fast is None and resident is not None and f is not None:
+                assert isinstance(session, LocalSession)  # _resident_dtype checked it
                 fast = ScalingStep(session, problem.a, problem.b, eps, resident, f, g)
             out = fast(g) if fast is not None else None
             if out is None:
