@@ -19,7 +19,9 @@ from .errors import InputError
 
 Array = Any
 
-__all__ = ["BlockGrid", "CostSource", "DenseCost", "DeviceCost", "as_cost", "on_device"]
+__all__ = [
+    "BlockGrid", "CostSource", "DenseCost", "DeviceCost", "MappedCost", "as_cost", "on_device",
+]
 
 
 @dataclass(frozen=True)
@@ -191,29 +193,18 @@ def as_cost(cost: Any) -> CostSource:
     return DenseCost(cost)
 
 
-class DeviceCost:
-    """A cost source whose strips are moved into another array namespace (e.g. CuPy).
+class MappedCost:
+    """Base of cost sources that apply one array map to every block and strip of ``source``.
 
-    Each strip is read from ``source`` and copied to the device once per use; the kernels
-    then run there. Used by ``solve(..., device="gpu")`` for stored and streamed costs.
-
-    Args:
-        source: any cost source.
-        xp: the target array namespace (``cupy``; any array-API namespace works).
+    Subclasses set :meth:`apply`; shape, dtype and grid are the source's.
     """
 
-    def __init__(self, source: CostSource, xp: Any) -> None:
+    def __init__(self, source: CostSource) -> None:
         self.source = source
-        self.xp = xp
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"source": self.source, "xp": self.xp.__name__}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        import importlib
-
-        self.source = state["source"]
-        self.xp = importlib.import_module(state["xp"])
+    def apply(self, x: Array) -> Array:
+        """The map applied to each block and strip read from ``source``."""
+        raise NotImplementedError
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -231,12 +222,41 @@ class DeviceCost:
         return self.source.grid
 
     def block(self, i: int, j: int) -> Array:
-        """Block ``(i, j)``, on the device."""
-        return self.xp.asarray(self.source.block(i, j))
+        """Block ``(i, j)`` of the source, mapped."""
+        return self.apply(self.source.block(i, j))
 
     def rows(self, start: int, stop: int) -> Array:
-        """Rows ``[start, stop)``, on the device."""
-        return self.xp.asarray(self.source.rows(start, stop))
+        """Rows ``[start, stop)`` of the source, mapped."""
+        return self.apply(self.source.rows(start, stop))
+
+
+class DeviceCost(MappedCost):
+    """A cost source whose strips are moved into another array namespace (e.g. CuPy).
+
+    Each strip is read from ``source`` and copied to the device once per use; the kernels
+    then run there. Used by ``solve(..., device="gpu")`` for stored and streamed costs.
+
+    Args:
+        source: any cost source.
+        xp: the target array namespace (``cupy``; any array-API namespace works).
+    """
+
+    def __init__(self, source: CostSource, xp: Any) -> None:
+        super().__init__(source)
+        self.xp = xp
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"source": self.source, "xp": self.xp.__name__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import importlib
+
+        self.source = state["source"]
+        self.xp = importlib.import_module(state["xp"])
+
+    def apply(self, x: Array) -> Array:
+        """``x`` on the device."""
+        return self.xp.asarray(x)
 
     def __repr__(self) -> str:
         return f"DeviceCost({self.source!r}, xp={self.xp.__name__})"

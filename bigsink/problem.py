@@ -60,22 +60,16 @@ def _weights(name: str, w: Any, size: int, axis_name: str) -> np.ndarray:
             f"they must match (cost is n x m, a has n entries, b has m)."
         )
     arr2 = arr.reshape(size, -1)
-    bad = ~np.isfinite(arr2)
-    if bad.any():
-        idx = np.argwhere(bad)[0]
-        raise InputError(
-            f"{name} contains {int(bad.sum())} non-finite value(s); the first is "
-            f"{name}[{', '.join(map(str, idx[: arr.ndim]))}] = {arr2[tuple(idx)]}. "
-            "Weights must be finite and non-negative."
-        )
-    neg = arr2 < 0
-    if neg.any():
-        idx = np.argwhere(neg)[0]
-        raise InputError(
-            f"{name} contains {int(neg.sum())} negative value(s); the first is "
-            f"{name}[{', '.join(map(str, idx[: arr.ndim]))}] = {arr2[tuple(idx)]}. "
-            "Weights must be non-negative."
-        )
+    for bad, what, rule in (
+        (~np.isfinite(arr2), "non-finite", "Weights must be finite and non-negative."),
+        (arr2 < 0, "negative", "Weights must be non-negative."),
+    ):
+        if bad.any():
+            idx = np.argwhere(bad)[0]
+            raise InputError(
+                f"{name} contains {int(bad.sum())} {what} value(s); the first is "
+                f"{name}[{', '.join(map(str, idx[: arr.ndim]))}] = {arr2[tuple(idx)]}. {rule}"
+            )
     zero = arr2.sum(axis=0) == 0
     if zero.any():
         which = f" (column {int(np.argmax(zero))})" if arr.ndim == 2 else ""

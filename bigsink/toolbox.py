@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .costs import BlockGrid, CostSource, as_cost
+from .costs import CostSource, MappedCost, as_cost
 from .errors import InputError
 from .pointcloud import PointCloudCost
 from .result import SinkhornResult
@@ -140,40 +140,22 @@ def _combine(ab: Any, aa: Any, bb: Any) -> Any:
     return float(out) if out.ndim == 0 else out
 
 
-class PowerCost:
+class PowerCost(MappedCost):
     """The cost source ``C**power`` of another cost source, element-wise, block by block.
 
     Used for ``|x - y|^p`` costs (W_p^p). Picklable when ``base`` is.
     """
 
     def __init__(self, base: CostSource, power: float) -> None:
-        self.base, self.power = base, float(power)
+        super().__init__(base)
+        self.power = float(power)
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(n, m)``."""
-        return self.base.shape
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        """Element type of the blocks."""
-        return self.base.dtype
-
-    @property
-    def grid(self) -> BlockGrid:
-        """The base's block partition."""
-        return self.base.grid
-
-    def block(self, i: int, j: int) -> Any:
-        """Block ``(i, j)`` of the base, raised to ``power``."""
-        return self.base.block(i, j) ** self.power
-
-    def rows(self, start: int, stop: int) -> Any:
-        """Rows ``[start, stop)`` of the base, raised to ``power``."""
-        return self.base.rows(start, stop) ** self.power
+    def apply(self, x: Any) -> Any:
+        """``x ** power``."""
+        return x**self.power
 
     def __repr__(self) -> str:
-        return f"PowerCost({self.base!r}, power={self.power:g})"
+        return f"PowerCost({self.source!r}, power={self.power:g})"
 
 
 def _lp_cost(x: Any, y: Any, p: float) -> CostSource:
