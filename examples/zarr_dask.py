@@ -1,5 +1,6 @@
 """Write a cost larger than one worker's memory to Zarr, solve it on a LocalCluster, then
-the same solve against a scheduler address.
+the same solve against a scheduler address. (At the full size the cost is 1.5 GiB against
+1 GiB workers; the --small size runs the same streaming path on a cost that fits.)
 
     python examples/zarr_dask.py [--small] [--out DIR]
 """
