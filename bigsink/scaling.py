@@ -38,7 +38,11 @@ from .executors import LocalSession
 __all__ = ["ABSORB_BOUND", "ScalingStep", "kernel_budget"]
 
 #: Absorb when ``|log u|`` or ``|log v|`` exceeds this, by storage dtype.
-ABSORB_BOUND = {np.dtype(np.float32): 20.0, np.dtype(np.float64): 100.0}
+ABSORB_BOUND = {np.dtype(np.float32): 10.0, np.dtype(np.float64): 100.0}
+#: Kernel entries below this are stored as 0: subnormal numbers are orders of magnitude
+#: slower to multiply. With the scalings bounded by ``exp(ABSORB_BOUND)``, a dropped entry
+#: is a plan entry below ``FLUSH * exp(2 * ABSORB_BOUND)``: 7e-114 (float64), 5e-22 (float32).
+FLUSH = {np.dtype(np.float32): 1e-30, np.dtype(np.float64): 1e-200}
 #: Rows per chunk of the parallel pass; fixed so the column sums' order never changes.
 CHUNK_ROWS = 64
 
@@ -87,10 +91,11 @@ def _scaling_pass(
 
 @nb.njit(parallel=True, fastmath=True, cache=True)
 def _fill_kernel(
-    C: np.ndarray, alpha: np.ndarray, betaT: np.ndarray, eps: float, out: np.ndarray
+    C: np.ndarray, alpha: np.ndarray, betaT: np.ndarray, eps: float, flush: float,
+    out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """``out[k, i, j] = exp((alpha[i, k] + betaT[k, j] - C[i, j]) / eps)`` for a strip:
-    C (r, m); alpha (r, K); betaT (K, m); out (K, r, m) in C's dtype."""
+    """``out[k, i, j] = exp((alpha[i, k] + betaT[k, j] - C[i, j]) / eps)``, 0 below ``flush``,
+    for a strip: C (r, m); alpha (r, K); betaT (K, m); out (K, r, m) in C's dtype."""
     r, m = C.shape
     inv = 1.0 / eps
     for i in nb.prange(r):
@@ -100,7 +105,8 @@ def _fill_kernel(
             bk = betaT[k]
             o = out[k, i]
             for j in range(m):
-                o[j] = math.exp((ak + bk[j] - c[j]) * inv)
+                x = math.exp((ak + bk[j] - c[j]) * inv)
+                o[j] = x if x >= flush else 0.0
 
 
 @dataclass
@@ -134,7 +140,7 @@ class ScalingStep:
         cost, betaT = self.session.cost, np.ascontiguousarray(beta.T)     # in-process strips
         for start, stop in self.session.strips:
             _fill_kernel(cost.rows(start, stop), alpha[start:stop], betaT, self.eps,
-                         self.Kmat[:, start:stop, :])
+                         FLUSH[self.dtype], self.Kmat[:, start:stop, :])
         self.absorptions += 1
 
     def _pass(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
