@@ -10,6 +10,7 @@ Quick start::
 from .assign import assign
 from .costs import BlockGrid, CostSource, DenseCost
 from .errors import ConvergenceWarning, InputError, NumericalError
+from .fused import PrecisionWarning
 from .io import (
     PlanMarginals,
     TopK,
@@ -47,6 +48,7 @@ __all__ = [
     "Pairs",
     "PlanMarginals",
     "PointCloudCost",
+    "PrecisionWarning",
     "SinkhornResult",
     "SweepResults",
     "SweepRow",

@@ -5,21 +5,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import numpy as np
+from _common import example_args
 
 import bigsink
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--small", action="store_true", help="a CI-sized problem")
-    parser.add_argument("--out", type=Path, default=Path("."), help="where to write the report")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = example_args(__doc__)
     report = args.out / "gpu_report.json"
 
     n = 500 if args.small else 20_000

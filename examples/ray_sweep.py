@@ -5,21 +5,15 @@
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
+from _common import example_args
 
 import bigsink
 from bigsink import plot
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--small", action="store_true", help="a CI-sized problem")
-    parser.add_argument("--out", type=Path, default=Path("."), help="where to write outputs")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = example_args(__doc__)
 
     n, n_targets = (100, 12) if args.small else (2000, 200)
     grid = np.linspace(0, 1, n)

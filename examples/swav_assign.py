@@ -5,22 +5,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import dask.array as da
 import numpy as np
+from _common import example_args
 
 import bigsink
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--small", action="store_true", help="a CI-sized problem")
-    parser.add_argument("--out", type=Path, default=Path("."), help="where to write outputs")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = example_args(__doc__)
 
     n_samples, n_protos, dim = (2048, 16, 32) if args.small else (65_536, 256, 128)
     rng = np.random.default_rng(0)

@@ -7,12 +7,12 @@ the same solve against a scheduler address. (At the full size the cost is 1.5 Gi
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from _common import example_args
 from distributed import Client, LocalCluster
 
 import bigsink
@@ -20,11 +20,7 @@ from bigsink.executors.dask import DaskExecutor
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--small", action="store_true", help="a CI-sized problem")
-    parser.add_argument("--out", type=Path, default=Path("."), help="where to write outputs")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = example_args(__doc__)
 
     # full size: a 1.5 GiB cost against 1 GiB workers. The small (CI) size keeps the same
     # streaming path but its cost fits: a worker paused near a tight limit (Dask pauses at
