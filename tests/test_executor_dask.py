@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import dask
 import numpy as np
 import ot
 import pytest
@@ -281,8 +282,8 @@ def test_out_of_core_streaming_within_memory_limit(tmp_path: Path) -> None:
     """A Zarr cost 4x the worker's memory limit, streamed, with RSS below the limit."""
     from distributed import Client, LocalCluster
 
-    limit = 200 * 2**20
-    n, m = 53_248, 4096                                   # float32: 872 MB > 4 x 200 MiB
+    limit = 320 * 2**20                                   # an idle worker takes ~190 MiB
+    n, m = 81_920, 4096                                   # float32: 1.34 GB >= 4 x 320 MiB
     assert n * m * 4 >= 4 * limit
     rng = np.random.default_rng(3)
     x, y = rng.random(n).astype(np.float32), rng.random(m).astype(np.float32)
@@ -290,8 +291,10 @@ def test_out_of_core_streaming_within_memory_limit(tmp_path: Path) -> None:
                             dtype=np.float32, compressors=None)
     for s in range(0, n, 4096):
         arr[s:s + 4096] = (x[s:s + 4096, None] - y[None, :]) ** 2
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, memory_limit=limit) as cluster, \
+    # no pausing: a worker over its limit must fail the test (nanny restart), never hang it
+    with dask.config.set({"distributed.worker.memory.pause": False}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                         dashboard_address=None, memory_limit=limit) as cluster, \
             Client(cluster) as client:
         pid0 = client.run(os.getpid)
         peak = [0]
