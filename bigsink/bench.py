@@ -238,12 +238,16 @@ def _bigsink_kwargs(cfg: BenchConfig, client: Any) -> dict[str, Any]:
     return {"client": client} if client is not None else {}
 
 
-def _run_bigsink(cost: Any, eps: float, cfg: BenchConfig, client: Any) -> dict[str, Any]:
+def _run_bigsink(
+    cost: Any, dtype: str, eps: float, cfg: BenchConfig, client: Any
+) -> dict[str, Any]:
     """One bigsink solve; marginal errors and ``<P, C>`` from its own exact final pass."""
-    from .fused import warmup
     from .solver import solve
 
-    warmup()                                                          # compile outside timing
+    with warnings.catch_warnings():                                   # compile outside timing:
+        warnings.simplefilter("ignore")                               # a small solve of the
+        solve(make_problem(64, dtype), eps=eps, max_iter=50,          # same dtype and path
+              progress=False, **_bigsink_kwargs(cfg, client))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -265,21 +269,36 @@ def _run_bigsink(cost: Any, eps: float, cfg: BenchConfig, client: Any) -> dict[s
     }
 
 
-def _steady_per_iter(cost: Any, eps: float, res: Any, client: Any, k: int = 20) -> float:
+def _steady_per_iter(cost: Any, eps: float, res: Any, client: Any, k: int = 20,
+                     min_diff_s: float = 0.05, repeats: int = 3) -> float | None:
     """Seconds per iteration alone: two warm-started runs at ``eps`` of ``k`` and ``2k``
     iterations differ only by ``k`` iterations (their scan, kernel build and final pass are
-    the same), so the difference over ``k`` excludes every one-off cost."""
+    the same), so the difference over ``k`` excludes every one-off cost.
+
+    Each run is the best of ``repeats``; ``k`` doubles until the difference is at least
+    ``min_diff_s`` so that timer noise on small problems cannot swamp it. None when no
+    positive difference was measured.
+    """
     from .solver import solve
 
     def run(iters: int) -> float:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = solve(cost, eps=eps, tol=1e-300, max_iter=iters, init=(res.f, res.g),
-                        eps_scaling=False, progress=False,
-                        **({"client": client} if client is not None else {}))
-        return float(out.seconds)
+        best = math.inf
+        for _ in range(repeats):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = solve(cost, eps=eps, tol=1e-300, max_iter=iters, init=(res.f, res.g),
+                            eps_scaling=False, progress=False,
+                            **({"client": client} if client is not None else {}))
+            best = min(best, float(out.seconds))
+        return best
 
-    return max(run(2 * k) - run(k), 0.0) / k
+    diff = 0.0
+    while k <= 1 << 14:
+        diff = run(2 * k) - run(k)
+        if diff >= min_diff_s:
+            break
+        k *= 2
+    return diff / k if diff > 0 else None
 
 
 def _write_zarr(C: np.ndarray, where: Path) -> tuple[str, float]:
@@ -350,7 +369,7 @@ def run_bench(
                              if cfg.executor == "local" else bound_seconds(n, n, C.itemsize,
                                                                            machine))
                     say(f"n={n} eps={eps:g} {dtype} ({cfg.executor}): bound {bound * 1e3:.1f} ms")
-                    recs = [_run_bigsink(cost, eps, cfg, client)]
+                    recs = [_run_bigsink(cost, dtype, eps, cfg, client)]
                     say(_line(recs[0]))
                     ref = None
                     if cfg.reference:
