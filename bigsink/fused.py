@@ -194,12 +194,12 @@ def exp(x: np.ndarray) -> np.ndarray:
 
 @nb.njit(**_JIT_SUM)
 def _sinkhorn_rows(
-    C: np.ndarray, log_a: np.ndarray, gT: np.ndarray, eps: float, tau: float,
-    f_out: np.ndarray, col_s: np.ndarray, W: np.ndarray, low: bool,
+    C: np.ndarray, log_a: np.ndarray, f_prev: np.ndarray, gT: np.ndarray, eps: float,
+    tau: float, omega: float, f_out: np.ndarray, col_s: np.ndarray, W: np.ndarray, low: bool,
 ) -> None:  # pragma: no cover - jit
     """Fused f-update and column sums of a strip (see :func:`sinkhorn_strip`).
 
-    ``C`` (r, m) float32/float64; ``log_a`` (r, K); ``gT`` (K, m) float64 contiguous;
+    ``C`` (r, m) float32/float64; ``log_a``, ``f_prev`` (r, K); ``gT`` (K, m) float64 contiguous;
     outputs ``f_out`` (r, K), ``col_s`` (K, m) zeroed, ``W`` (K,) set to -inf on entry;
     ``low``: use the float32-accurate exp (float32 costs).
     """
@@ -233,6 +233,8 @@ def _sinkhorn_rows(
                 f = -np.inf                                          # a_i = 0
             else:
                 f = eps * la - tau * eps * (Mf + math.log(S))        # f-update, KL form
+                if omega != 1.0:                                     # over-relaxed
+                    f = f_prev[i, k] + omega * (f - f_prev[i, k])
             f_out[i, k] = f
             lw = f * inv + Mf                                        # log weight of row i
             if lw == -np.inf:
@@ -304,22 +306,23 @@ def _f64(x: np.ndarray) -> np.ndarray:
 
 
 def sinkhorn_strip(
-    C: Any, start: int, log_a: Any, g: Any, eps: float, tau: float
+    C: Any, start: int, log_a: Any, f_prev: Any, g: Any, eps: float, tau: float,
+    omega: float = 1.0,
 ) -> tuple[Any, kernels.Pair]:
     """Fused drop-in for :func:`bigsink.kernels.sinkhorn_strip` (same maths and outputs).
 
     NumPy float32/float64 strips run the numba kernel (one read of C, one exp per element);
     anything else runs the generic kernel.
     """
-    if not _fits(C, log_a, g):
-        return kernels.sinkhorn_strip(C, start, log_a, g, eps, tau)
+    if not _fits(C, log_a, f_prev, g):
+        return kernels.sinkhorn_strip(C, start, log_a, f_prev, g, eps, tau, omega)
     r, m = C.shape
     K = g.shape[1]
     f_new = np.empty((r, K))
     col_s = np.zeros((K, m))
     W = np.full(K, -np.inf)
-    _sinkhorn_rows(np.ascontiguousarray(C), _f64(log_a), _f64(g.T), float(eps), float(tau),
-                   f_new, col_s, W, C.dtype == np.float32)
+    _sinkhorn_rows(np.ascontiguousarray(C), _f64(log_a), _f64(f_prev), _f64(g.T), float(eps),
+                   float(tau), float(omega), f_new, col_s, W, C.dtype == np.float32)
     W = np.where(np.isneginf(W), 0.0, W)                             # (K,) as the generic kernel
     g_fin = np.where(np.isneginf(g), 0.0, g)
     col_m = W[None, :] - g_fin / eps                                 # (m, K)
@@ -365,7 +368,7 @@ def warmup() -> None:
     for dtype in (np.float32, np.float64):
         C = np.zeros((2, 3), dtype=dtype)
         z2, z3 = np.zeros((2, 1)), np.zeros((3, 1))
-        sinkhorn_strip(C, 0, z2, z3, 1.0, 1.0)
+        sinkhorn_strip(C, 0, z2, z2, z3, 1.0, 1.0)
         evaluate_strip(C, 0, z2, z3, 1.0)
 
 

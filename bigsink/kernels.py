@@ -102,8 +102,12 @@ def add_partials(p: tuple[Array, ...], q: tuple[Array, ...]) -> tuple[Array, ...
     return tuple(x + y for x, y in zip(p, q, strict=True))
 
 
-def potential_update(log_w: Array, lse: Array, eps: float, tau: Array | float) -> Array:
-    """Log-domain update ``f = eps*log(w) - tau*eps*lse`` (DESIGN.md §2).
+def potential_update(
+    log_w: Array, lse: Array, eps: float, tau: Array | float,
+    prev: Array | None = None, omega: float = 1.0,
+) -> Array:
+    """Log-domain update ``f = eps*log(w) - tau*eps*lse`` (DESIGN.md §2), over-relaxed by
+    ``omega`` when given the previous potentials: ``f = prev + omega*(f_sinkhorn - prev)``.
 
     ``tau = rho / (rho + eps)`` (1 for balanced problems). This is the scaling update
     ``u = (a / K v)**tau`` of the KL-regularised problem ``<P,C> + eps*KL(P || a b^T) +
@@ -111,13 +115,18 @@ def potential_update(log_w: Array, lse: Array, eps: float, tau: Array | float) -
     ``K = a b^T exp(-C/eps)`` carries the weights) written for our plan
     ``P_ij = exp((f_i + g_j - C_ij)/eps)``: there ``f = eps*log(u*a)``, so only the LSE term
     is raised to tau. (``tau*(eps*log w - eps*lse)`` would solve the entropy-regularised
-    problem ``reg_type="entropy"`` instead; both agree when balanced.) Zero weights
+    problem ``reg_type="entropy"`` instead; both agree when balanced.) Over-relaxation is
+    ``u = u_prev**(1 - omega) * (a / K v)**omega`` in the scaling domain (Thibault et al.
+    2021, "Overrelaxed Sinkhorn-Knopp"); ``omega = 1`` is plain Sinkhorn. Zero weights
     (``log_w = -inf``) get potential ``-inf``: their rows (columns) of the plan are exactly zero.
     """
     xp = array_namespace(log_w, lse)
     zero_weight = xp.isinf(log_w) & (log_w < 0)
     safe_lse = xp.where(zero_weight, xp.zeros_like(lse), lse)
     new = eps * log_w - tau * eps * safe_lse
+    if omega != 1.0 and prev is not None:
+        safe_prev = xp.where(zero_weight, xp.zeros_like(prev), prev)
+        new = safe_prev + omega * (new - safe_prev)
     return xp.where(zero_weight, xp.full_like(new, -xp.inf), new)
 
 
@@ -128,7 +137,8 @@ def _cost3(C: Array, dtype: Any) -> Array:
 
 
 def sinkhorn_strip(
-    C: Array, start: int, log_a: Array, g: Array, eps: float, tau: float
+    C: Array, start: int, log_a: Array, f_prev: Array, g: Array, eps: float, tau: float,
+    omega: float = 1.0,
 ) -> tuple[Array, Pair]:
     """One fused Sinkhorn pass over a row strip: new ``f`` rows and the column partials.
 
@@ -136,6 +146,8 @@ def sinkhorn_strip(
     ``Z_ij = (g_j - C_ij)/eps`` and its row max ``M_i``, ``E_ij = exp(Z_ij - M_i)`` gives
 
         f_i = eps*log a_i - tau*eps*(M_i + log sum_j E_ij)                       (f-update)
+
+(over-relaxed by ``omega`` towards it from ``f_prev``, see :func:`potential_update`)
 
     and, for the *new* f, ``exp((f_i - C_ij)/eps) = E_ij * exp(f_i/eps + M_i) * exp(-g_j/eps)``,
     so the column partial is the pair ``(W - g_j/eps, sum_i E_ij exp(f_i/eps + M_i - W))``
@@ -148,9 +160,11 @@ def sinkhorn_strip(
         C: cost strip (r, m), any real dtype.
         start: index of the strip's first row (unused here; part of the strip signature).
         log_a: log row weights of the strip (r, K), float64.
+        f_prev: the strip's current row potentials (r, K), float64 (read when omega != 1).
         g: column potentials (m, K), float64.
         eps: regularisation of this pass.
         tau: ``rho / (rho + eps)``; 1 for balanced.
+        omega: over-relaxation factor; 1 is plain Sinkhorn.
 
     Returns:
         ``f_new`` (r, K) and the column pair ``((m, K), (m, K))``.
@@ -161,7 +175,7 @@ def sinkhorn_strip(
     M_fin = _finite_or_zero(xp, M)
     E = xp.exp(Z - xp.expand_dims(M_fin, axis=1))                    # (r, m, K) in [0, 1]
     S = xp.sum(E, axis=1)                                            # (r, K)
-    f_new = potential_update(log_a, M_fin + xp.log(S), eps, tau)     # (r, K)
+    f_new = potential_update(log_a, M_fin + xp.log(S), eps, tau, f_prev, omega)  # (r, K)
     lw = f_new / eps + M_fin                                         # (r, K), -inf for a_i = 0
     W = _finite_or_zero(xp, xp.max(lw, axis=0))                      # (K,)
     w = xp.exp(lw - xp.expand_dims(W, axis=0))                       # (r, K) in [0, 1]

@@ -58,10 +58,12 @@ def kernel_budget() -> int:
 
 @nb.njit(parallel=True, fastmath=True, cache=True)
 def _scaling_pass(
-    Kmat: np.ndarray, v: np.ndarray, a: np.ndarray, u: np.ndarray, cols: np.ndarray
+    Kmat: np.ndarray, v: np.ndarray, a: np.ndarray, u: np.ndarray, omega: float,
+    cols: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """``u = a / (Kmat v)`` and ``cols[c] = sum_{i in chunk c} u_i Kmat_i`` in one read of
-    ``Kmat``, for one problem: Kmat (n, m); v (m,); a, u (n,); cols (n_chunks, m) float64.
+    """``u = u**(1 - omega) * (a / (Kmat v))**omega`` and ``cols[c] = sum_{i in chunk c}
+    u_i Kmat_i`` in one read of ``Kmat``, for one problem: Kmat (n, m); v (m,); a (n,);
+    u (n,) holds the previous scalings on entry; cols (n_chunks, m) float64.
 
     Rows are split into fixed chunks of CHUNK_ROWS run in parallel; each chunk owns its
     column accumulator, so the sum over chunks (done by the caller) has a fixed order.
@@ -73,18 +75,22 @@ def _scaling_pass(
         acc[:] = 0.0
         hi = min(n, (c + 1) * CHUNK_ROWS)
         for i in range(c * CHUNK_ROWS, hi, 2):
+            i1 = i + 1 if i + 1 < hi else i
             r0 = Kmat[i]                                                 # (m,)
-            r1 = Kmat[i + 1] if i + 1 < hi else Kmat[i]
+            r1 = Kmat[i1]
             s0 = 0.0
             s1 = 0.0
             for j in range(m):
                 s0 += r0[j] * v[j]                                       # (Kmat v)_i
                 s1 += r1[j] * v[j]
             u0 = a[i] / s0 if a[i] > 0.0 else 0.0                        # f-update
-            u1 = (a[i + 1] / s1 if a[i + 1] > 0.0 else 0.0) if i + 1 < hi else 0.0
+            u1 = a[i1] / s1 if a[i1] > 0.0 and i1 > i else 0.0
+            if omega != 1.0:                                             # over-relaxed
+                u0 = u[i] * (u0 / u[i]) ** omega if u0 > 0.0 else 0.0
+                u1 = u[i1] * (u1 / u[i1]) ** omega if u1 > 0.0 else 0.0
             u[i] = u0
-            if i + 1 < hi:
-                u[i + 1] = u1
+            if i1 > i:
+                u[i1] = u1
             for j in range(m):
                 acc[j] += r0[j] * u0 + r1[j] * u1                        # (Kmat^T u) partial
 
@@ -113,7 +119,8 @@ def _fill_kernel(
 class ScalingStep:
     """One eps stage of scaling-domain iterations; called like the log-domain step.
 
-    ``step(g) -> (f_new, g_new)`` is the same map as :func:`bigsink.solver.sinkhorn_step`,
+    ``step(f, g, omega) -> (f_new, g_new)`` is the same map as
+    :func:`bigsink.solver.sinkhorn_step`,
     or None when the scaling domain cannot continue (the caller then uses the log domain
     for the rest of the stage).
     """
@@ -143,39 +150,53 @@ class ScalingStep:
                          FLUSH[self.dtype], self.Kmat[:, start:stop, :])
         self.absorptions += 1
 
-    def _pass(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scalings ``(u, t = Kmat^T u)`` for column potentials ``g``."""
+    def _scalings(self, pot: np.ndarray, offset: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``exp((pot - offset) / eps)``, 0 where the weight ``w`` is 0."""
         with np.errstate(over="ignore", invalid="ignore"):
-            v = np.exp((g - self.beta) / self.eps)                       # (m, K)
-        v = np.where(self.b > 0, v, 0.0)
+            x = np.exp((pot - offset) / self.eps)
+        return np.where(w > 0, x, 0.0)
+
+    def _pass(
+        self, f: np.ndarray, g: np.ndarray, omega: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scalings ``(u, t = Kmat^T u)`` for potentials ``(f, g)``, ``u`` over-relaxed."""
+        v = self._scalings(g, self.beta, self.b)                         # (m, K)
         K, n, m = self.Kmat.shape
-        u = np.empty((K, n))
+        u = np.ascontiguousarray(self._scalings(f, self.alpha, self.a).T)  # (K, n) previous
         t = np.empty((K, m))
         cols = np.empty((-(-n // CHUNK_ROWS), m))
         a, vT = np.ascontiguousarray(self.a.T), np.ascontiguousarray(v.T)   # (K, n), (K, m)
         for k in range(K):                                               # one kernel each
-            _scaling_pass(self.Kmat[k], vT[k], a[k], u[k], cols)
+            _scaling_pass(self.Kmat[k], vT[k], a[k], u[k], omega, cols)
             t[k] = cols.sum(axis=0)                                      # fixed order
         return u.T, t.T
 
-    def __call__(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(f_new, g_new)`` from ``g`` (None on breakdown); absorbs when scalings grow."""
+    def __call__(
+        self, f: np.ndarray, g: np.ndarray, omega: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(f_new, g_new)`` from ``(f, g)``, over-relaxed by ``omega`` (None on breakdown);
+        absorbs when scalings grow."""
         for attempt in range(2):
-            u, t = self._pass(g)
+            u, t = self._pass(f, g, omega)
             ok = (np.all(np.isfinite(u)) and np.all(t[self.b > 0] > 0)
                   and np.all(np.isfinite(t)))
             if ok:
                 break
-            if attempt == 0:   # rebuild at the incoming potentials: f from g is well defined
-                self._build(self.alpha, g)
+            if attempt == 0:   # rebuild at the incoming potentials
+                self._build(f, g)
                 continue
             return None
         with np.errstate(divide="ignore"):
             log_u = np.log(u)                                            # -inf where a_i = 0
             log_v = np.log(np.where(self.b > 0, self.b, 1.0) / t)
         f_new = np.where(self.a > 0, self.alpha + self.eps * log_u, -np.inf)
-        g_new = np.where(self.b > 0, self.beta + self.eps * log_v, -np.inf)
+        g_sink = self.beta + self.eps * log_v                            # plain g-update
+        with np.errstate(invalid="ignore"):                              # -inf where b_j = 0
+            g_rel = g + omega * (g_sink - g) if omega != 1.0 else g_sink
+        g_new = np.where(self.b > 0, g_rel, -np.inf)
         bound = ABSORB_BOUND[self.dtype]
-        if max(np.abs(log_u[self.a > 0]).max(initial=0.0), np.abs(log_v).max()) > bound:
+        log_v_new = (g_new - self.beta)[self.b > 0] / self.eps
+        if max(np.abs(log_u[self.a > 0]).max(initial=0.0),
+               np.abs(log_v_new).max(initial=0.0)) > bound:
             self._build(f_new, g_new)
         return f_new, g_new

@@ -46,8 +46,8 @@ def test_exp_matches_numpy() -> None:
 def test_sinkhorn_strip_matches_reference(dtype: type, K: int, eps: float) -> None:
     rng = np.random.default_rng(K + int(1 / eps))
     C, log_a, g = _strip(rng, 29, 203, K, dtype)
-    f1, p1 = kernels.sinkhorn_strip(C, 0, log_a, g, eps, 1.0)
-    f2, p2 = fused.sinkhorn_strip(C, 0, log_a, g, eps, 1.0)
+    f1, p1 = kernels.sinkhorn_strip(C, 0, log_a, log_a, g, eps, 1.0)
+    f2, p2 = fused.sinkhorn_strip(C, 0, log_a, log_a, g, eps, 1.0)
     assert f2.shape == f1.shape and p2[0].shape == p1[0].shape == (203, K)
     np.testing.assert_array_equal(np.isneginf(f1), np.isneginf(f2))
     fin = np.isfinite(f1)
@@ -64,8 +64,8 @@ def test_sinkhorn_strip_matches_reference(dtype: type, K: int, eps: float) -> No
 def test_unbalanced_tau(dtype: type) -> None:
     rng = np.random.default_rng(7)
     C, log_a, g = _strip(rng, 17, 64, 2, dtype)
-    f1, _ = kernels.sinkhorn_strip(C, 0, log_a, g, 0.05, 0.8)
-    f2, _ = fused.sinkhorn_strip(C, 0, log_a, g, 0.05, 0.8)
+    f1, _ = kernels.sinkhorn_strip(C, 0, log_a, log_a, g, 0.05, 0.8)
+    f2, _ = fused.sinkhorn_strip(C, 0, log_a, log_a, g, 0.05, 0.8)
     fin = np.isfinite(f1)
     np.testing.assert_allclose(f2[fin], f1[fin], rtol=_RTOL[dtype])
 
@@ -75,7 +75,7 @@ def test_unbalanced_tau(dtype: type) -> None:
 def test_evaluate_strip_matches_reference(dtype: type, K: int) -> None:
     rng = np.random.default_rng(3)
     C, log_a, g = _strip(rng, 31, 150, K, dtype)
-    f, _ = kernels.sinkhorn_strip(C, 0, log_a, g, 1e-2, 1.0)
+    f, _ = kernels.sinkhorn_strip(C, 0, log_a, log_a, g, 1e-2, 1.0)
     r1, (c1, pc1) = kernels.evaluate_strip(C, 0, f, g, 1e-2)
     r2, (c2, pc2) = fused.evaluate_strip(C, 0, f, g, 1e-2)
     rtol = _RTOL[dtype]
@@ -90,8 +90,8 @@ def test_generic_fallback_for_other_namespaces() -> None:
     C, log_a, g = _strip(rng, 8, 12, 1, np.float64)
     g[5] = 0.0
     log_a[3] = np.log(0.1)
-    out, _ = fused.sinkhorn_strip(xp.asarray(C), 0, xp.asarray(log_a), xp.asarray(g), 0.1, 1.0)
-    ref, _ = kernels.sinkhorn_strip(C, 0, log_a, g, 0.1, 1.0)
+    out, _ = fused.sinkhorn_strip(xp.asarray(C), 0, xp.asarray(log_a), xp.asarray(log_a), xp.asarray(g), 0.1, 1.0)
+    ref, _ = kernels.sinkhorn_strip(C, 0, log_a, log_a, g, 0.1, 1.0)
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-13)
     assert fused.strip_kernels(np.float64)[0] is fused.sinkhorn_strip
     assert fused.strip_kernels(np.int64)[0] is kernels.sinkhorn_strip

@@ -54,7 +54,7 @@ def test_sinkhorn_strip_matches_dense_updates(xp: Any, tau: float) -> None:
     rng = np.random.default_rng(1)
     C, g, log_a = _rand(rng, 9, 21, 3)
     eps = 0.05
-    f_new, (cm, cs) = K.sinkhorn_strip(xp.asarray(C), 0, xp.asarray(log_a), xp.asarray(g), eps, tau)
+    f_new, (cm, cs) = K.sinkhorn_strip(xp.asarray(C), 0, xp.asarray(log_a), xp.asarray(log_a), xp.asarray(g), eps, tau)
     # f_i = eps log a_i - tau eps LSE_j((g_j - C_ij)/eps): KL(P || a b^T) regularisation
     # (POT reg_type="kl"; tau = 1 is DESIGN.md §2's balanced update)
     ref_f = eps * log_a - tau * eps * logsumexp((g[None] - C[:, :, None]) / eps, axis=1)
@@ -73,7 +73,7 @@ def test_zero_weights_give_minus_inf_potentials_without_nan(xp: Any) -> None:
     C, g, log_a = _rand(rng, 5, 8, 2)
     log_a[1, 0] = -np.inf
     g[3, 1] = -np.inf
-    f_new, (cm, cs) = K.sinkhorn_strip(xp.asarray(C), 0, xp.asarray(log_a), xp.asarray(g), 0.1, 1.0)
+    f_new, (cm, cs) = K.sinkhorn_strip(xp.asarray(C), 0, xp.asarray(log_a), xp.asarray(log_a), xp.asarray(g), 0.1, 1.0)
     f_np = np.asarray(f_new)
     assert f_np[1, 0] == -np.inf
     assert np.isfinite(np.delete(f_np.ravel(), 2)).all()

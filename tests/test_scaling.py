@@ -65,7 +65,7 @@ def test_breakdown_is_reported_not_returned() -> None:
     a, b = np.full((20, 1), 1 / 20), np.full((10, 1), 1 / 10)
     f = np.full((20, 1), -1e4)                  # kernel rows exp(-1e4/eps): all zero
     step = ScalingStep(session, a, b, 1e-2, np.dtype(np.float64), f, np.zeros((10, 1)))
-    assert step(np.zeros((10, 1))) is None
+    assert step(f, np.zeros((10, 1))) is None
     session.close()
 
 
