@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numba as nb
@@ -115,14 +116,30 @@ def _fill_kernel(
                 o[j] = x if x >= flush else 0.0
 
 
+def _shared_offset(pot: np.ndarray, w: np.ndarray, eps: float) -> tuple[np.ndarray, float]:
+    """Per-row midpoint (r, 1) of a batch's finite potentials (r, K) and the largest
+    ``|pot - midpoint| / eps`` it leaves (0-weight entries, at ``-inf``, ignored)."""
+    fin = np.where(w > 0, pot, np.nan)                               # (r, K)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)               # all-NaN rows
+        lo, hi = np.nanmin(fin, axis=1), np.nanmax(fin, axis=1)       # (r,)
+    mid = np.where(np.isfinite(lo), (lo + hi) / 2, 0.0)
+    half = np.where(np.isfinite(lo), (hi - lo) / 2, 0.0)
+    return mid[:, None], float(half.max(initial=0.0)) / eps
+
+
 @dataclass
 class ScalingStep:
     """One eps stage of scaling-domain iterations; called like the log-domain step.
 
     ``step(f, g, omega) -> (f_new, g_new)`` is the same map as
-    :func:`bigsink.solver.sinkhorn_step`,
-    or None when the scaling domain cannot continue (the caller then uses the log domain
-    for the rest of the stage).
+    :func:`bigsink.solver.sinkhorn_step`, or None when the scaling domain cannot continue
+    (the caller then uses the log domain for the rest of the stage).
+
+    A batch of K problems shares **one** kernel when its potentials stay within the
+    absorption bound of common offsets (the per-row midpoints of the batch): an iteration is
+    then two matrix products ``Kmat (n, m) @ v (m, K)`` and ``Kmat^T @ u`` (BLAS-3, one
+    kernel in memory). Otherwise each problem gets its own kernel, within ``budget`` bytes.
     """
 
     session: LocalSession
@@ -130,20 +147,39 @@ class ScalingStep:
     b: np.ndarray
     eps: float
     dtype: np.dtype[Any]
-    alpha: np.ndarray
-    beta: np.ndarray
+    f: InitVar[np.ndarray]
+    g: InitVar[np.ndarray]
+    budget: int = field(default_factory=lambda: kernel_budget())
     absorptions: int = 0
-    Kmat: np.ndarray = field(init=False, repr=False)
+    alpha: np.ndarray = field(init=False, repr=False)
+    beta: np.ndarray = field(init=False, repr=False)
+    Kmat: np.ndarray | None = field(init=False, repr=False, default=None)
 
-    def __post_init__(self) -> None:
-        self._build(self.alpha, self.beta)
+    def __post_init__(self, f: np.ndarray, g: np.ndarray) -> None:
+        self._build(f, g)
 
-    def _build(self, alpha: np.ndarray, beta: np.ndarray) -> None:
-        """(Re)build the kernel at offsets ``(alpha, beta)``: one pass over C."""
+    def _build(self, f: np.ndarray, g: np.ndarray) -> None:
+        """(Re)build the kernel, absorbing the potentials ``(f, g)``: one pass over C.
+
+        Shared offsets for a batch whose spread around them is within half the absorption
+        bound (room to move before the next absorption), else one kernel per problem; none
+        (``Kmat = None``: the step then reports a breakdown) if those exceed the budget.
+        """
+        (n, K), m = f.shape, g.shape[0]
+        alpha, beta = f, g
+        if K > 1:
+            mid_f, spread_f = _shared_offset(f, self.a, self.eps)
+            mid_g, spread_g = _shared_offset(g, self.b, self.eps)
+            if max(spread_f, spread_g) <= ABSORB_BOUND[self.dtype] / 2:
+                alpha, beta = mid_f, mid_g                            # (n, 1), (m, 1)
+        kernels = alpha.shape[1]
+        if kernels * n * m * self.dtype.itemsize > self.budget:
+            self.Kmat = None
+            return
         self.alpha, self.beta = alpha, beta
-        if not hasattr(self, "Kmat"):
-            K, (n, m) = alpha.shape[1], (alpha.shape[0], beta.shape[0])
-            self.Kmat = np.empty((K, n, m), dtype=self.dtype)           # one kernel per problem
+        if self.Kmat is None or self.Kmat.shape[0] != kernels:
+            self.Kmat = None                                          # free before allocating
+            self.Kmat = np.empty((kernels, n, m), dtype=self.dtype)
         cost, betaT = self.session.cost, np.ascontiguousarray(beta.T)     # in-process strips
         for start, stop in self.session.strips:
             _fill_kernel(cost.rows(start, stop), alpha[start:stop], betaT, self.eps,
@@ -157,17 +193,25 @@ class ScalingStep:
         return np.where(w > 0, x, 0.0)
 
     def _pass(
-        self, f: np.ndarray, g: np.ndarray, omega: float
+        self, Kmat: np.ndarray, f: np.ndarray, g: np.ndarray, omega: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """Scalings ``(u, t = Kmat^T u)`` for potentials ``(f, g)``, ``u`` over-relaxed."""
         v = self._scalings(g, self.beta, self.b)                         # (m, K)
-        K, n, m = self.Kmat.shape
-        u = np.ascontiguousarray(self._scalings(f, self.alpha, self.a).T)  # (K, n) previous
+        u_prev = self._scalings(f, self.alpha, self.a)                   # (n, K)
+        if Kmat.shape[0] == 1 and v.shape[1] > 1:                        # shared kernel: BLAS-3
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                s = Kmat[0] @ v                                          # (n, K)
+                u = np.where(self.a > 0, self.a / s, 0.0)                # f-update
+                if omega != 1.0:
+                    u = np.where(u > 0, u_prev * (u / u_prev) ** omega, 0.0)
+            return u, Kmat[0].T @ u                                      # (n, K), (m, K)
+        K, n, m = v.shape[1], *Kmat.shape[1:]
+        u = np.ascontiguousarray(u_prev.T)                               # (K, n)
         t = np.empty((K, m))
         cols = np.empty((-(-n // CHUNK_ROWS), m))
         a, vT = np.ascontiguousarray(self.a.T), np.ascontiguousarray(v.T)   # (K, n), (K, m)
         for k in range(K):                                               # one kernel each
-            _scaling_pass(self.Kmat[k], vT[k], a[k], u[k], omega, cols)
+            _scaling_pass(Kmat[k], vT[k], a[k], u[k], omega, cols)
             t[k] = cols.sum(axis=0)                                      # fixed order
         return u.T, t.T
 
@@ -177,7 +221,9 @@ class ScalingStep:
         """``(f_new, g_new)`` from ``(f, g)``, over-relaxed by ``omega`` (None on breakdown);
         absorbs when scalings grow."""
         for attempt in range(2):
-            u, t = self._pass(f, g, omega)
+            if self.Kmat is None:                                        # over the budget
+                return None
+            u, t = self._pass(self.Kmat, f, g, omega)
             ok = (np.all(np.isfinite(u)) and np.all(t[self.b > 0] > 0)
                   and np.all(np.isfinite(t)))
             if ok:

@@ -43,7 +43,8 @@ TOL = 1e-7
 def test_interrupted_then_resumed_equals_uninterrupted(r3_problem: Any, tmp_path: Any) -> None:
     C, a, b = r3_problem
     one = LocalExecutor(threads=1)                     # one strip per pass: calls = passes
-    log = {"resident_kernel": False}                   # the log domain reads C every pass
+    # the log domain reads C every pass; several eps stages
+    log = {"resident_kernel": False, "eps_scaling": True, "eps_decay": 0.5}
     full = bigsink.solve(DenseCost(C), a, b, eps=EPS, tol=TOL, executor=one, progress=False,
                          **log)
     assert full.converged and len(full.eps_stages) > 3  # eps-scaling: several stages

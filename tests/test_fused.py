@@ -43,11 +43,15 @@ def test_exp_matches_numpy() -> None:
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("K", [1, 3])
 @pytest.mark.parametrize("eps", [1.0, 1e-2, 1e-3])
-def test_sinkhorn_strip_matches_reference(dtype: type, K: int, eps: float) -> None:
+@pytest.mark.parametrize("omega", [1.0, 1.7])
+def test_sinkhorn_strip_matches_reference(dtype: type, K: int, eps: float, omega: float) -> None:
     rng = np.random.default_rng(K + int(1 / eps))
     C, log_a, g = _strip(rng, 29, 203, K, dtype)
-    f1, p1 = kernels.sinkhorn_strip(C, 0, log_a, log_a, g, eps, 1.0)
-    f2, p2 = fused.sinkhorn_strip(C, 0, log_a, log_a, g, eps, 1.0)
+    plain, _ = kernels.sinkhorn_strip(C, 0, log_a, log_a, g, eps, 1.0)
+    # previous potentials as the solver has them: within a few eps of the plain update
+    f_prev = np.where(np.isfinite(plain), plain, 0.0) + rng.normal(scale=3 * eps, size=plain.shape)
+    f1, p1 = kernels.sinkhorn_strip(C, 0, log_a, f_prev, g, eps, 1.0, omega)
+    f2, p2 = fused.sinkhorn_strip(C, 0, log_a, f_prev, g, eps, 1.0, omega)
     assert f2.shape == f1.shape and p2[0].shape == p1[0].shape == (203, K)
     np.testing.assert_array_equal(np.isneginf(f1), np.isneginf(f2))
     fin = np.isfinite(f1)
@@ -90,7 +94,8 @@ def test_generic_fallback_for_other_namespaces() -> None:
     C, log_a, g = _strip(rng, 8, 12, 1, np.float64)
     g[5] = 0.0
     log_a[3] = np.log(0.1)
-    out, _ = fused.sinkhorn_strip(xp.asarray(C), 0, xp.asarray(log_a), xp.asarray(log_a), xp.asarray(g), 0.1, 1.0)
+    la = xp.asarray(log_a)
+    out, _ = fused.sinkhorn_strip(xp.asarray(C), 0, la, la, xp.asarray(g), 0.1, 1.0)
     ref, _ = kernels.sinkhorn_strip(C, 0, log_a, log_a, g, 0.1, 1.0)
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-13)
     assert fused.strip_kernels(np.float64)[0] is fused.sinkhorn_strip

@@ -54,7 +54,8 @@ def test_sinkhorn_strip_matches_dense_updates(xp: Any, tau: float) -> None:
     rng = np.random.default_rng(1)
     C, g, log_a = _rand(rng, 9, 21, 3)
     eps = 0.05
-    f_new, (cm, cs) = K.sinkhorn_strip(xp.asarray(C), 0, xp.asarray(log_a), xp.asarray(log_a), xp.asarray(g), eps, tau)
+    la = xp.asarray(log_a)
+    f_new, (cm, cs) = K.sinkhorn_strip(xp.asarray(C), 0, la, la, xp.asarray(g), eps, tau)
     # f_i = eps log a_i - tau eps LSE_j((g_j - C_ij)/eps): KL(P || a b^T) regularisation
     # (POT reg_type="kl"; tau = 1 is DESIGN.md §2's balanced update)
     ref_f = eps * log_a - tau * eps * logsumexp((g[None] - C[:, :, None]) / eps, axis=1)
@@ -73,7 +74,8 @@ def test_zero_weights_give_minus_inf_potentials_without_nan(xp: Any) -> None:
     C, g, log_a = _rand(rng, 5, 8, 2)
     log_a[1, 0] = -np.inf
     g[3, 1] = -np.inf
-    f_new, (cm, cs) = K.sinkhorn_strip(xp.asarray(C), 0, xp.asarray(log_a), xp.asarray(log_a), xp.asarray(g), 0.1, 1.0)
+    la = xp.asarray(log_a)
+    f_new, (cm, cs) = K.sinkhorn_strip(xp.asarray(C), 0, la, la, xp.asarray(g), 0.1, 1.0)
     f_np = np.asarray(f_new)
     assert f_np[1, 0] == -np.inf
     assert np.isfinite(np.delete(f_np.ravel(), 2)).all()
@@ -102,3 +104,19 @@ def test_scan_strip_finds_range_and_first_bad(xp: Any) -> None:
     _, part = K.scan_strip(xp.asarray(C), 5)
     assert part == (0.0, 11.0, 2, 5 * 4 + 1 * 4 + 2)
     assert K.merge_scan(part, (-1.0, 3.0, 1, 3)) == (-1.0, 11.0, 3, 3)
+
+
+def test_over_relaxed_strip_is_the_relaxed_update_and_its_columns() -> None:
+    rng = np.random.default_rng(11)
+    C, g, log_a = _rand(rng, 9, 21, 2)
+    f_prev = rng.normal(scale=0.1, size=log_a.shape)                  # (9, 2)
+    log_a[4, 1] = -np.inf                                             # a zero weight
+    plain, _ = K.sinkhorn_strip(C, 0, log_a, f_prev, g, 0.05, 1.0)
+    f_new, pair = K.sinkhorn_strip(C, 0, log_a, f_prev, g, 0.05, 1.0, 1.6)
+    fin = np.isfinite(plain)
+    # f = f_prev + omega (f_sinkhorn - f_prev) (Thibault et al. 2021), -inf kept for a_i = 0
+    np.testing.assert_allclose(f_new[fin], (f_prev + 1.6 * (plain - f_prev))[fin], rtol=1e-13)
+    assert f_new[4, 1] == -np.inf
+    # the column partials are those of the relaxed f, as a separate column pass gives them
+    _, ref = K.column_pair(C, 0, f_new, 0.05)
+    np.testing.assert_allclose(K.pair_to_lse(pair), K.pair_to_lse(ref), rtol=1e-12)

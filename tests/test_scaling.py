@@ -7,7 +7,9 @@ import pytest
 
 import bigsink
 from bigsink.executors import LocalExecutor
-from bigsink.scaling import ScalingStep
+from bigsink.scaling import ABSORB_BOUND, ScalingStep
+
+ABSORB = ABSORB_BOUND[np.dtype(np.float64)]
 
 
 def _cloud_cost(n: int, m: int, seed: int = 0) -> np.ndarray:
@@ -73,3 +75,38 @@ def test_resident_kernel_true_says_why_it_is_impossible() -> None:
     with pytest.raises(bigsink.InputError, match="resident_kernel=True is not possible here: "
                                                  "the problem is unbalanced"):
         bigsink.solve(_cloud_cost(10, 10), eps=0.1, rho=1.0, resident_kernel=True)
+
+
+def _batch(n: int, m: int, K: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    C = _cloud_cost(n, m, seed)
+    rng = np.random.default_rng(seed)
+    A, B = rng.random((n, K)) + 0.2, rng.random((m, K)) + 0.2
+    return C, A / A.sum(0), B / B.sum(0)
+
+
+def _step(C: np.ndarray, A: np.ndarray, B: np.ndarray, eps: float, **kw) -> ScalingStep:
+    session = LocalExecutor(threads=1).open(bigsink.DenseCost(C), A.shape[1])
+    f, g = np.zeros(A.shape), np.zeros(B.shape)
+    return ScalingStep(session, A, B, eps, np.dtype(np.float64), f, g, **kw)
+
+
+def test_a_batch_shares_one_kernel_and_matches_single_solves() -> None:
+    C, A, B = _batch(150, 120, 6, seed=5)
+    assert _step(C, A, B, 0.05).Kmat.shape == (1, 150, 120)        # one kernel for six
+    batch = bigsink.solve(C, A, B, eps=0.05, tol=1e-11, resident_kernel=True)
+    for k in range(6):
+        one = bigsink.solve(C, A[:, k], B[:, k], eps=0.05, tol=1e-11, resident_kernel=False)
+        assert batch.transport_cost[k] == pytest.approx(one.transport_cost, rel=1e-9)
+        np.testing.assert_allclose(batch.f[:, k], one.f, rtol=1e-8, atol=1e-12)
+
+
+def test_far_apart_problems_get_their_own_kernels_or_the_log_domain() -> None:
+    C, A, B = _batch(60, 50, 3, seed=6)
+    f = np.zeros(A.shape)
+    f[:, 1] = 1.5 * ABSORB * 1e-2                 # 1.5x the absorption bound apart, in eps
+    session = LocalExecutor(threads=1).open(bigsink.DenseCost(C), 3)
+    step = ScalingStep(session, A, B, 1e-2, np.dtype(np.float64), f, np.zeros(B.shape))
+    assert step.Kmat is not None and step.Kmat.shape == (3, 60, 50)  # one per problem
+    small = ScalingStep(session, A, B, 1e-2, np.dtype(np.float64), f, np.zeros(B.shape),
+                        budget=2 * 60 * 50 * 8)                      # room for two kernels
+    assert small.Kmat is None and small(f, np.zeros(B.shape)) is None   # -> log domain
