@@ -136,10 +136,11 @@ class ScalingStep:
     :func:`bigsink.solver.sinkhorn_step`, or None when the scaling domain cannot continue
     (the caller then uses the log domain for the rest of the stage).
 
-    A batch of K problems shares **one** kernel when its potentials stay within the
+    A float64 batch of K problems shares **one** kernel when its potentials stay within the
     absorption bound of common offsets (the per-row midpoints of the batch): an iteration is
     then two matrix products ``Kmat (n, m) @ v (m, K)`` and ``Kmat^T @ u`` (BLAS-3, one
-    kernel in memory). Otherwise each problem gets its own kernel, within ``budget`` bytes.
+    kernel in memory). Otherwise each problem gets its own kernel, within ``budget`` bytes
+    (float32 kernels always: their fused pass accumulates in float64).
     """
 
     session: LocalSession
@@ -167,7 +168,7 @@ class ScalingStep:
         """
         (n, K), m = f.shape, g.shape[0]
         alpha, beta = f, g
-        if K > 1:
+        if K > 1 and self.dtype == np.float64:   # (float32 products would sum in float32)
             mid_f, spread_f = _shared_offset(f, self.a, self.eps)
             mid_g, spread_g = _shared_offset(g, self.b, self.eps)
             if max(spread_f, spread_g) <= ABSORB_BOUND[self.dtype] / 2:
@@ -214,6 +215,28 @@ class ScalingStep:
             _scaling_pass(Kmat[k], vT[k], a[k], u[k], omega, cols)
             t[k] = cols.sum(axis=0)                                      # fixed order
         return u.T, t.T
+
+    def evaluate(
+        self, f: np.ndarray, g: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Row sums (n, K), column sums (m, K) and ``<P, C>`` (K,) of the plan of ``(f, g)``
+        from a float64 resident kernel, ``P_ij = u_i Kmat_ij v_j``: no ``exp``, products
+        only, and one read of C for ``<P, C>``. None for float32 kernels (the log-domain
+        evaluation then keeps the sums in float64) or without a kernel."""
+        if self.Kmat is None or self.dtype != np.float64:
+            return None
+        u, v = self._scalings(f, self.alpha, self.a), self._scalings(g, self.beta, self.b)
+        rows, cols, pc = np.empty_like(u), np.empty_like(v), np.zeros(u.shape[1])
+        shared = self.Kmat.shape[0] == 1
+        for k, Km in enumerate(self.Kmat):
+            ks = slice(None) if shared else slice(k, k + 1)              # problems of Km
+            uk, vk = u[:, ks], v[:, ks]                                  # (n, J), (m, J)
+            rows[:, ks] = uk * (Km @ vk)
+            cols[:, ks] = vk * (Km.T @ uk)
+            for start, stop in self.session.strips:                      # sum_ij P_ij C_ij
+                KC = Km[start:stop] * self.session.cost.rows(start, stop)  # (r, m)
+                pc[ks] += np.einsum("ik,ik->k", uk[start:stop], KC @ vk)
+        return rows, cols, pc
 
     def __call__(
         self, f: np.ndarray, g: np.ndarray, omega: float = 1.0

@@ -187,10 +187,18 @@ class Evaluation:
         )
 
 
-def evaluate(session: Session, f: np.ndarray, g: np.ndarray, eps: float) -> Evaluation:
-    """Row/column sums of P and ``<P, C>`` for potentials ``(f, g)``."""
-    rows, (cols, pc) = session.run(StripJob(fused.evaluate_strip, add_partials, (f,), (g, eps)))
-    return Evaluation(rows, cols, pc)
+def evaluate(
+    session: Session, f: np.ndarray, g: np.ndarray, eps: float,
+    resident: ScalingStep | None = None,
+) -> Evaluation:
+    """Row/column sums of P and ``<P, C>`` for potentials ``(f, g)``: from the ``resident``
+    kernel of this eps when it can (no exp), else by one exact pass over C."""
+    sums = resident.evaluate(f, g) if resident is not None else None
+    if sums is None:
+        rows, (cols, pc) = session.run(StripJob(fused.evaluate_strip, add_partials, (f,),
+                                                (g, eps)))
+        return Evaluation(rows, cols, pc)
+    return Evaluation(*sums)
 
 
 def sinkhorn_step(
@@ -308,19 +316,16 @@ def iterate(
             relax.observe(h[2])                     # omega continues as if never stopped
         w = relax.omega
         while n_iter < budget:
-            out: tuple[np.ndarray, np.ndarray] | None
-            if f is None:                   # the very first iteration: plain, from g alone
-                out = sinkhorn_step(session, problem, log_a, log_b, np.zeros_like(problem.a),
-                                    g, eps)
-            else:
-                if use_fast and fast is None and resident is not None:
-                    assert isinstance(session, LocalSession)  # _resident_dtype checked it
-                    fast = ScalingStep(session, problem.a, problem.b, eps, resident, f, g)
-                out = fast(f, g, w) if fast is not None else None
-                if out is None:
-                    if fast is not None:    # breakdown: the log domain for this stage
-                        use_fast, fast = False, None
-                    out = sinkhorn_step(session, problem, log_a, log_b, f, g, eps, w)
+            f_in = np.zeros_like(problem.a) if f is None else f   # no f yet: plain, from g
+            w_in = 1.0 if f is None else w
+            if use_fast and fast is None and resident is not None:
+                assert isinstance(session, LocalSession)  # _resident_dtype checked it
+                fast = ScalingStep(session, problem.a, problem.b, eps, resident, f_in, g)
+            out = fast(f_in, g, w_in) if fast is not None else None
+            if out is None:
+                if fast is not None:        # breakdown: the log domain for this stage
+                    use_fast, fast = False, None
+                out = sinkhorn_step(session, problem, log_a, log_b, f_in, g, eps, w_in)
             f_new, g = out
             err = row_error(problem.a, f, f_new, eps, w)
             w = relax.observe(float(err.max()))
@@ -335,7 +340,7 @@ def iterate(
                 break
             if not problem.balanced:
                 return current, None, True
-            ev = evaluate(session, f, g, eps)
+            ev = evaluate(session, f, g, eps, fast)
             if max(e.max() for e in ev.errors(problem)) <= tol:
                 return current, ev, True
         if on_iteration is not None and stage < last:
