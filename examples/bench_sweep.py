@@ -46,7 +46,6 @@ def run(n: int = 2000, targets: int = 200, eps: float = 0.05, tol: float = 1e-6,
     pair, so a subset measures it; the agreement check covers that subset).
     """
     import ot
-
     import ray
 
     C, a, B = make_problem(n, targets)
