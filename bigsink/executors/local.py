@@ -7,11 +7,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .._xp import array_namespace, like, to_numpy
-from ..costs import CostSource
+from ..costs import CostSource, DenseCost, strip_module
 from ..kernels import tree_reduce
 from .base import STRIP_BYTES, StripJob, strip_rows
 
-__all__ = ["LocalExecutor", "LocalSession"]
+__all__ = ["DEVICE_STRIP_BYTES", "LocalExecutor", "LocalSession"]
+
+#: GPU strips run the CUDA kernels, whose temporaries are O(r + m): a strip read or computed
+#: per use holds this many bytes of C on the device; a matrix already resident on the device
+#: is one strip (a view), so an iteration is a handful of kernel launches.
+DEVICE_STRIP_BYTES = 256 << 20
 
 
 def run_strip(cost: CostSource, start: int, stop: int, job: StripJob) -> tuple[Any, Any]:
@@ -70,6 +75,16 @@ class LocalExecutor:
         self.strip_bytes = strip_bytes
 
     def open(self, cost: CostSource, width: int) -> LocalSession:
-        """Bind to ``cost``: strips aligned to its block rows, sized for ``width`` columns."""
+        """Bind to ``cost``: strips aligned to its block rows, sized for ``width`` columns.
+
+        CuPy strips (float32/float64) are large and run on one thread: the GPU is the
+        parallelism, and reads overlap compute through the cost's prefetcher
+        (:class:`~bigsink.costs.DeviceCost`), not through threads.
+        """
+        if strip_module(cost) == "cupy" and cost.dtype.name in ("float32", "float64"):
+            n, m = cost.shape
+            rows = n if isinstance(cost, DenseCost) else DEVICE_STRIP_BYTES // (
+                m * cost.dtype.itemsize)
+            return LocalSession(cost, cost.grid.row_strips(max(1, rows)), 1)
         strips = cost.grid.row_strips(strip_rows(cost.shape[1], width, self.strip_bytes))
         return LocalSession(cost, strips, min(self.threads, len(strips)))
