@@ -244,6 +244,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         tol=args.tol, max_iter=args.max_iter, pot_max_seconds=args.pot_max_seconds,
         pot=not args.no_pot, reference=not args.no_reference, seed=args.seed,
         methods=parsed(args.pot_methods, str, "pot-methods"),  # type: ignore[arg-type]
+        device=args.device,
     )
     report = run_bench(cfg, log=None if args.quiet else lambda s: print(s, flush=True))
     print(format_table(report))
@@ -338,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-reference", action="store_true",
                        help="compare <P,C> to bigsink's result instead of a tighter solve")
     bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                       help="gpu: CuPy arrays, bound from the measured device bandwidth")
     bench.add_argument("--json", default=None, help="write the report as JSON to this path")
     bench.add_argument("--quiet", action="store_true", help="only the final table")
     bench.set_defaults(func=_cmd_bench)
