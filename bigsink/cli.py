@@ -137,7 +137,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore", ConvergenceWarning)
             result = solve(cost, a, b, eps=args.eps, tol=args.tol, max_iter=args.max_iter,
                            client=args.scheduler, progress=False if args.quiet else None,
-                           checkpoint=args.checkpoint, resume=args.resume)
+                           checkpoint=args.checkpoint, resume=args.resume,
+                           device=args.device)
     except (OSError, TimeoutError) as exc:
         if args.scheduler:
             raise _scheduler_error(args.scheduler, exc) from None
@@ -294,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--max-iter", type=int, default=10_000, help="iteration budget")
     solve.add_argument("--scheduler", default=None, metavar="ADDR",
                        help="Dask scheduler address (default: in-process threads)")
+    solve.add_argument("--device", default=None, choices=["cpu", "gpu"],
+                       help="gpu: strips run on CuPy (each Dask worker uses its own GPU)")
     solve.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint group")
     solve.add_argument("--resume", action="store_true", help="resume from --checkpoint")
     solve.add_argument("--out", required=True, help="result directory (Zarr group) to create")

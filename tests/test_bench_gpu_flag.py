@@ -37,3 +37,13 @@ def test_bench_parser_has_device_flag() -> None:
     args = build_parser().parse_args(["bench", "--device", "gpu"])
     assert args.device == "gpu"
     assert build_parser().parse_args(["bench"]).device == "cpu"
+
+
+@no_cupy
+def test_solve_device_gpu_without_cupy(tmp_path, capsys) -> None:
+    import numpy as np
+
+    np.save(tmp_path / "c.npy", np.ones((3, 3)))
+    rc = main(["solve", str(tmp_path / "c.npy"), "--eps", "0.1", "--device", "gpu",
+               "--out", str(tmp_path / "r"), "--quiet"])
+    assert rc == 2 and "needs CuPy" in capsys.readouterr().err
