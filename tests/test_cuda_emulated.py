@@ -60,10 +60,11 @@ def test_sinkhorn_strip_matches_generic(launch, dtype, r, m, K, tau, omega) -> N
                                       eps, tau, omega)
     f0, (cm0, cs0) = kernels.sinkhorn_strip(p["C"], 0, p["log_a"], p["f_prev"], p["g"], eps,
                                             tau, omega)
-    # both evaluate every exp in float64 from the same (float32 or float64) C values
-    _close(f, f0, 1e-12)
-    _close(cm, cm0, 1e-12)
-    _close(cs, cs0, 1e-12)
+    # float64 C: double exp on both sides; float32 C: the CUDA kernels' exp_poly7 (< 5e-9)
+    rtol = 1e-12 if dtype == "float64" else 2e-8
+    _close(f, f0, rtol)
+    _close(cm, cm0, rtol)
+    _close(cs, cs0, rtol)
     assert np.isneginf(f[1, 0]) and cs[3, -1] == 0.0
 
 
@@ -74,9 +75,10 @@ def test_evaluate_strip_matches_generic(launch, dtype) -> None:
     f, _ = kernels.sinkhorn_strip(p["C"], 0, p["log_a"], p["f_prev"], p["g"], eps, 1.0)
     rows, (cols, pc) = _cuda.evaluate_with(np, launch, p["C"], f, p["g"], eps)
     rows0, (cols0, pc0) = kernels.evaluate_strip(p["C"], 0, f, p["g"], eps)
-    _close(rows, rows0, 1e-12)
-    _close(cols, cols0, 1e-12)
-    _close(pc, pc0, 1e-12)
+    rtol = 1e-12 if dtype == "float64" else 2e-8
+    _close(rows, rows0, rtol)
+    _close(cols, cols0, rtol)
+    _close(pc, pc0, rtol)
 
 
 def test_row_strided_strip_and_many_chunks(launch, monkeypatch) -> None:

@@ -99,13 +99,13 @@ def test_cuda_sinkhorn_strip_matches_generic(dtype, r, m, K, tau, omega) -> None
     f, (cm, cs) = fused.sinkhorn_strip(args[0], 0, *args[1:], 0.03, tau, omega)
     assert isinstance(f, cupy.ndarray) and f.dtype == cupy.float64
     f0, (cm0, cs0) = kernels.sinkhorn_strip(C, 0, log_a, f_prev, g, 0.03, tau, omega)
-    # the generic and the CUDA kernels both widen C to float64 and use double exp, so even a
-    # float32 cost agrees to float64 rounding; against the float64 cost, to float32 precision
+    # float64 C: double exp on both sides; float32 C: the CUDA kernels' exp_poly7 (< 5e-9)
+    rtol = 1e-12 if dtype == "float64" else 2e-8
     for x, y in ((f, f0), (cm, cm0), (cs, cs0)):
-        _close(x, y, 1e-12)
+        _close(x, y, rtol)
     gen = kernels.sinkhorn_strip(*[args[0], 0, *args[1:]], 0.03, tau, omega)  # generic on CuPy
-    _close(f, gen[0], 1e-12)
-    _close(cs, gen[1][1], 1e-12)
+    _close(f, gen[0], rtol)
+    _close(cs, gen[1][1], rtol)
     if dtype == "float32":
         f64 = kernels.sinkhorn_strip(C.astype("float64"), 0, log_a, f_prev, g, 0.03, tau, omega)
         _close(f, f64[0], 1e-5)
@@ -121,9 +121,10 @@ def test_cuda_evaluate_strip_matches_generic(dtype) -> None:
     rows, (cols, pc) = fused.evaluate_strip(cupy.asarray(C), 0, cupy.asarray(f),
                                             cupy.asarray(g), 0.05)
     rows0, (cols0, pc0) = kernels.evaluate_strip(C, 0, f, g, 0.05)
-    _close(rows, rows0, 1e-12)
-    _close(cols, cols0, 1e-12)
-    _close(pc, pc0, 1e-12)
+    rtol = 1e-12 if dtype == "float64" else 2e-8
+    _close(rows, rows0, rtol)
+    _close(cols, cols0, rtol)
+    _close(pc, pc0, rtol)
 
 
 # ----------------------------------------------------------------- every GPU path vs the CPU
