@@ -11,12 +11,16 @@ from ..costs import CostSource, DenseCost, strip_module
 from ..kernels import tree_reduce
 from .base import STRIP_BYTES, StripJob, strip_rows
 
-__all__ = ["DEVICE_STRIP_BYTES", "LocalExecutor", "LocalSession"]
+__all__ = ["DEVICE_STRIP_BYTES", "DEVICE_VIEW_BYTES", "LocalExecutor", "LocalSession"]
 
 #: GPU strips run the CUDA kernels, whose temporaries are O(r + m): a strip read or computed
-#: per use holds this many bytes of C on the device; a matrix already resident on the device
-#: is one strip (a view), so an iteration is a handful of kernel launches.
+#: per use holds this many bytes of C on the device (and one more is read ahead).
 DEVICE_STRIP_BYTES = 256 << 20
+#: A matrix already on the device is cut into views of at most this many bytes (fewer
+#: strips: fewer launches and host round trips per iteration), and at most 1/8 of the free
+#: device memory, which bounds the temporaries of the generic kernels (the start-up scan,
+#: the rare exact column pass) to a few times a strip.
+DEVICE_VIEW_BYTES = 2 << 30
 
 
 def run_strip(cost: CostSource, start: int, stop: int, job: StripJob) -> tuple[Any, Any]:
@@ -62,6 +66,14 @@ def concat_rows(parts: list[Any]) -> Any:
     return xp.concat(parts, axis=0)
 
 
+def _device_view_bytes() -> int:
+    """Bytes of C per view strip of a matrix resident on the current GPU."""
+    from .._xp import import_cupy
+
+    free, _total = import_cupy().cuda.Device().mem_info
+    return int(min(DEVICE_VIEW_BYTES, free // 8))
+
+
 class LocalExecutor:
     """Run strips on ``threads`` threads of this process (default: all cores).
 
@@ -82,9 +94,8 @@ class LocalExecutor:
         (:class:`~bigsink.costs.DeviceCost`), not through threads.
         """
         if strip_module(cost) == "cupy" and cost.dtype.name in ("float32", "float64"):
-            n, m = cost.shape
-            rows = n if isinstance(cost, DenseCost) else DEVICE_STRIP_BYTES // (
-                m * cost.dtype.itemsize)
+            budget = _device_view_bytes() if isinstance(cost, DenseCost) else DEVICE_STRIP_BYTES
+            rows = budget // (cost.shape[1] * cost.dtype.itemsize)
             return LocalSession(cost, cost.grid.row_strips(max(1, rows)), 1)
         strips = cost.grid.row_strips(strip_rows(cost.shape[1], width, self.strip_bytes))
         return LocalSession(cost, strips, min(self.threads, len(strips)))
