@@ -228,3 +228,13 @@ def test_bench_device_gpu(tmp_path) -> None:
     zarr_cfg = bench.BenchConfig(sizes=(200,), eps=(0.1,), device="gpu", executor="zarr",
                                  pot=False, reference=False)
     assert bench.run_bench(zarr_cfg)["runs"][0]["zarr_read_once_s"] > 0
+
+
+@pytest.mark.dask
+def test_dask_dense_gpu_matches_cpu(problem, dask_client) -> None:
+    """A matrix given on the GPU is held on the workers' GPUs and its strips run there."""
+    x, y, a, b = problem
+    C = ((x[:, None] - y[None]) ** 2).sum(-1)
+    cpu = bigsink.solve(C, a, b, eps=1e-2, tol=1e-9)
+    gpu = bigsink.solve(C, a, b, eps=1e-2, tol=1e-9, device="gpu", client=dask_client)
+    assert gpu.transport_cost == pytest.approx(cpu.transport_cost, rel=1e-9)
