@@ -31,7 +31,9 @@ each pass one ``exp`` per element:
    column sum to ``part[c, j, k]``; the chunks are summed by ``cupy.sum`` (no atomics, so the
    result is the same on every run).
 
-The per-iteration bound of this path is therefore ``2 * bytes(C) / bandwidth``.
+The per-iteration bound of this path is therefore ``2 * bytes(C) / bandwidth``. (Keeping
+the second read in L2 would take a persistent kernel that pipelines row tiles across all
+SMs, waiting on per-tile counters: not done, as it cannot be checked without a GPU.)
 
 Determinism: fixed reduction trees everywhere, no atomics.
 """
