@@ -9,9 +9,11 @@ runs them on CuPy (:func:`bigsink._cuda.sinkhorn_with`).
 from __future__ import annotations
 
 import ctypes
+import functools
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +58,18 @@ void emulate(void (*k)(A...), int gx, int gy, int gz, int bx, A... a) {
 _CT = {np.int32: ctypes.c_int, np.int64: ctypes.c_longlong, np.float64: ctypes.c_double}
 
 
+@functools.cache
 def available() -> bool:
-    """Whether a C++20 compiler is at hand."""
-    return shutil.which("g++") is not None
+    """Whether g++ with C++20 ``<barrier>`` is at hand (probed once by compiling a stub)."""
+    if shutil.which("g++") is None:
+        return False
+    probe = "#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n"
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "probe.cpp"
+        src.write_text(probe)
+        done = subprocess.run(["g++", "-std=c++20", "-pthread", str(src), "-o",
+                               str(Path(d) / "probe")], capture_output=True)
+    return done.returncode == 0
 
 
 def _params(src: str, name: str) -> list[str]:
