@@ -21,6 +21,7 @@ from bigsink import _cuda, fused, kernels
 sys.path.insert(0, str(Path(__file__).parent))
 import cuda_emulator
 
+
 @pytest.fixture(scope="module")
 def launch(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if not cuda_emulator.available():
