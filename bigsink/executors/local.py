@@ -6,6 +6,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from .._xp import array_namespace, like, to_numpy
 from ..costs import CostSource, DenseCost, strip_module
 from ..kernels import tree_reduce
@@ -93,9 +95,10 @@ class LocalExecutor:
         parallelism, and reads overlap compute through the cost's prefetcher
         (:class:`~bigsink.costs.DeviceCost`), not through threads.
         """
-        if strip_module(cost) == "cupy" and cost.dtype.name in ("float32", "float64"):
+        dtype = np.dtype(cost.dtype)
+        if strip_module(cost) == "cupy" and dtype.name in ("float32", "float64"):
             budget = _device_view_bytes() if isinstance(cost, DenseCost) else DEVICE_STRIP_BYTES
-            rows = budget // (cost.shape[1] * cost.dtype.itemsize)
+            rows = budget // (cost.shape[1] * dtype.itemsize)
             return LocalSession(cost, cost.grid.row_strips(max(1, rows)), 1)
         strips = cost.grid.row_strips(strip_rows(cost.shape[1], width, self.strip_bytes))
         return LocalSession(cost, strips, min(self.threads, len(strips)))
