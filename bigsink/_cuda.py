@@ -128,6 +128,7 @@ extern "C" __global__ void sinkhorn_rows(
     const double* g = gT + (long long)k * m;
     const double inv = 1.0 / eps;
     double M = neg_inf(), S = 0.0;                 // online pair of Z_ij = (g_j - C_ij)/eps
+    #pragma unroll 4
     for (int j = t; j < m; j += BLOCK) {{
         const double z = (g[j] - (double)row[j]) * inv;
         if (z > M) {{ S = S * EXP_C(M - z) + 1.0; M = z; }}   // one exp per element either way
@@ -203,6 +204,7 @@ extern "C" __global__ void evaluate_rows(
     const double inv = 1.0 / eps;
     double s = 0.0, p = 0.0;
     if (fi != neg_inf()) {{
+        #pragma unroll 4
         for (int j = t; j < m; j += BLOCK) {{
             const double c = (double)row[j];
             const double e = EXP_C((fi + g[j] - c) * inv);        // P_ij
