@@ -22,7 +22,7 @@ DEVICE_STRIP_BYTES = 256 << 20
 #: strips: fewer launches and host round trips per iteration), and at most 1/8 of the free
 #: device memory, which bounds the temporaries of the generic kernels (the start-up scan,
 #: the rare exact column pass) to a few times a strip.
-DEVICE_VIEW_BYTES = 2 << 30
+DEVICE_VIEW_BYTES = 16 << 30
 
 
 def run_strip(cost: CostSource, start: int, stop: int, job: StripJob) -> tuple[Any, Any]:
