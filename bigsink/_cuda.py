@@ -31,9 +31,16 @@ each pass one ``exp`` per element:
    column sum to ``part[c, j, k]``; the chunks are summed by ``cupy.sum`` (no atomics, so the
    result is the same on every run).
 
-The per-iteration bound of this path is therefore ``2 * bytes(C) / bandwidth``. (Keeping
-the second read in L2 would take a persistent kernel that pipelines row tiles across all
-SMs, waiting on per-tile counters: not done, as it cannot be checked without a GPU.)
+The per-iteration bound of this path is therefore ``2 * bytes(C) / bandwidth``.
+
+A one-read design exists for Hopper GPUs (sm_90) and not too wide rows, left for when it can
+be measured: a thread-block *cluster* of 4 blocks spans a row, each block owning a quarter
+of the columns, their column accumulators (m/4 doubles) in its shared memory and its
+quarter-row in registers; per row the blocks exchange their (max, sum) pairs through
+distributed shared memory (``cluster.sync()``), all derive the same ``f_i``, and add
+``E_ij w_i`` to their own accumulators (a running max rescales them, as on the CPU). One
+cluster per 4 SMs walks every 33rd row; the clusters' (m,) partial pairs are merged in a
+fixed order on the host. Deterministic, no atomics, m up to ~100 000 (cluster of 4).
 
 Determinism: fixed reduction trees everywhere, no atomics.
 """
