@@ -12,7 +12,7 @@ every accumulator float64, whatever the cost dtype (a float32 cost is widened on
 Arguments are formed as ``(g_j - C_ij) * (1/eps)`` as in :mod:`bigsink.fused` (a double
 division per element would cost as much as the exp). The per-element exp is CUDA's double
 ``exp`` (~1 ulp) for float64 costs; for float32 costs a Cody-Waite + degree-7 polynomial in
-double (``exp_poly7``, relative error < 5e-9, the CPU kernels' float32 exp): about half the
+double (``exp_poly7``, relative error ~5e-9, as the CPU kernels' float32 exp): about half the
 FP64 work, which keeps the kernels memory-bound on GPUs with modest FP64 throughput.
 
 **Reads of C.** The f-update needs the whole row ``i`` reduced before its weight
@@ -78,7 +78,7 @@ __device__ __forceinline__ double neg_inf() {{
 }}
 
 // exp for float32 costs: Cody-Waite reduction x = k ln2 + r (|r| <= ln2/2), Taylor degree 7
-// for exp(r) (relative error < 5e-9, below float32's 6e-8; the CPU kernels' float32 exp),
+// for exp(r) (relative error ~5e-9, < 1e-8, below float32 rounding; as the CPU float32 exp),
 // 2^k from the exponent bits; 0 below -708.39 (and for -inf), +inf above 709.43.
 __device__ __forceinline__ double exp_poly7(double x) {{
     if (!(x >= -708.3964185322641)) return 0.0;
