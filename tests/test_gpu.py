@@ -30,8 +30,8 @@ def test_dense_gpu_matches_cpu(problem, dtype: str) -> None:
     x, y, a, b = problem
     C = (((x[:, None] - y[None]) ** 2).sum(-1) / 2).astype(dtype)
     tol = 1e-9 if dtype == "float64" else 1e-7
-    # float32: the CPU's float32 paths use a float32-accurate exp and kernel, the GPU double
-    # exp, so they agree to float32 precision only
+    # float32: the CPU and GPU float32 paths (float32 resident kernel / exp_poly7) agree to
+    # float32 precision only
     rel = 1e-9 if dtype == "float64" else 1e-6
     cpu = bigsink.solve(C, a, b, eps=1e-2, tol=tol)
     gpu = bigsink.solve(C, a, b, eps=1e-2, tol=tol, device="gpu")
@@ -136,8 +136,9 @@ def test_unbalanced_and_fixed_omega_gpu_match_cpu(problem) -> None:
     for kw in ({"rho": 0.5}, {"omega": 1.5}, {"omega": 1.0, "eps_scaling": True}):
         cpu = bigsink.solve(C, a, b, eps=1e-2, tol=1e-9, **kw)
         gpu = bigsink.solve(C, a, b, eps=1e-2, tol=1e-9, device="gpu", **kw)
-        np.testing.assert_allclose(gpu.transport_cost, cpu.transport_cost, rtol=1e-9)
-        np.testing.assert_allclose(gpu.f, cpu.f, rtol=1e-8, atol=1e-10)
+        # same iterates up to rounding; a stop one iteration apart moves them by ~tol
+        np.testing.assert_allclose(gpu.transport_cost, cpu.transport_cost, rtol=1e-8)
+        np.testing.assert_allclose(gpu.f, cpu.f, rtol=1e-7, atol=1e-9)
 
 
 def test_zarr_gpu_reads_ahead_and_matches_cpu(problem, tmp_path, monkeypatch) -> None:
@@ -159,8 +160,8 @@ def test_zarr_gpu_reads_ahead_and_matches_cpu(problem, tmp_path, monkeypatch) ->
     monkeypatch.setattr(local, "DEVICE_STRIP_BYTES", 64 * 250 * 4)     # strips of 64 rows
     res = bigsink.solve(dev, a, b, eps=1e-2, tol=1e-7, executor=LocalExecutor())
     cpu = bigsink.solve(C, a, b, eps=1e-2, tol=1e-7)
-    # float32 C on both; the GPU kernels use double exp, the CPU's float32 paths a float32-
-    # accurate one (fused.py), so they agree to float32 precision
+    # float32 C on both: the GPU and CPU float32 paths (exp_poly7 / a float32 resident
+    # kernel) agree to float32 precision
     assert res.transport_cost == pytest.approx(cpu.transport_cost, rel=1e-6)
     st = dev.prefetcher.stats
     assert st.hits > 5 * st.misses
