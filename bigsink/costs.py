@@ -244,7 +244,8 @@ class DeviceCost(MappedCost):
     Args:
         source: any cost source.
         xp: the target array namespace (``cupy``; any array-API namespace works).
-        prefetch: read one strip ahead on a background thread.
+        prefetch: read one strip ahead on a background thread (in this process; a copy
+            unpickled elsewhere reads on request).
     """
 
     def __init__(self, source: CostSource, xp: Any, prefetch: bool = True) -> None:
@@ -254,13 +255,15 @@ class DeviceCost(MappedCost):
         self._prefetcher: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"source": self.source, "xp": self.xp.__name__, "prefetch": self.prefetch}
+        return {"source": self.source, "xp": self.xp.__name__}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (on a Dask worker): no read-ahead, as tasks there come in no
+        predictable order and a wrong guess would read a strip for nothing."""
         import importlib
 
         self.__init__(  # type: ignore[misc]
-            state["source"], importlib.import_module(state["xp"]), state.get("prefetch", True)
+            state["source"], importlib.import_module(state["xp"]), prefetch=False
         )
 
     def apply(self, x: Array) -> Array:
