@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-__all__ = ["array_namespace", "device_namespace", "like", "to_numpy"]
+__all__ = [
+    "array_namespace", "device_namespace", "import_cupy", "is_cupy_array", "like", "to_numpy",
+]
 
 #: What ``device=`` accepts.
 DEVICES = ("cpu", "gpu")
@@ -26,6 +28,20 @@ def device_namespace(device: str) -> Any:
         return np
     if device != "gpu":
         raise InputError(f"device must be one of {DEVICES} or None; got {device!r}.")
+    cupy = import_cupy()
+    if cupy.cuda.runtime.getDeviceCount() < 1:
+        raise InputError("device='gpu' but CuPy sees no CUDA device.")
+    return cupy
+
+
+def import_cupy() -> Any:
+    """The ``cupy`` module, imported now (bigsink never imports it at module import time).
+
+    Raises:
+        InputError: CuPy is not installed, saying how to install it.
+    """
+    from .errors import InputError
+
     try:
         import cupy
     except ImportError as exc:
@@ -33,9 +49,12 @@ def device_namespace(device: str) -> Any:
             "device='gpu' needs CuPy: pip install 'bigsink[gpu]' (CUDA 12) and a CUDA GPU. "
             f"Import failed with: {exc}"
         ) from exc
-    if cupy.cuda.runtime.getDeviceCount() < 1:
-        raise InputError("device='gpu' but CuPy sees no CUDA device.")
     return cupy
+
+
+def is_cupy_array(x: Any) -> bool:
+    """Whether ``x`` is a CuPy array, decided by its type's module (CuPy is not imported)."""
+    return type(x).__module__.split(".")[0] == "cupy"
 
 
 def to_numpy(x: Any) -> Any:

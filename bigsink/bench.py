@@ -77,6 +77,8 @@ class BenchConfig:
         pot: whether to run POT at all.
         reference: solve a tighter float64 reference for ``<P, C>`` (else use bigsink's result).
         seed: random seed of the point clouds.
+        device: ``"cpu"`` or ``"gpu"`` (CuPy: :func:`bigsink.bench_gpu.run_bench_gpu`, bound
+            from the measured device bandwidth; executor ``local`` or ``zarr``).
     """
 
     sizes: tuple[int, ...] = (10_000,)
@@ -90,10 +92,13 @@ class BenchConfig:
     reference: bool = True
     seed: int = 0
     methods: tuple[str, ...] = field(default=POT_METHODS)
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
             raise InputError(f"executor must be one of {EXECUTORS}; got {self.executor!r}.")
+        if self.device not in ("cpu", "gpu"):
+            raise InputError(f"device must be 'cpu' or 'gpu'; got {self.device!r}.")
         for d in self.dtypes:
             if d not in ("float32", "float64"):
                 raise InputError(f"dtype must be float32 or float64; got {d!r}.")
@@ -340,6 +345,10 @@ def run_bench(
     cfg: BenchConfig, log: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Run the benchmark; returns a JSON-ready dict (``machine``, ``config``, ``runs``)."""
+    if cfg.device == "gpu":
+        from .bench_gpu import run_bench_gpu
+
+        return run_bench_gpu(cfg, log)
     say = log or (lambda s: None)
     machine = machine_figures()
     say(f"machine: {machine['threads']:.0f} threads, read "
@@ -447,6 +456,9 @@ def format_table(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines.append(f"machine: {m['threads']:.0f} threads, read {m['read_bytes_per_s'] / 1e9:.1f} "
                  f"GB/s, exp {m['exp_per_s'] / 1e9:.2f} G/s (measured in this run; noisy)")
+    if "device_copy_bytes_per_s" in m:
+        lines.append(f"device: {m['device']}, copy {m['device_copy_bytes_per_s'] / 1e12:.2f} TB/s"
+                     " (/bound: one read of C at this bandwidth; the GPU kernels read C twice)")
     return "\n".join(lines)
 
 

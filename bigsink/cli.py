@@ -137,7 +137,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore", ConvergenceWarning)
             result = solve(cost, a, b, eps=args.eps, tol=args.tol, max_iter=args.max_iter,
                            client=args.scheduler, progress=False if args.quiet else None,
-                           checkpoint=args.checkpoint, resume=args.resume)
+                           checkpoint=args.checkpoint, resume=args.resume,
+                           device=args.device)
     except (OSError, TimeoutError) as exc:
         if args.scheduler:
             raise _scheduler_error(args.scheduler, exc) from None
@@ -244,6 +245,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         tol=args.tol, max_iter=args.max_iter, pot_max_seconds=args.pot_max_seconds,
         pot=not args.no_pot, reference=not args.no_reference, seed=args.seed,
         methods=parsed(args.pot_methods, str, "pot-methods"),  # type: ignore[arg-type]
+        device=args.device,
     )
     report = run_bench(cfg, log=None if args.quiet else lambda s: print(s, flush=True))
     print(format_table(report))
@@ -293,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--max-iter", type=int, default=10_000, help="iteration budget")
     solve.add_argument("--scheduler", default=None, metavar="ADDR",
                        help="Dask scheduler address (default: in-process threads)")
+    solve.add_argument("--device", default=None, choices=["cpu", "gpu"],
+                       help="gpu: strips run on CuPy (each Dask worker uses its own GPU)")
     solve.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint group")
     solve.add_argument("--resume", action="store_true", help="resume from --checkpoint")
     solve.add_argument("--out", required=True, help="result directory (Zarr group) to create")
@@ -338,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-reference", action="store_true",
                        help="compare <P,C> to bigsink's result instead of a tighter solve")
     bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                       help="gpu: CuPy arrays, bound from the measured device bandwidth")
     bench.add_argument("--json", default=None, help="write the report as JSON to this path")
     bench.add_argument("--quiet", action="store_true", help="only the final table")
     bench.set_defaults(func=_cmd_bench)

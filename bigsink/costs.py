@@ -21,6 +21,7 @@ Array = Any
 
 __all__ = [
     "BlockGrid", "CostSource", "DenseCost", "DeviceCost", "MappedCost", "as_cost", "on_device",
+    "strip_module",
 ]
 
 
@@ -235,31 +236,78 @@ class DeviceCost(MappedCost):
 
     Each strip is read from ``source`` and copied to the device once per use; the kernels
     then run there. Used by ``solve(..., device="gpu")`` for stored and streamed costs.
+    With ``prefetch`` (default), strips come from a :class:`~bigsink.prefetch.StripPrefetcher`:
+    the next strip is read (and, for CuPy, copied to the GPU through a pinned buffer on its
+    own stream, :class:`~bigsink.prefetch.PinnedCopier`) on a background thread while the
+    current one is computed on.
 
     Args:
         source: any cost source.
         xp: the target array namespace (``cupy``; any array-API namespace works).
+        prefetch: read one strip ahead on a background thread (in this process; a copy
+            unpickled elsewhere reads on request).
     """
 
-    def __init__(self, source: CostSource, xp: Any) -> None:
+    def __init__(self, source: CostSource, xp: Any, prefetch: bool = True) -> None:
         super().__init__(source)
         self.xp = xp
+        self.prefetch = prefetch
+        self._prefetcher: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"source": self.source, "xp": self.xp.__name__}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (on a Dask worker): no read-ahead, as tasks there come in no
+        predictable order and a wrong guess would read a strip for nothing."""
         import importlib
 
-        self.source = state["source"]
-        self.xp = importlib.import_module(state["xp"])
+        self.__init__(  # type: ignore[misc]
+            state["source"], importlib.import_module(state["xp"]), prefetch=False
+        )
 
     def apply(self, x: Array) -> Array:
         """``x`` on the device."""
         return self.xp.asarray(x)
 
+    @property
+    def prefetcher(self) -> Any:
+        """The :class:`~bigsink.prefetch.StripPrefetcher` serving :meth:`rows` (made on first
+        use, so each process that unpickles this cost gets its own thread)."""
+        if self._prefetcher is None:
+            from .prefetch import PinnedCopier, StripPrefetcher
+
+            if getattr(self.xp, "__name__", "") == "cupy":
+                copier = PinnedCopier(self.xp)
+                self._prefetcher = StripPrefetcher(self.source, copier.move, copier.staging)
+            else:
+                self._prefetcher = StripPrefetcher(self.source, self.apply)
+        return self._prefetcher
+
+    def rows(self, start: int, stop: int) -> Array:
+        """Rows ``[start, stop)`` of the source on the device (read ahead with ``prefetch``)."""
+        if not self.prefetch:
+            return self.apply(self.source.rows(start, stop))
+        return self.prefetcher.rows(start, stop)
+
     def __repr__(self) -> str:
         return f"DeviceCost({self.source!r}, xp={self.xp.__name__})"
+
+
+def strip_module(cost: CostSource) -> str:
+    """Top-level module name of the arrays ``cost`` produces (``"numpy"``, ``"cupy"``, ...),
+    found without reading any strip (and without importing CuPy)."""
+    from .pointcloud import PointCloudCost
+
+    if isinstance(cost, DeviceCost):
+        return str(getattr(cost.xp, "__name__", "")).split(".")[0]
+    if isinstance(cost, MappedCost):
+        return strip_module(cost.source)
+    if isinstance(cost, DenseCost):
+        return type(cost.array).__module__.split(".")[0]
+    if isinstance(cost, PointCloudCost):
+        return type(cost.x).__module__.split(".")[0]
+    return "numpy"
 
 
 def on_device(cost: CostSource, xp: Any) -> CostSource:

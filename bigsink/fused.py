@@ -3,8 +3,9 @@
 Drop-in replacements for :func:`bigsink.kernels.sinkhorn_strip` and
 :func:`bigsink.kernels.evaluate_strip` (same signatures, same maths, same results to
 ~1e-12 relative for float64 costs, to float32 precision, ~1e-8, for float32 costs) for
-NumPy ``float32``/``float64`` cost strips. Any other strip
-(CuPy, array-api-strict, integer costs) goes to the generic kernels unchanged, so the solver
+NumPy ``float32``/``float64`` cost strips. CuPy float32/float64 strips go to the CUDA
+kernels of :mod:`bigsink._cuda` (same contract, CuPy outputs); any other strip
+(array-api-strict, integer costs) goes to the generic kernels unchanged, so the solver
 can always use the functions of this module.
 
 Design:
@@ -57,7 +58,8 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from . import kernels
+from . import _cuda, kernels
+from ._xp import is_cupy_array
 
 __all__ = [
     "FLOAT32_TOL",
@@ -312,8 +314,11 @@ def sinkhorn_strip(
     """Fused drop-in for :func:`bigsink.kernels.sinkhorn_strip` (same maths and outputs).
 
     NumPy float32/float64 strips run the numba kernel (one read of C, one exp per element);
-    anything else runs the generic kernel.
+    CuPy float32/float64 strips the CUDA kernels (:mod:`bigsink._cuda`); anything else the
+    generic kernel.
     """
+    if is_cupy_array(C) and _cuda.fits(C):
+        return _cuda.sinkhorn_strip(C, start, log_a, f_prev, g, eps, tau, omega)
     if not _fits(C, log_a, f_prev, g):
         return kernels.sinkhorn_strip(C, start, log_a, f_prev, g, eps, tau, omega)
     r, m = C.shape
@@ -332,7 +337,12 @@ def sinkhorn_strip(
 def evaluate_strip(
     C: Any, start: int, f: Any, g: Any, eps: float
 ) -> tuple[Any, tuple[Any, Any]]:
-    """Fused drop-in for :func:`bigsink.kernels.evaluate_strip` (one exp per element)."""
+    """Fused drop-in for :func:`bigsink.kernels.evaluate_strip` (one exp per element).
+
+    CuPy float32/float64 strips run the CUDA kernels (:mod:`bigsink._cuda`).
+    """
+    if is_cupy_array(C) and _cuda.fits(C):
+        return _cuda.evaluate_strip(C, start, f, g, eps)
     if not _fits(C, f, g):
         return kernels.evaluate_strip(C, start, f, g, eps)
     r, m = C.shape
@@ -346,8 +356,12 @@ def evaluate_strip(
 
 
 def fused_available(dtype: Any, namespace: Any = np) -> bool:
-    """Whether strips of ``dtype`` in ``namespace`` get the fused numba kernels."""
-    return namespace is np and np.dtype(dtype) in (np.float32, np.float64)
+    """Whether strips of ``dtype`` in ``namespace`` get fused kernels (numba for NumPy,
+    CUDA for CuPy)."""
+    return (
+        (namespace is np or getattr(namespace, "__name__", "") == "cupy")
+        and np.dtype(dtype) in (np.float32, np.float64)
+    )
 
 
 def strip_kernels(
@@ -355,8 +369,8 @@ def strip_kernels(
 ) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
     """``(sinkhorn, evaluate, column)`` strip kernels for costs of ``dtype`` in ``namespace``.
 
-    NumPy float32/float64 get the fused kernels (the column fallback, rare, stays generic);
-    other namespaces (CuPy, array-api-strict) and dtypes get :mod:`bigsink.kernels`.
+    NumPy and CuPy float32/float64 get the fused kernels (the column fallback, rare, stays
+    generic); other namespaces (array-api-strict) and dtypes get :mod:`bigsink.kernels`.
     """
     if fused_available(dtype, namespace):
         return sinkhorn_strip, evaluate_strip, kernels.column_pair

@@ -101,6 +101,15 @@ class ZarrCost:
         """Rows ``[start, stop)`` read from the store."""
         return np.asarray(self._arr[start:stop, :])
 
+    def rows_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Rows ``[start, stop)`` read from the store straight into ``out`` (a C-contiguous
+        NumPy array of shape (stop - start, m) and the store's dtype, e.g. pinned memory)."""
+        from zarr.core.buffer import cpu
+
+        self._arr.get_basic_selection((slice(start, stop), slice(None)),
+                                      out=cpu.NDBuffer.from_numpy_array(out))
+        return out
+
     def __repr__(self) -> str:
         return (f"ZarrCost({self.path!r}, shape={self.shape}, dtype={self.dtype}, "
                 f"chunks={self.grid.block_shape})")

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from .._xp import like, to_numpy
-from ..costs import CostSource, DenseCost
+from ..costs import CostSource, DenseCost, strip_module
 from ..errors import InputError
 from ..kernels import tree_reduce
 from .base import StripJob, strip_rows
@@ -72,6 +72,14 @@ WORKER_SHARE = 0.5
 def _identity(x: Any) -> Any:
     """Task body that returns its (embedded) argument: data held as a recomputable result."""
     return x
+
+
+def _to_gpu(x: Any) -> Any:
+    """Task body of a resident strip of a GPU matrix: the embedded NumPy strip on this
+    worker's GPU (CuPy)."""
+    from .._xp import import_cupy
+
+    return import_cupy().asarray(x)
 
 
 def _load_strip(cost: CostSource, start: int, stop: int) -> Any:
@@ -177,9 +185,11 @@ class DaskSession:
         self._source: Any = None
         self._data: list[Any] = []
         if isinstance(cost, DenseCost):
-            # No store to read from: each strip travels once, embedded in its load task.
+            # No store to read from: each strip travels once, embedded in its load task
+            # (as NumPy; a matrix given on the GPU is put on each worker's GPU there).
+            load = _to_gpu if strip_module(cost) == "cupy" else _identity
             self._data = [
-                client.submit(_identity, to_numpy(cost.rows(s0, s1)), pure=False,
+                client.submit(load, to_numpy(cost.rows(s0, s1)), pure=False,
                               key=(f"bigsink-strip-{self._token}", k))
                 for k, (s0, s1) in enumerate(strips)
             ]

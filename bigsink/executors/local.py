@@ -6,12 +6,23 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from .._xp import array_namespace, like, to_numpy
-from ..costs import CostSource
+from ..costs import CostSource, DenseCost, strip_module
 from ..kernels import tree_reduce
 from .base import STRIP_BYTES, StripJob, strip_rows
 
-__all__ = ["LocalExecutor", "LocalSession"]
+__all__ = ["DEVICE_STRIP_BYTES", "DEVICE_VIEW_BYTES", "LocalExecutor", "LocalSession"]
+
+#: GPU strips run the CUDA kernels, whose temporaries are O(r + m): a strip read or computed
+#: per use holds this many bytes of C on the device (and one more is read ahead).
+DEVICE_STRIP_BYTES = 256 << 20
+#: A matrix already on the device is cut into views of at most this many bytes (fewer
+#: strips: fewer launches and host round trips per iteration), and at most 1/8 of the free
+#: device memory, which bounds the temporaries of the generic kernels (the start-up scan,
+#: the rare exact column pass) to a few times a strip.
+DEVICE_VIEW_BYTES = 16 << 30
 
 
 def run_strip(cost: CostSource, start: int, stop: int, job: StripJob) -> tuple[Any, Any]:
@@ -57,6 +68,14 @@ def concat_rows(parts: list[Any]) -> Any:
     return xp.concat(parts, axis=0)
 
 
+def _device_view_bytes() -> int:
+    """Bytes of C per view strip of a matrix resident on the current GPU."""
+    from .._xp import import_cupy
+
+    free, _total = import_cupy().cuda.Device().mem_info
+    return int(min(DEVICE_VIEW_BYTES, free // 8))
+
+
 class LocalExecutor:
     """Run strips on ``threads`` threads of this process (default: all cores).
 
@@ -70,6 +89,16 @@ class LocalExecutor:
         self.strip_bytes = strip_bytes
 
     def open(self, cost: CostSource, width: int) -> LocalSession:
-        """Bind to ``cost``: strips aligned to its block rows, sized for ``width`` columns."""
+        """Bind to ``cost``: strips aligned to its block rows, sized for ``width`` columns.
+
+        CuPy strips (float32/float64) are large and run on one thread: the GPU is the
+        parallelism, and reads overlap compute through the cost's prefetcher
+        (:class:`~bigsink.costs.DeviceCost`), not through threads.
+        """
+        dtype = np.dtype(cost.dtype)
+        if strip_module(cost) == "cupy" and dtype.name in ("float32", "float64"):
+            budget = _device_view_bytes() if isinstance(cost, DenseCost) else DEVICE_STRIP_BYTES
+            rows = budget // (cost.shape[1] * dtype.itemsize)
+            return LocalSession(cost, cost.grid.row_strips(max(1, rows)), 1)
         strips = cost.grid.row_strips(strip_rows(cost.shape[1], width, self.strip_bytes))
         return LocalSession(cost, strips, min(self.threads, len(strips)))
