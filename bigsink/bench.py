@@ -244,9 +244,13 @@ def _bigsink_kwargs(cfg: BenchConfig, client: Any) -> dict[str, Any]:
 
 
 def _run_bigsink(
-    cost: Any, dtype: str, eps: float, cfg: BenchConfig, client: Any
+    cost: Any, dtype: str, eps: float, cfg: BenchConfig, client: Any,
+    in_process: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """One bigsink solve; marginal errors and ``<P, C>`` from its own exact final pass."""
+    """One bigsink solve; marginal errors and ``<P, C>`` from its own exact final pass.
+
+    ``in_process``: the cost in memory, to time the same log-domain iterations in this
+    process as well (what a cluster or a store costs over them)."""
     from .solver import solve
 
     with warnings.catch_warnings():                                   # compile outside timing:
@@ -261,8 +265,11 @@ def _run_bigsink(
         except Exception as exc:  # report it, do not stop the benchmark
             return {"solver": "bigsink", "failure": f"error: {exc}"}
     err = max(float(np.max(res.marginal_error.row)), float(np.max(res.marginal_error.col)))
+    local = (None if in_process is None else
+             _steady_per_iter(in_process, eps, res, None, resident_kernel=False))
     return {
         "solver": "bigsink", "n_iter": res.n_iter, "seconds": res.seconds,
+        "in_process_log_s_per_iter": local,
         "s_per_iter_all_in": res.seconds / max(1, res.n_iter), "capped": False,
         "s_per_iter": _steady_per_iter(cost, eps, res, client),
         "row_err": float(np.max(res.marginal_error.row)),
@@ -275,14 +282,15 @@ def _run_bigsink(
 
 
 def _steady_per_iter(cost: Any, eps: float, res: Any, client: Any, k: int = 20,
-                     min_diff_s: float = 0.05, repeats: int = 3) -> float | None:
+                     min_diff_s: float = 0.05, repeats: int = 3,
+                     **options: Any) -> float | None:
     """Seconds per iteration alone: two warm-started runs at ``eps`` of ``k`` and ``2k``
     iterations differ only by ``k`` iterations (their scan, kernel build and final pass are
     the same), so the difference over ``k`` excludes every one-off cost.
 
     Each run is the best of ``repeats``; ``k`` doubles until the difference is at least
     ``min_diff_s`` so that timer noise on small problems cannot swamp it. None when no
-    positive difference was measured.
+    positive difference was measured. ``options`` go to :func:`bigsink.solve`.
     """
     from .solver import solve
 
@@ -292,7 +300,7 @@ def _steady_per_iter(cost: Any, eps: float, res: Any, client: Any, k: int = 20,
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 out = solve(cost, eps=eps, tol=1e-300, max_iter=iters, init=(res.f, res.g),
-                            eps_scaling=False, progress=False,
+                            eps_scaling=False, progress=False, **options,
                             **({"client": client} if client is not None else {}))
             best = min(best, float(out.seconds))
         return best
@@ -378,7 +386,8 @@ def run_bench(
                              if cfg.executor == "local" else bound_seconds(n, n, C.itemsize,
                                                                            machine))
                     say(f"n={n} eps={eps:g} {dtype} ({cfg.executor}): bound {bound * 1e3:.1f} ms")
-                    recs = [_run_bigsink(cost, dtype, eps, cfg, client)]
+                    recs = [_run_bigsink(cost, dtype, eps, cfg, client,
+                                         None if cfg.executor == "local" else C)]
                     say(_line(recs[0]))
                     ref = None
                     if cfg.reference:
@@ -405,6 +414,9 @@ def run_bench(
                     recs[0]["per_iter_over_bound"] = (base / bound) if base else None
                     if "zarr_read_once_s" in extra and base:
                         extra["per_iter_over_read_once"] = base / extra["zarr_read_once_s"]
+                    local = recs[0].get("in_process_log_s_per_iter")
+                    if base and local:
+                        extra["per_iter_over_in_process"] = base / local
                     runs.append({"n": n, "eps": eps, "dtype": dtype, "executor": cfg.executor,
                                  "tol": cfg.tol, "bound_s": bound, "reference_pc": ref,
                                  **extra, "solvers": recs})
@@ -453,6 +465,12 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{_fmt(r.get('ratio_s_per_iter_vs_bigsink'), '>9.2f')} "
                 f"{_fmt(r.get('per_iter_over_bound'), '>7.2f')} {r.get('failure') or ''}"
             )
+        notes = [f"{label} {run[key]:.2f}x" for key, label in (
+            ("per_iter_over_in_process", "bigsink per iter / same iterations in process:"),
+            ("per_iter_over_read_once", "bigsink per iter / reading the store once:"),
+        ) if run.get(key) is not None]
+        if notes:
+            lines.append(f"{'':>6} {run['executor']}: " + "; ".join(notes))
     m = report["machine"]
     lines.append(f"machine: {m['threads']:.0f} threads, read {m['read_bytes_per_s'] / 1e9:.1f} "
                  f"GB/s, exp {m['exp_per_s'] / 1e9:.2f} G/s (measured in this run; noisy)")

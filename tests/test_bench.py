@@ -46,9 +46,11 @@ def test_bench_zarr_executor(tmp_path: Path) -> None:
     report = bench.run_bench(cfg)
     run = report["runs"][0]
     assert run["zarr_read_once_s"] > 0 and run["per_iter_over_read_once"] > 0
+    assert run["per_iter_over_in_process"] > 0         # against the same iterations in memory
     assert run["solvers"][0]["failure"] is None
     bench.write_json(report, tmp_path / "z.json")
-    assert "bigsink" in bench.format_table(report)
+    table = bench.format_table(report)
+    assert "bigsink" in table and "reading the store once" in table
 
 
 def test_make_problem_matches_definition() -> None:
