@@ -70,7 +70,6 @@ __all__ = [
     "fused_available",
     "sinkhorn_strip",
     "strip_kernels",
-    "warmup",
 ]
 
 #: Below this L1 tolerance a float32 cost cannot tell the answer apart (float32 epsilon
@@ -375,15 +374,6 @@ def strip_kernels(
     if fused_available(dtype, namespace):
         return sinkhorn_strip, evaluate_strip, kernels.column_pair
     return kernels.sinkhorn_strip, kernels.evaluate_strip, kernels.column_pair
-
-
-def warmup() -> None:
-    """Compile (or load from the cache) every fused kernel specialisation now."""
-    for dtype in (np.float32, np.float64):
-        C = np.zeros((2, 3), dtype=dtype)
-        z2, z3 = np.zeros((2, 1)), np.zeros((3, 1))
-        sinkhorn_strip(C, 0, z2, z2, z3, 1.0, 1.0)
-        evaluate_strip(C, 0, z2, z3, 1.0)
 
 
 def check_tolerance(dtype: Any, tol: float, stacklevel: int = 2) -> None:

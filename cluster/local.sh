@@ -26,80 +26,16 @@ DASK=${DASK:-dask}
 HOST=127.0.0.1
 LOGDIR=${LOGDIR:-$(mktemp -d -t bigsink-cluster.XXXXXX)}
 mkdir -p "$LOGDIR"
-SCHEDULER_FILE="$LOGDIR/scheduler.json"
-rm -f "$SCHEDULER_FILE"
+# shellcheck source=dask_procs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/dask_procs.sh"
 
-pids=()
-alive() {  # is any of the given pids still running?
-    local pid
-    for pid in "$@"; do
-        kill -0 "$pid" 2>/dev/null && return 0
-    done
-    return 1
-}
-stop() {  # SIGTERM the given pids, wait up to GRACE seconds, then SIGKILL what is left
-    local pid
-    for pid in "$@"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for _ in $(seq $((${GRACE:-10} * 10))); do
-        alive "$@" || break
-        sleep 0.1
-    done
-    for pid in "$@"; do
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
-cleanup() {
-    trap - INT TERM EXIT
-    # workers first (they leave the scheduler cleanly), then the scheduler
-    if ((${#pids[@]} > 1)); then
-        stop "${pids[@]:1}"
-    fi
-    if ((${#pids[@]} > 0)); then
-        stop "${pids[0]}"
-    fi
-    echo "bigsink local cluster stopped" >&2
-}
-trap cleanup INT TERM EXIT
-
-"$DASK" scheduler --host "$HOST" --port "$PORT" --no-dashboard \
-    --scheduler-file "$SCHEDULER_FILE" >"$LOGDIR/scheduler.log" 2>&1 &
-pids+=($!)
-
-# wait (up to 30 s) for the scheduler to write its address
-for _ in $(seq 300); do
-    [[ -s "$SCHEDULER_FILE" ]] && break
-    if ! kill -0 "${pids[0]}" 2>/dev/null; then
-        echo "dask scheduler failed to start; see $LOGDIR/scheduler.log" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
-ADDRESS=$(sed -n 's/.*"address": *"\([^"]*\)".*/\1/p' "$SCHEDULER_FILE")
-if [[ -z "$ADDRESS" ]]; then
-    echo "dask scheduler did not report an address; see $LOGDIR/scheduler.log" >&2
-    exit 1
-fi
-
+start_scheduler
+names=()
 for i in $(seq "$N_WORKERS"); do
-    "$DASK" worker "$ADDRESS" --host "$HOST" --nthreads "$THREADS" --memory-limit "$MEMORY" \
-        --no-dashboard --name "worker-$i" >"$LOGDIR/worker-$i.log" 2>&1 &
-    pids+=($!)
+    start_worker "worker-$i" --nthreads "$THREADS" --memory-limit "$MEMORY"
+    names+=("worker-$i")
 done
-
-# wait (up to 60 s) until every worker has registered with the scheduler
-for i in $(seq "$N_WORKERS"); do
-    for _ in $(seq 600); do
-        grep -q "Registered to" "$LOGDIR/worker-$i.log" 2>/dev/null && break
-        if ! kill -0 "${pids[i]}" 2>/dev/null; then
-            echo "dask worker $i failed to start; see $LOGDIR/worker-$i.log" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-done
+wait_workers "${names[@]}"
 
 echo "$ADDRESS"
 echo "scheduler and $N_WORKERS worker(s) running (logs in $LOGDIR); Ctrl-C to stop" >&2

@@ -37,59 +37,20 @@ fi
 IFS=, read -r -a gpu_ids <<<"$GPUS"
 LOGDIR=${LOGDIR:-$(mktemp -d -t bigsink-gpu-cluster.XXXXXX)}
 mkdir -p "$LOGDIR"
-SCHEDULER_FILE="$LOGDIR/scheduler.json"
-rm -f "$SCHEDULER_FILE"
+CLUSTER_NAME=GPU
+# shellcheck source=../dask_procs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../dask_procs.sh"
 
-pids=()
-stop() {  # SIGTERM, wait up to GRACE seconds, then SIGKILL
-    local pid
-    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for _ in $(seq $((${GRACE:-10} * 10))); do
-        local any=0
-        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && any=1; done
-        ((any)) || break
-        sleep 0.1
-    done
-    for pid in "$@"; do
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
-cleanup() {
-    trap - INT TERM EXIT
-    if ((${#pids[@]} > 1)); then stop "${pids[@]:1}"; fi   # workers first
-    if ((${#pids[@]} > 0)); then stop "${pids[0]}"; fi
-    echo "bigsink GPU cluster stopped" >&2
-}
-trap cleanup INT TERM EXIT
-
-"$DASK" scheduler --host "$HOST" --port "$PORT" --no-dashboard \
-    --scheduler-file "$SCHEDULER_FILE" >"$LOGDIR/scheduler.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 300); do
-    [[ -s "$SCHEDULER_FILE" ]] && break
-    kill -0 "${pids[0]}" 2>/dev/null || { echo "scheduler failed; see $LOGDIR" >&2; exit 1; }
-    sleep 0.1
-done
-ADDRESS=$(sed -n 's/.*"address": *"\([^"]*\)".*/\1/p' "$SCHEDULER_FILE")
-[[ -n "$ADDRESS" ]] || { echo "scheduler reported no address; see $LOGDIR" >&2; exit 1; }
-
+start_scheduler
+names=()
 for gpu in "${gpu_ids[@]}"; do
     # one thread: strips of one worker run one after another on its GPU (the GPU is the
     # parallelism); the `GPU=1` resource lets you pin tasks with resources={"GPU": 1}
-    CUDA_VISIBLE_DEVICES="$gpu" "$DASK" worker "$ADDRESS" --host "$HOST" --nthreads 1 \
-        --memory-limit "$MEMORY" --resources "GPU=1" --no-dashboard --name "gpu-$gpu" \
-        >"$LOGDIR/worker-gpu-$gpu.log" 2>&1 &
-    pids+=($!)
+    CUDA_VISIBLE_DEVICES="$gpu" start_worker "gpu-$gpu" --nthreads 1 \
+        --memory-limit "$MEMORY" --resources "GPU=1"
+    names+=("gpu-$gpu")
 done
-for gpu in "${gpu_ids[@]}"; do
-    for _ in $(seq 600); do
-        grep -q "Registered to" "$LOGDIR/worker-gpu-$gpu.log" 2>/dev/null && break
-        sleep 0.1
-    done
-    grep -q "Registered to" "$LOGDIR/worker-gpu-$gpu.log" \
-        || { echo "worker for GPU $gpu did not start; see $LOGDIR" >&2; exit 1; }
-done
+wait_workers "${names[@]}"
 
 echo "$ADDRESS"
 echo "scheduler and ${#gpu_ids[@]} GPU worker(s) running (logs in $LOGDIR); Ctrl-C to stop" >&2
