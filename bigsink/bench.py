@@ -25,8 +25,10 @@ read bandwidth (all cores summing a large array) and one exp per element at the 
 throughput of the fused kernels' vectorised exp (all cores): ``bound = max(bytes / bandwidth,
 elements / exp_rate)`` per iteration for the log domain (Dask, Zarr executors). In process,
 balanced problems take the scaling path (:mod:`bigsink.scaling`), whose bound is one read of
-the resident kernel, ``bytes / bandwidth``; bigsink's per-iteration time is reported over
-the bound of the path it took.
+the resident kernel, ``bytes / bandwidth``, with the kernel's bytes in its storage dtype
+(float32 for a float64 cost at ``tol >= 1e-7``: mixed precision,
+:func:`bigsink.scaling.kernel_dtype`); bigsink's per-iteration time is reported over the
+bound of the path it took.
 
 The reference ``<P, C>`` is bigsink's float64 in-process solve at ``tol * 1e-3`` (or the
 bigsink result itself with ``reference=False``).
@@ -51,6 +53,7 @@ import numba as nb
 import numpy as np
 
 from .errors import InputError
+from .scaling import kernel_dtype
 
 __all__ = [
     "BenchConfig", "bound_seconds", "format_table", "machine_figures", "make_problem",
@@ -384,10 +387,14 @@ def run_bench(
                     extra["zarr_read_once_s"] = read_s
                 for eps in cfg.eps:
                     # in process, balanced problems run the scaling path: one read of the
-                    # resident kernel per iteration, no exp; elsewhere the log-domain bound
-                    bound = (n * n * C.itemsize / machine["read_bytes_per_s"]
+                    # resident kernel (in its storage dtype) per iteration, no exp;
+                    # elsewhere the log-domain bound
+                    stored = kernel_dtype(C.dtype, cfg.tol, 1)
+                    bound = (n * n * stored.itemsize / machine["read_bytes_per_s"]
                              if cfg.executor == "local" else bound_seconds(n, n, C.itemsize,
                                                                            machine))
+                    if cfg.executor == "local":
+                        extra["kernel_dtype"] = str(stored)
                     say(f"n={n} eps={eps:g} {dtype} ({cfg.executor}): bound {bound * 1e3:.1f} ms")
                     recs = [_run_bigsink(cost, dtype, eps, cfg, client,
                                          None if cfg.executor == "local" else C)]

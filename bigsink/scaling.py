@@ -36,7 +36,7 @@ import numpy as np
 
 from .executors import LocalSession
 
-__all__ = ["ABSORB_BOUND", "ScalingStep", "kernel_budget"]
+__all__ = ["ABSORB_BOUND", "MIXED_TOL", "ScalingStep", "kernel_budget", "kernel_dtype"]
 
 #: Absorb when ``|log u|`` or ``|log v|`` exceeds this, by storage dtype.
 ABSORB_BOUND = {np.dtype(np.float32): 10.0, np.dtype(np.float64): 100.0}
@@ -46,6 +46,33 @@ ABSORB_BOUND = {np.dtype(np.float32): 10.0, np.dtype(np.float64): 100.0}
 FLUSH = {np.dtype(np.float32): 1e-30, np.dtype(np.float64): 1e-200}
 #: Rows per chunk of the parallel pass; fixed so the column sums' order never changes.
 CHUNK_ROWS = 64
+#: Rows of a chunk that the pass handles together (the pass is written for 8).
+ROWS_PER_STEP = 8
+
+
+#: Smallest ``tol`` for which a float64 cost's kernel is stored in float32 by default.
+#: Rounding the kernel to float32 moves each entry by at most 2**-24 (6e-8) relative, so a
+#: row or column sum moves by at most that: the float32 kernel's fixed point is within
+#: ~6e-8 (L1) of the float64 one, far below this. Sums stay float64 either way.
+MIXED_TOL = 1e-7
+
+
+def kernel_dtype(
+    cost_dtype: Any, tol: float, batch: int, mixed: bool | None = None
+) -> np.dtype[Any]:
+    """Storage dtype of the resident kernel of a cost of ``cost_dtype``.
+
+    Mixed precision (``mixed`` None: when ``tol >= MIXED_TOL`` and one problem is solved;
+    True: whenever the cost is float64; False: never) stores a float64 cost's kernel in
+    float32: half the bytes, and so about half the time, per iteration of the
+    memory-bound pass. A batch keeps float64 so that it can share one kernel (BLAS-3
+    products would sum in float32). :meth:`ScalingStep.widen` returns to float64 if the
+    exact evaluation ever misses ``tol``.
+    """
+    dtype = np.dtype(cost_dtype)
+    if mixed is None:
+        mixed = tol >= MIXED_TOL and batch == 1
+    return np.dtype(np.float32) if dtype == np.float64 and mixed else dtype
 
 
 def kernel_budget() -> int:
@@ -57,43 +84,71 @@ def kernel_budget() -> int:
     return int(min(0.4 * total, 16 << 30))
 
 
+@nb.njit(inline="always", fastmath=True, cache=True)
+def _update_row(
+    a: np.ndarray, u: np.ndarray, i: int, hi: int, s: float, omega: float
+) -> float:  # pragma: no cover - compiled
+    """``u_i <- u_i**(1 - omega) * (a_i / s)**omega`` with ``s = (Kmat v)_i``; returns the
+    new ``u_i`` (0 for a 0-weight row, and for ``i >= hi``: a padding row, left alone)."""
+    if i >= hi:
+        return 0.0
+    w = a[i] / s if a[i] > 0.0 else 0.0                                  # f-update
+    if omega != 1.0 and w > 0.0:                                         # over-relaxed
+        w = u[i] * (w / u[i]) ** omega
+    u[i] = w
+    return w
+
+
 @nb.njit(parallel=True, fastmath=True, cache=True)
 def _scaling_pass(
     Kmat: np.ndarray, v: np.ndarray, a: np.ndarray, u: np.ndarray, omega: float,
     cols: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """``u = u**(1 - omega) * (a / (Kmat v))**omega`` and ``cols[c] = sum_{i in chunk c}
-    u_i Kmat_i`` in one read of ``Kmat``, for one problem: Kmat (n, m); v (m,); a (n,);
-    u (n,) holds the previous scalings on entry; cols (n_chunks, m) float64.
+    u_i Kmat_i`` in one read of ``Kmat``, for one problem: Kmat (n, m) float32 or float64;
+    v (m,); a (n,); u (n,) holds the previous scalings on entry; cols (n_chunks, m); all
+    sums in float64.
 
     Rows are split into fixed chunks of CHUNK_ROWS run in parallel; each chunk owns its
     column accumulator, so the sum over chunks (done by the caller) has a fixed order.
-    Rows go two at a time, halving the accumulator traffic.
+    Rows go ROWS_PER_STEP = 8 at a time: the reads of ``v`` and the read-modify-write of the
+    accumulator (L2 traffic, 24 bytes per step and column) are shared by 8 rows, which
+    keeps the pass bound by the read of ``Kmat`` itself. A chunk's last step repeats its
+    last row with weight 0.
     """
     n, m = Kmat.shape
     for c in nb.prange(cols.shape[0]):
         acc = cols[c]
         acc[:] = 0.0
-        hi = min(n, (c + 1) * CHUNK_ROWS)
-        for i in range(c * CHUNK_ROWS, hi, 2):
-            i1 = i + 1 if i + 1 < hi else i
-            r0 = Kmat[i]                                                 # (m,)
-            r1 = Kmat[i1]
-            s0 = 0.0
-            s1 = 0.0
-            for j in range(m):
-                s0 += r0[j] * v[j]                                       # (Kmat v)_i
-                s1 += r1[j] * v[j]
-            u0 = a[i] / s0 if a[i] > 0.0 else 0.0                        # f-update
-            u1 = a[i1] / s1 if a[i1] > 0.0 and i1 > i else 0.0
-            if omega != 1.0:                                             # over-relaxed
-                u0 = u[i] * (u0 / u[i]) ** omega if u0 > 0.0 else 0.0
-                u1 = u[i1] * (u1 / u[i1]) ** omega if u1 > 0.0 else 0.0
-            u[i] = u0
-            if i1 > i:
-                u[i1] = u1
-            for j in range(m):
-                acc[j] += r0[j] * u0 + r1[j] * u1                        # (Kmat^T u) partial
+        lo, hi = c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)
+        for i in range(lo, hi, ROWS_PER_STEP):
+            last = min(i + ROWS_PER_STEP, hi) - 1
+            i1, i2, i3 = min(i + 1, last), min(i + 2, last), min(i + 3, last)
+            i4, i5, i6, i7 = min(i + 4, last), min(i + 5, last), min(i + 6, last), last
+            r0, r1, r2, r3 = Kmat[i], Kmat[i1], Kmat[i2], Kmat[i3]                # (m,) each
+            r4, r5, r6, r7 = Kmat[i4], Kmat[i5], Kmat[i6], Kmat[i7]
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+            for j in range(m):                                           # (Kmat v)_i
+                vj = v[j]
+                s0 += r0[j] * vj
+                s1 += r1[j] * vj
+                s2 += r2[j] * vj
+                s3 += r3[j] * vj
+                s4 += r4[j] * vj
+                s5 += r5[j] * vj
+                s6 += r6[j] * vj
+                s7 += r7[j] * vj
+            w0 = _update_row(a, u, i, hi, s0, omega)
+            w1 = _update_row(a, u, i + 1, hi, s1, omega)
+            w2 = _update_row(a, u, i + 2, hi, s2, omega)
+            w3 = _update_row(a, u, i + 3, hi, s3, omega)
+            w4 = _update_row(a, u, i + 4, hi, s4, omega)
+            w5 = _update_row(a, u, i + 5, hi, s5, omega)
+            w6 = _update_row(a, u, i + 6, hi, s6, omega)
+            w7 = _update_row(a, u, i + 7, hi, s7, omega)
+            for j in range(m):                                           # (Kmat^T u) partial
+                acc[j] += ((r0[j] * w0 + r1[j] * w1) + (r2[j] * w2 + r3[j] * w3)) + (
+                    (r4[j] * w4 + r5[j] * w5) + (r6[j] * w6 + r7[j] * w7))
 
 
 @nb.njit(parallel=True, fastmath=True, cache=True)
@@ -186,6 +241,17 @@ class ScalingStep:
             _fill_kernel(cost.rows(start, stop), alpha[start:stop], betaT, self.eps,
                          FLUSH[self.dtype], self.Kmat[:, start:stop, :])
         self.absorptions += 1
+
+    def widen(self, f: np.ndarray, g: np.ndarray) -> bool:
+        """Store the kernel in the cost's own dtype from now on, rebuilt at ``(f, g)``: for a
+        mixed-precision kernel whose fixed point missed ``tol`` in the exact evaluation.
+        False (nothing done) when the kernel already has the cost's dtype."""
+        cost_dtype = np.dtype(self.session.cost.dtype)
+        if self.dtype == cost_dtype:
+            return False
+        self.dtype, self.Kmat = cost_dtype, None
+        self._build(f, g)
+        return True
 
     def _scalings(self, pot: np.ndarray, offset: np.ndarray, w: np.ndarray) -> np.ndarray:
         """``exp((pot - offset) / eps)``, 0 where the weight ``w`` is 0."""

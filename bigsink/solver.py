@@ -44,7 +44,7 @@ from .kernels import (
 )
 from .problem import Problem, check_max_iter, check_positive, make_problem
 from .result import History, MarginalError, SinkhornResult
-from .scaling import ScalingStep, kernel_budget
+from .scaling import ScalingStep, kernel_budget, kernel_dtype
 
 __all__ = ["SolverState", "eps_schedule", "solve"]
 
@@ -343,6 +343,8 @@ def iterate(
             ev = evaluate(session, f, g, eps, fast)
             if max(e.max() for e in ev.errors(problem)) <= tol:
                 return current, ev, True
+            if fast is not None:           # a float32 kernel's fixed point may miss tol:
+                fast.widen(f, g)           # go on in the cost's dtype (no-op if already)
         if on_iteration is not None and stage < last:
             on_iteration(SolverState(stage + 1, f, g, n_iter, tuple(history)), math.nan)
     assert f is not None
@@ -350,17 +352,20 @@ def iterate(
 
 
 def _resident_dtype(
-    flag: bool | None, session: Session, src: CostSource, problem: Problem
+    flag: bool | None, session: Session, src: CostSource, problem: Problem, tol: float,
+    mixed: bool | None,
 ) -> np.dtype[Any] | None:
-    """Storage dtype of a resident kernel for the scaling path, or None for the log domain."""
+    """Storage dtype of a resident kernel for the scaling path (:func:`kernel_dtype`), or
+    None for the log domain."""
     if flag is False:
         return None
     n, m = src.shape
-    dtype = np.dtype(src.dtype)
+    cost_dtype = np.dtype(src.dtype)
+    dtype = kernel_dtype(cost_dtype, tol, problem.K, mixed)
     reasons = [
         (not problem.balanced, "the problem is unbalanced"),
         (not isinstance(session, LocalSession), "the executor is not in-process"),
-        (dtype not in (np.float32, np.float64), f"the cost dtype is {dtype}"),
+        (cost_dtype not in (np.float32, np.float64), f"the cost dtype is {cost_dtype}"),
         (n * m * dtype.itemsize > kernel_budget(),                   # a batch may share one
          f"the kernel ({n * m * dtype.itemsize / 2**30:.1f} GiB) exceeds "
          f"{kernel_budget() / 2**30:.1f} GiB"),
@@ -547,6 +552,7 @@ def solve(
     resume: bool = False,
     resident_kernel: bool | None = None,
     omega: float | None = None,
+    mixed_precision: bool | None = None,
 ) -> SinkhornResult:
     """Solve entropic optimal transport ``min <P,C> + eps*KL(P || a b^T)`` (DESIGN.md §1).
 
@@ -594,6 +600,12 @@ def solve(
             omega towards the SOR optimum estimated from the observed convergence rate
             (:class:`Relaxation`); a number in (0, 2): fixed; 1: plain Sinkhorn. The fixed
             point, and so the answer, is the same for every omega.
+        mixed_precision: store a float64 cost's resident kernel in float32 (half the bytes
+            read per iteration; potentials and sums stay float64). None (auto): when
+            ``tol >= 1e-7`` and one problem is solved; True: always; False: never. If the
+            exact float64 evaluation misses ``tol``, the kernel is rebuilt in float64 and
+            the iterations go on, so the answer meets ``tol`` either way
+            (:func:`bigsink.scaling.kernel_dtype`).
 
     Returns:
         A :class:`SinkhornResult`. Warns (ConvergenceWarning) when not converged.
@@ -614,6 +626,9 @@ def solve(
     decay = AUTO_DECAY[relaxed] if eps_decay is None else check_positive("eps_decay", eps_decay)
     if decay >= 1:
         raise InputError(f"eps_decay must be in (0, 1); got {eps_decay!r}.")
+    for name, flag in (("resident_kernel", resident_kernel), ("mixed_precision", mixed_precision)):
+        if flag is not None and not isinstance(flag, bool | np.bool_):
+            raise InputError(f"{name} must be None (auto), True or False; got {flag!r}.")
     if omega is not None and not (isinstance(omega, int | float) and 0 < omega < 2):
         raise InputError(f"omega must be None (adaptive) or a number in (0, 2); got {omega!r}.")
     f0, g0 = _check_init(init, problem)
@@ -638,7 +653,8 @@ def solve(
         if checkpoint is not None:
             hooks.append(ckpt.Checkpointer(checkpoint, checkpoint_every, schedule, fp,
                                            (stats.lo, stats.hi)))
-        resident = _resident_dtype(resident_kernel, session, src, problem)
+        resident = _resident_dtype(resident_kernel, session, src, problem, tol,
+                                   mixed_precision)
         state, ev, converged = iterate(
             session, problem, schedule, start, tol, max_iter, _chain(hooks), resident, omega
         )

@@ -7,7 +7,13 @@ import pytest
 
 import bigsink
 from bigsink.executors import LocalExecutor
-from bigsink.scaling import ABSORB_BOUND, ScalingStep
+from bigsink.scaling import (
+    ABSORB_BOUND,
+    CHUNK_ROWS,
+    ScalingStep,
+    _scaling_pass,
+    kernel_dtype,
+)
 
 ABSORB = ABSORB_BOUND[np.dtype(np.float64)]
 
@@ -110,3 +116,66 @@ def test_far_apart_problems_get_their_own_kernels_or_the_log_domain() -> None:
     small = ScalingStep(session, A, B, 1e-2, np.dtype(np.float64), f, np.zeros(B.shape),
                         budget=2 * 60 * 50 * 8)                      # room for two kernels
     assert small.Kmat is None and small(f, np.zeros(B.shape)) is None   # -> log domain
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [75, 64, 7])                  # partial steps and chunks
+def test_scaling_pass_is_the_relaxed_update_and_its_column_sums(n: int, dtype) -> None:
+    rng = np.random.default_rng(n)
+    m, omega = 33, 1.3
+    Kmat = rng.random((n, m)).astype(dtype)
+    v, u0 = rng.random(m) + 0.5, rng.random(n) + 0.5
+    a = rng.random(n)
+    a[::5] = 0.0                                               # 0-weight rows: u = 0
+    u = u0.copy()
+    cols = np.full((-(-n // CHUNK_ROWS), m), np.nan)
+    _scaling_pass(Kmat, v, a, u, omega, cols)
+    K64 = Kmat.astype(np.float64)
+    plain = a / (K64 @ v)
+    expect = np.where(a > 0, u0 * (plain / u0) ** omega, 0.0)
+    np.testing.assert_allclose(u, expect, rtol=1e-13)
+    np.testing.assert_allclose(cols.sum(axis=0), K64.T @ expect, rtol=1e-13)
+
+
+def test_kernel_dtype_mixed_precision_rule() -> None:
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+    assert kernel_dtype(f64, 1e-6, 1) == f32                  # auto: float32 storage
+    assert kernel_dtype(f64, 1e-9, 1) == f64                  # tol below what it resolves
+    assert kernel_dtype(f64, 1e-6, 4) == f64                  # a batch shares float64
+    assert kernel_dtype(f64, 1e-9, 1, mixed=True) == f32
+    assert kernel_dtype(f64, 1e-6, 1, mixed=False) == f64
+    assert kernel_dtype(f32, 1e-6, 1, mixed=False) == f32     # a float32 cost stays float32
+
+
+@pytest.mark.parametrize("eps", [1e-2, 1e-3])
+def test_mixed_precision_kernel_meets_tol_and_matches_float64(eps: float) -> None:
+    C = _cloud_cost(400, 300, seed=7)
+    mixed = bigsink.solve(C, eps=eps, tol=1e-6)                              # float32 kernel
+    exact = bigsink.solve(C, eps=eps, tol=1e-6, mixed_precision=False)
+    tight = bigsink.solve(C, eps=eps, tol=1e-10, resident_kernel=False)
+    assert mixed.converged and max(mixed.marginal_error) <= 1e-6            # exact float64
+    assert mixed.mass == pytest.approx(1.0, abs=1e-6)
+    for r in (mixed, exact):
+        assert r.transport_cost == pytest.approx(tight.transport_cost, rel=1e-6)
+    assert mixed.transport_cost == pytest.approx(exact.transport_cost, rel=1e-7)
+
+
+def test_mixed_precision_widens_to_float64_when_tol_is_beyond_float32() -> None:
+    C = _cloud_cost(200, 150, seed=8)
+    session = LocalExecutor(threads=1).open(bigsink.DenseCost(C), 1)
+    a, b = np.full((200, 1), 1 / 200), np.full((150, 1), 1 / 150)
+    f, g = np.zeros((200, 1)), np.zeros((150, 1))
+    step = ScalingStep(session, a, b, 1e-2, np.dtype(np.float32), f, g)
+    assert step.Kmat is not None and step.Kmat.dtype == np.float32
+    assert step.widen(f, g) and step.Kmat.dtype == np.float64
+    assert not step.widen(f, g)                               # already the cost's dtype
+    session.close()
+    forced = bigsink.solve(C, eps=1e-2, tol=1e-11, mixed_precision=True)
+    exact = bigsink.solve(C, eps=1e-2, tol=1e-11, resident_kernel=False)
+    assert forced.converged and max(forced.marginal_error) <= 1e-11
+    assert forced.transport_cost == pytest.approx(exact.transport_cost, rel=1e-10)
+
+
+def test_mixed_precision_flag_is_checked() -> None:
+    with pytest.raises(bigsink.InputError, match="mixed_precision must be None"):
+        bigsink.solve(_cloud_cost(10, 10), eps=0.1, mixed_precision="yes")
