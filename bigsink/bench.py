@@ -242,11 +242,8 @@ def _run_pot(
 
 
 def _bigsink_kwargs(cfg: BenchConfig, client: Any) -> dict[str, Any]:
-    """Executor arguments of :func:`bigsink.solve` for ``cfg.executor``: the Dask client, or
-    for ``zarr`` streaming (the log domain reading the store every pass; by default a store
-    that fits would be read once into a resident kernel)."""
-    if cfg.executor == "zarr":
-        return {"resident_kernel": False}
+    """Executor arguments of :func:`bigsink.solve` for ``cfg.executor``: the Dask client
+    (a Zarr store is always streamed, so ``zarr`` needs none)."""
     return {"client": client} if client is not None else {}
 
 
@@ -273,12 +270,12 @@ def _run_bigsink(
             return {"solver": "bigsink", "failure": f"error: {exc}"}
     err = max(float(np.max(res.marginal_error.row)), float(np.max(res.marginal_error.col)))
     local = (None if in_process is None else
-             _steady_per_iter(in_process, eps, res, resident_kernel=False))
+             _steady_per_iter(in_process, eps, res, cfg.tol, resident_kernel=False))
     return {
         "solver": "bigsink", "n_iter": res.n_iter, "seconds": res.seconds,
         "in_process_log_s_per_iter": local,
         "s_per_iter_all_in": res.seconds / max(1, res.n_iter), "capped": False,
-        "s_per_iter": _steady_per_iter(cost, eps, res, **_bigsink_kwargs(cfg, client)),
+        "s_per_iter": _steady_per_iter(cost, eps, res, cfg.tol, **_bigsink_kwargs(cfg, client)),
         "row_err": float(np.max(res.marginal_error.row)),
         "col_err": float(np.max(res.marginal_error.col)),
         "pc": float(np.max(res.transport_cost)),
@@ -288,12 +285,13 @@ def _run_bigsink(
     }
 
 
-def _steady_per_iter(cost: Any, eps: float, res: Any, k: int = 20,
+def _steady_per_iter(cost: Any, eps: float, res: Any, tol: float, k: int = 20,
                      min_diff_s: float = 0.5, repeats: int = 3,
                      **options: Any) -> float | None:
     """Seconds per iteration alone: two warm-started runs at ``eps`` of ``k`` and ``2k``
     iterations differ only by ``k`` iterations (their scan, kernel build and final pass are
-    the same), so the difference over ``k`` excludes every one-off cost.
+    the same), so the difference over ``k`` excludes every one-off cost. The runs never
+    stop early, and keep the kernel precision that the timed solve at ``tol`` chose.
 
     Each run is the best of ``repeats``; ``k`` doubles until the difference is at least
     ``min_diff_s`` so that timer noise on small problems cannot swamp it. None when no
@@ -301,13 +299,16 @@ def _steady_per_iter(cost: Any, eps: float, res: Any, k: int = 20,
     """
     from .solver import solve
 
+    mixed = kernel_dtype(np.float64, tol, 1) == np.float32
+
     def run(iters: int) -> float:
         best = math.inf
         for _ in range(repeats):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 out = solve(cost, eps=eps, tol=1e-300, max_iter=iters, init=(res.f, res.g),
-                            eps_scaling=False, progress=False, **options)
+                            eps_scaling=False, progress=False, mixed_precision=mixed,
+                            **options)
             best = min(best, float(out.seconds))
         return best
 

@@ -44,8 +44,10 @@ ABSORB_BOUND = {np.dtype(np.float32): 10.0, np.dtype(np.float64): 100.0}
 #: slower to multiply. With the scalings bounded by ``exp(ABSORB_BOUND)``, a dropped entry
 #: is a plan entry below ``FLUSH * exp(2 * ABSORB_BOUND)``: 7e-114 (float64), 5e-22 (float32).
 FLUSH = {np.dtype(np.float32): 1e-30, np.dtype(np.float64): 1e-200}
-#: Rows per chunk of the parallel pass; fixed so the column sums' order never changes.
-CHUNK_ROWS = 64
+#: The parallel pass splits the rows into about this many chunks (fixed by n alone, so
+#: the column sums' order never depends on the threads), of at least MIN_CHUNK_ROWS rows.
+CHUNKS = 32
+MIN_CHUNK_ROWS = 64
 #: Rows of a chunk that the pass handles together (the pass is written for 8).
 ROWS_PER_STEP = 8
 
@@ -75,6 +77,15 @@ def kernel_dtype(
     return np.dtype(np.float32) if dtype == np.float64 and mixed else dtype
 
 
+def chunk_rows(n: int) -> int:
+    """Rows per chunk of the parallel pass over ``n`` rows: a multiple of ROWS_PER_STEP.
+
+    Each chunk owns an ``m``-long column accumulator that the caller sums, so few chunks
+    keep that traffic small (32 x m doubles), while 32 still balance the threads."""
+    rows = max(MIN_CHUNK_ROWS, -(-n // CHUNKS))
+    return -(-rows // ROWS_PER_STEP) * ROWS_PER_STEP
+
+
 def kernel_budget() -> int:
     """Bytes a resident kernel may take: 40% of physical memory (at most 16 GiB)."""
     try:
@@ -102,15 +113,16 @@ def _update_row(
 @nb.njit(parallel=True, fastmath=True, cache=True)
 def _scaling_pass(
     Kmat: np.ndarray, v: np.ndarray, a: np.ndarray, u: np.ndarray, omega: float,
-    cols: np.ndarray,
+    cols: np.ndarray, rows: int,
 ) -> None:  # pragma: no cover - compiled
     """``u = u**(1 - omega) * (a / (Kmat v))**omega`` and ``cols[c] = sum_{i in chunk c}
     u_i Kmat_i`` in one read of ``Kmat``, for one problem: Kmat (n, m) float32 or float64;
-    v (m,); a (n,); u (n,) holds the previous scalings on entry; cols (n_chunks, m); all
-    sums in float64.
+    v (m,); a (n,); u (n,) holds the previous scalings on entry; cols (ceil(n / rows), m);
+    all sums in float64.
 
-    Rows are split into fixed chunks of CHUNK_ROWS run in parallel; each chunk owns its
-    column accumulator, so the sum over chunks (done by the caller) has a fixed order.
+    Rows are split into fixed chunks of ``rows`` (:func:`chunk_rows`) run in parallel; each
+    chunk owns its column accumulator, so the sum over chunks (done by the caller) has a
+    fixed order.
     Rows go ROWS_PER_STEP = 8 at a time: the reads of ``v`` and the read-modify-write of the
     accumulator (L2 traffic, 24 bytes per step and column) are shared by 8 rows, which
     keeps the pass bound by the read of ``Kmat`` itself. A chunk's last step repeats its
@@ -120,7 +132,7 @@ def _scaling_pass(
     for c in nb.prange(cols.shape[0]):
         acc = cols[c]
         acc[:] = 0.0
-        lo, hi = c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)
+        lo, hi = c * rows, min(n, (c + 1) * rows)
         for i in range(lo, hi, ROWS_PER_STEP):
             last = min(i + ROWS_PER_STEP, hi) - 1
             i1, i2, i3 = min(i + 1, last), min(i + 2, last), min(i + 3, last)
@@ -210,6 +222,7 @@ class ScalingStep:
     alpha: np.ndarray = field(init=False, repr=False)
     beta: np.ndarray = field(init=False, repr=False)
     Kmat: np.ndarray | None = field(init=False, repr=False, default=None)
+    _cols: np.ndarray | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self, f: np.ndarray, g: np.ndarray) -> None:
         self._build(f, g)
@@ -275,10 +288,13 @@ class ScalingStep:
         K, n, m = v.shape[1], *Kmat.shape[1:]
         u = np.ascontiguousarray(u_prev.T)                               # (K, n)
         t = np.empty((K, m))
-        cols = np.empty((-(-n // CHUNK_ROWS), m))
+        rows = chunk_rows(n)
+        if self._cols is None or self._cols.shape != (-(-n // rows), m):
+            self._cols = np.empty((-(-n // rows), m))                    # kept: no page faults
+        cols = self._cols
         a, vT = np.ascontiguousarray(self.a.T), np.ascontiguousarray(v.T)   # (K, n), (K, m)
         for k in range(K):                                               # one kernel each
-            _scaling_pass(Kmat[k], vT[k], a[k], u[k], omega, cols)
+            _scaling_pass(Kmat[k], vT[k], a[k], u[k], omega, cols, rows)
             t[k] = cols.sum(axis=0)                                      # fixed order
         return u.T, t.T
 

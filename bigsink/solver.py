@@ -30,7 +30,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from . import fused
 from ._xp import device_namespace
-from .costs import CostSource, as_cost, on_device
+from .costs import CostSource, MappedCost, as_cost, on_device
 from .errors import ConvergenceWarning, InputError, NumericalError
 from .executors import LocalSession, Session, StripJob, make_executor
 from .kernels import (
@@ -45,6 +45,7 @@ from .kernels import (
 from .problem import Problem, check_max_iter, check_positive, make_problem
 from .result import History, MarginalError, SinkhornResult
 from .scaling import ScalingStep, kernel_budget, kernel_dtype
+from .zarr_cost import ZarrCost
 
 __all__ = ["SolverState", "eps_schedule", "solve"]
 
@@ -351,6 +352,13 @@ def iterate(
     return SolverState(last, f, g, n_iter, tuple(history)), None, False
 
 
+def _in_store(src: CostSource) -> bool:
+    """Whether ``src`` reads its strips from a store (Zarr), possibly through a map."""
+    while isinstance(src, MappedCost):
+        src = src.source
+    return isinstance(src, ZarrCost)
+
+
 def _resident_dtype(
     flag: bool | None, session: Session, src: CostSource, problem: Problem, tol: float,
     mixed: bool | None,
@@ -365,6 +373,8 @@ def _resident_dtype(
     reasons = [
         (not problem.balanced, "the problem is unbalanced"),
         (not isinstance(session, LocalSession), "the executor is not in-process"),
+        (_in_store(src), "the cost is read from a Zarr store, and a solve over a store never "
+                         "holds the whole matrix in one process"),
         (cost_dtype not in (np.float32, np.float64), f"the cost dtype is {cost_dtype}"),
         (n * m * dtype.itemsize > kernel_budget(),                   # a batch may share one
          f"the kernel ({n * m * dtype.itemsize / 2**30:.1f} GiB) exceeds "
@@ -593,8 +603,10 @@ def solve(
         resident_kernel: the scaling fast path (:mod:`bigsink.scaling`): keep the kernel
             ``exp((f + g - C)/eps)`` in memory, so an iteration is one read of it and no
             ``exp``, with absorption keeping it stable. None (auto): on for balanced NumPy
-            problems on the local executor whose kernel fits 40% of memory; True: require it
-            (InputError if not possible); False: log domain only. Same iterates either way.
+            problems on the local executor whose kernel fits 40% of memory, except costs
+            read from a Zarr store (streamed: never the whole matrix in one process); True:
+            require it (InputError if not possible); False: log domain only. Same iterates
+            either way (up to the kernel's precision, see ``mixed_precision``).
         omega: over-relaxation of the updates, ``f <- f + omega*(f_sinkhorn - f)`` (same for
             g). None (default): adaptive for balanced problems, starting plain and raising
             omega towards the SOR optimum estimated from the observed convergence rate

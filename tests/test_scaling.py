@@ -9,9 +9,9 @@ import bigsink
 from bigsink.executors import LocalExecutor
 from bigsink.scaling import (
     ABSORB_BOUND,
-    CHUNK_ROWS,
     ScalingStep,
     _scaling_pass,
+    chunk_rows,
     kernel_dtype,
 )
 
@@ -119,7 +119,7 @@ def test_far_apart_problems_get_their_own_kernels_or_the_log_domain() -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("n", [75, 64, 7])                  # partial steps and chunks
+@pytest.mark.parametrize("n", [75, 64, 7, 2085])            # partial steps and chunks
 def test_scaling_pass_is_the_relaxed_update_and_its_column_sums(n: int, dtype) -> None:
     rng = np.random.default_rng(n)
     m, omega = 33, 1.3
@@ -128,8 +128,10 @@ def test_scaling_pass_is_the_relaxed_update_and_its_column_sums(n: int, dtype) -
     a = rng.random(n)
     a[::5] = 0.0                                               # 0-weight rows: u = 0
     u = u0.copy()
-    cols = np.full((-(-n // CHUNK_ROWS), m), np.nan)
-    _scaling_pass(Kmat, v, a, u, omega, cols)
+    rows = chunk_rows(n)
+    assert rows % 8 == 0 and rows >= 64
+    cols = np.full((-(-n // rows), m), np.nan)
+    _scaling_pass(Kmat, v, a, u, omega, cols, rows)
     K64 = Kmat.astype(np.float64)
     plain = a / (K64 @ v)
     expect = np.where(a > 0, u0 * (plain / u0) ** omega, 0.0)
@@ -179,3 +181,15 @@ def test_mixed_precision_widens_to_float64_when_tol_is_beyond_float32() -> None:
 def test_mixed_precision_flag_is_checked() -> None:
     with pytest.raises(bigsink.InputError, match="mixed_precision must be None"):
         bigsink.solve(_cloud_cost(10, 10), eps=0.1, mixed_precision="yes")
+
+
+def test_a_zarr_cost_is_streamed_never_held_whole(tmp_path) -> None:
+    rng = np.random.default_rng(9)
+    x, y = rng.random((60, 2)), rng.random((50, 2))
+    cost = bigsink.write_cost(x, y, tmp_path / "C.zarr", chunks=(16, 50), dtype="float64")
+    streamed = bigsink.solve(cost, eps=0.05, tol=1e-9)                   # auto: log domain
+    held = bigsink.solve(np.asarray(cost.rows(0, 60)), eps=0.05, tol=1e-9,
+                         resident_kernel=True)
+    assert streamed.transport_cost == pytest.approx(held.transport_cost, rel=1e-9)
+    with pytest.raises(bigsink.InputError, match="read from a Zarr store"):
+        bigsink.solve(cost, eps=0.05, resident_kernel=True)
