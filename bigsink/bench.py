@@ -294,8 +294,9 @@ def _steady_per_iter(cost: Any, eps: float, res: Any, tol: float, k: int = 20,
     stop early, and keep the kernel precision that the timed solve at ``tol`` chose.
 
     Each run is the best of ``repeats``; ``k`` doubles until the difference is at least
-    ``min_diff_s`` so that timer noise on small problems cannot swamp it. None when no
-    positive difference was measured. ``options`` go to :func:`bigsink.solve`.
+    ``min_diff_s`` and half the shorter run, so that neither timer noise on small problems
+    nor the noise of the one-off costs on large ones can swamp it. None when no positive
+    difference was measured. ``options`` go to :func:`bigsink.solve`.
     """
     from .solver import solve
 
@@ -314,9 +315,10 @@ def _steady_per_iter(cost: Any, eps: float, res: Any, tol: float, k: int = 20,
 
     diff = 0.0
     while k <= 1 << 14:
-        diff = run(2 * k) - run(k)
-        if diff >= min_diff_s:
-            break
+        short = run(k)
+        diff = run(2 * k) - short
+        if diff >= max(min_diff_s, short / 2):      # the k iterations outweigh the noise of
+            break                                   # the one-off costs (±15% of a run)
         k *= 2
     return diff / k if diff > 0 else None
 

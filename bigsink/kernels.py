@@ -19,6 +19,7 @@ strips with the kernel's merge function.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -224,6 +225,9 @@ def scan_strip(C: Array, start: int) -> tuple[None, tuple[float, float, int, int
     Finite min/max ignore non-finite entries.
     """
     xp = array_namespace(C)
+    lo, hi = float(xp.min(C)), float(xp.max(C))     # NaN or +-inf if any entry is not finite
+    if math.isfinite(lo) and math.isfinite(hi):     # the common case: two reads, no temporaries
+        return None, (lo, hi, 0, -1)
     finite = xp.isfinite(C)
     n_bad = int(xp.sum(xp.astype(~finite, xp.int64)))
     first = -1

@@ -9,7 +9,9 @@ import bigsink
 from bigsink.executors import LocalExecutor
 from bigsink.scaling import (
     ABSORB_BOUND,
+    FLUSH,
     ScalingStep,
+    _fill_kernel,
     _scaling_pass,
     chunk_rows,
     kernel_dtype,
@@ -193,3 +195,20 @@ def test_a_zarr_cost_is_streamed_never_held_whole(tmp_path) -> None:
     assert streamed.transport_cost == pytest.approx(held.transport_cost, rel=1e-9)
     with pytest.raises(bigsink.InputError, match="read from a Zarr store"):
         bigsink.solve(cost, eps=0.05, resident_kernel=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fill_kernel_is_exp_of_the_log_kernel_flushed(dtype) -> None:
+    rng = np.random.default_rng(10)
+    C = rng.random((70, 45))
+    alpha, betaT = rng.normal(size=(70, 2)) * 0.01, rng.normal(size=(2, 45)) * 0.01
+    alpha[3, 1] = -np.inf                                      # a 0-weight row of problem 1
+    eps = 2e-3            # entries down to e^-600 (argument rounding: ~|x| * 1e-16 relative)
+    out = np.full((2, 70, 45), np.nan, dtype=dtype)
+    _fill_kernel(C, alpha, betaT, eps, FLUSH[np.dtype(dtype)], out, dtype == np.float32)
+    with np.errstate(invalid="ignore"):
+        expect = np.exp((alpha.T[:, :, None] + betaT[:, None, :] - C[None]) / eps)
+    expect = np.where(expect >= FLUSH[np.dtype(dtype)], expect, 0.0)
+    np.testing.assert_allclose(out, expect.astype(dtype), rtol=1e-12 if dtype == np.float64
+                               else 2e-7, atol=0)
+    assert np.all(out[1, 3] == 0) and (out == 0).any() and (out > 0).any()
