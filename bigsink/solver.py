@@ -30,7 +30,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from . import fused
 from ._xp import device_namespace
-from .costs import CostSource, MappedCost, as_cost, on_device
+from .costs import CostSource, as_cost, on_device
 from .errors import ConvergenceWarning, InputError, NumericalError
 from .executors import LocalSession, Session, StripJob, make_executor
 from .kernels import (
@@ -45,7 +45,7 @@ from .kernels import (
 from .problem import Problem, check_max_iter, check_positive, make_problem
 from .result import History, MarginalError, SinkhornResult
 from .scaling import ScalingStep, kernel_budget, kernel_dtype
-from .zarr_cost import ZarrCost
+from .zarr_cost import reads_store
 
 __all__ = ["SolverState", "eps_schedule", "solve"]
 
@@ -352,13 +352,6 @@ def iterate(
     return SolverState(last, f, g, n_iter, tuple(history)), None, False
 
 
-def _in_store(src: CostSource) -> bool:
-    """Whether ``src`` reads its strips from a store (Zarr), possibly through a map."""
-    while isinstance(src, MappedCost):
-        src = src.source
-    return isinstance(src, ZarrCost)
-
-
 def _resident_dtype(
     flag: bool | None, session: Session, src: CostSource, problem: Problem, tol: float,
     mixed: bool | None,
@@ -373,7 +366,7 @@ def _resident_dtype(
     reasons = [
         (not problem.balanced, "the problem is unbalanced"),
         (not isinstance(session, LocalSession), "the executor is not in-process"),
-        (_in_store(src), "the cost is read from a Zarr store, and a solve over a store never "
+        (reads_store(src), "the cost is read from a Zarr store, and a solve over a store never "
                          "holds the whole matrix in one process"),
         (cost_dtype not in (np.float32, np.float64), f"the cost dtype is {cost_dtype}"),
         (n * m * dtype.itemsize > kernel_budget(),                   # a batch may share one

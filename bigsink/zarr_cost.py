@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .costs import BlockGrid
+from .costs import BlockGrid, CostSource, MappedCost
 from .errors import InputError
 
 __all__ = ["ZarrCost", "open_zarr_array"]
@@ -113,3 +113,12 @@ class ZarrCost:
     def __repr__(self) -> str:
         return (f"ZarrCost({self.path!r}, shape={self.shape}, dtype={self.dtype}, "
                 f"chunks={self.grid.block_shape})")
+
+
+def reads_store(cost: CostSource) -> bool:
+    """Whether ``cost`` reads its strips from a Zarr store, possibly through a map
+    (:class:`~bigsink.costs.MappedCost`): then a solve never holds the whole matrix in one
+    process, and a strip should not cut a chunk (a partial read decodes the whole chunk)."""
+    while isinstance(cost, MappedCost):
+        cost = cost.source
+    return isinstance(cost, ZarrCost)

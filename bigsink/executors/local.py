@@ -11,6 +11,7 @@ import numpy as np
 from .._xp import array_namespace, like, to_numpy
 from ..costs import CostSource, DenseCost, strip_module
 from ..kernels import tree_reduce
+from ..zarr_cost import reads_store
 from .base import STRIP_BYTES, StripJob, strip_rows
 
 __all__ = ["DEVICE_STRIP_BYTES", "DEVICE_VIEW_BYTES", "LocalExecutor", "LocalSession"]
@@ -100,5 +101,8 @@ class LocalExecutor:
             budget = _device_view_bytes() if isinstance(cost, DenseCost) else DEVICE_STRIP_BYTES
             rows = budget // (cost.shape[1] * dtype.itemsize)
             return LocalSession(cost, cost.grid.row_strips(max(1, rows)), 1)
-        strips = cost.grid.row_strips(strip_rows(cost.shape[1], width, self.strip_bytes))
+        rows = strip_rows(cost.shape[1], width, self.strip_bytes)
+        if reads_store(cost):              # whole block rows: a cut chunk would be read twice
+            rows = max(rows, cost.grid.block_shape[0])
+        strips = cost.grid.row_strips(rows)
         return LocalSession(cost, strips, min(self.threads, len(strips)))
