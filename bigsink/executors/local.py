@@ -24,6 +24,9 @@ DEVICE_STRIP_BYTES = 256 << 20
 #: device memory, which bounds the temporaries of the generic kernels (the start-up scan,
 #: the rare exact column pass) to a few times a strip.
 DEVICE_VIEW_BYTES = 16 << 30
+#: A strip of a store-backed cost takes a whole block row (each piece of a cut chunk would
+#: read and decode all of it) when the block row holds at most this many bytes.
+STORE_BLOCK_BYTES = 256 << 20
 
 
 def run_strip(cost: CostSource, start: int, stop: int, job: StripJob) -> tuple[Any, Any]:
@@ -90,7 +93,8 @@ class LocalExecutor:
         self.strip_bytes = strip_bytes
 
     def open(self, cost: CostSource, width: int) -> LocalSession:
-        """Bind to ``cost``: strips aligned to its block rows, sized for ``width`` columns.
+        """Bind to ``cost``: strips aligned to its block rows, sized for ``width`` columns
+        (a store's block rows are never cut, up to STORE_BLOCK_BYTES).
 
         CuPy strips (float32/float64) are large and run on one thread: the GPU is the
         parallelism, and reads overlap compute through the cost's prefetcher
@@ -102,7 +106,8 @@ class LocalExecutor:
             rows = budget // (cost.shape[1] * dtype.itemsize)
             return LocalSession(cost, cost.grid.row_strips(max(1, rows)), 1)
         rows = strip_rows(cost.shape[1], width, self.strip_bytes)
-        if reads_store(cost):              # whole block rows: a cut chunk would be read twice
-            rows = max(rows, cost.grid.block_shape[0])
+        block = cost.grid.block_shape[0]
+        if reads_store(cost) and block * cost.shape[1] * dtype.itemsize <= STORE_BLOCK_BYTES:
+            rows = max(rows, block)        # whole block rows: a cut chunk is read per piece
         strips = cost.grid.row_strips(rows)
         return LocalSession(cost, strips, min(self.threads, len(strips)))
