@@ -10,7 +10,7 @@ import numpy as np
 from .costs import BlockGrid, CostSource, MappedCost
 from .errors import InputError
 
-__all__ = ["ZarrCost", "open_zarr_array"]
+__all__ = ["ZarrCost", "open_zarr_array", "reads_store"]
 
 
 def open_zarr_array(path: Any, storage_options: dict[str, Any] | None = None) -> Any:
