@@ -484,6 +484,7 @@ def format_table(report: dict[str, Any]) -> str:
         ) if run.get(key) is not None]
         if notes:
             lines.append(f"{'':>6} {run['executor']}: " + "; ".join(notes))
+    lines.extend(_flatness(report["runs"]))
     m = report["machine"]
     lines.append(f"machine: {m['threads']:.0f} threads, read {m['read_bytes_per_s'] / 1e9:.1f} "
                  f"GB/s, exp {m['exp_per_s'] / 1e9:.2f} G/s (measured in this run; noisy)")
@@ -491,6 +492,25 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"device: {m['device']}, copy {m['device_copy_bytes_per_s'] / 1e12:.2f} TB/s"
                      " (/bound: one read of C at this bandwidth; the GPU kernels read C twice)")
     return "\n".join(lines)
+
+
+def _flatness(runs: list[dict[str, Any]]) -> list[str]:
+    """One line per (eps, dtype, executor) measured at several sizes: bigsink's time per
+    iteration per element, ``s_per_iter / (n * n)`` in ns, and its spread (max / min)."""
+    groups: dict[tuple[float, str, str], list[tuple[int, float]]] = {}
+    for run in runs:
+        sp = run["solvers"][0].get("s_per_iter")
+        if sp:
+            key = (run["eps"], run["dtype"], run["executor"])
+            groups.setdefault(key, []).append((run["n"], sp * 1e9 / run["n"] ** 2))
+    lines = []
+    for (eps, dtype, executor), per in groups.items():
+        if len(per) > 1:
+            values = [v for _, v in per]
+            sizes = ", ".join(f"{n}: {v:.3f}" for n, v in sorted(per))
+            lines.append(f"bigsink ns per element and iteration (eps {eps:g}, {dtype}, "
+                         f"{executor}): {sizes}; max/min {max(values) / min(values):.2f}x")
+    return lines
 
 
 def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> None:

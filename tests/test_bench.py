@@ -68,3 +68,15 @@ def test_bad_bench_options() -> None:
     with pytest.raises(InputError, match="dtype"):
         bench.BenchConfig(dtypes=("float16",))
     assert main(["bench", "--n", "x"]) == 2
+
+
+def test_table_reports_time_per_element_across_sizes() -> None:
+    def run(n: int, s_per_iter: float) -> dict:
+        return {"n": n, "eps": 0.01, "dtype": "float64", "executor": "local",
+                "solvers": [{"solver": "bigsink", "s_per_iter": s_per_iter}]}
+
+    report = {"runs": [run(1000, 1e-4), run(2000, 6e-4)],
+              "machine": {"threads": 2, "read_bytes_per_s": 3e10, "exp_per_s": 1e9}}
+    table = bench.format_table(report)
+    assert ("bigsink ns per element and iteration (eps 0.01, float64, local): "
+            "1000: 0.100, 2000: 0.150; max/min 1.50x") in table
