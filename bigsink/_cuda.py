@@ -26,10 +26,10 @@ each pass one ``exp`` per element:
    an online ``(max, sum-exp)`` pair over its columns (one exp per element: the running sum is
    rescaled only when the max rises, ``S*exp(M_old - z) + 1``), then the block merges the pairs
    in a fixed shared-memory tree and thread 0 writes the f-update.
-2. ``*_cols``: one thread per (column ``j``, row chunk ``c``, problem ``k``) walks its chunk's
-   rows (coalesced: neighbouring threads read neighbouring columns) and writes its partial
-   column sum to ``part[c, j, k]``; the chunks are summed by ``cupy.sum`` (no atomics, so the
-   result is the same on every run).
+2. ``weighted_cols`` (the column pass of both kernels): one thread per (column ``j``, row
+   chunk ``c``, problem ``k``) walks its chunk's rows (coalesced: neighbouring threads read
+   neighbouring columns) and writes its partial column sum to ``part[c, j, k]``; the chunks
+   are summed by ``cupy.sum`` (no atomics, so the result is the same on every run).
 
 The per-iteration bound of this path is therefore ``2 * bytes(C) / bandwidth``.
 
@@ -170,12 +170,14 @@ extern "C" __global__ void sinkhorn_rows(
     }}
 }}
 """,
-    # column sums of E_ij w_i over row chunks: grid (ceil(m/COL_BLOCK), chunks, K).
-    "sinkhorn_cols": r"""
-extern "C" __global__ void sinkhorn_cols(
+    # column sums of E_ij w_i over row chunks, E_ij = exp((g_j - C_ij)/eps - M_i): the
+    # f-update's column partials, and (M_i = -f_i/eps, w_i = 1) the plan's column sums.
+    # grid (ceil(m/COL_BLOCK), chunks, K).
+    "weighted_cols": r"""
+extern "C" __global__ void weighted_cols(
     const cost_t* C, long long ld, int r, int m, int K, int chunk,
     const double* g,                               // (m, K)
-    const double* Mf, const double* w,             // (r, K) each: row max, row weight
+    const double* Mf, const double* w,             // (r, K) each: row shift, row weight
     double eps,
     double* part)                                  // (chunks, m, K)
 {{
@@ -225,29 +227,6 @@ extern "C" __global__ void evaluate_rows(
     __syncthreads();
     block_sum(sh, p);
     if (t == 0) pc_rows[o] = sh[0];
-}}
-""",
-    # column sums of P over row chunks: grid (ceil(m/COL_BLOCK), chunks, K).
-    "evaluate_cols": r"""
-extern "C" __global__ void evaluate_cols(
-    const cost_t* C, long long ld, int r, int m, int K, int chunk,
-    const double* f, const double* g,              // (r, K), (m, K)
-    double eps,
-    double* part)                                  // (chunks, m, K)
-{{
-    const int j = blockIdx.x * blockDim.x + threadIdx.x, c = blockIdx.y, k = blockIdx.z;
-    if (j >= m) return;
-    const int i0 = c * chunk, i1 = min(r, i0 + chunk);
-    const double gj = g[(long long)j * K + k];
-    const double inv = 1.0 / eps;
-    double s = 0.0;
-    #pragma unroll 4
-    for (int i = i0; i < i1; ++i) {{
-        const double fi = f[(long long)i * K + k];
-        if (fi == neg_inf()) continue;
-        s += EXP_C((fi + gj - (double)C[(long long)i * ld + j]) * inv);  // P_ij
-    }}
-    part[((long long)c * m + j) * K + k] = s;
 }}
 """,
 }
@@ -313,7 +292,7 @@ def sinkhorn_strip(
 
     Two passes over C (module docstring): ``sinkhorn_rows`` gives ``f_new``, the finite row
     max ``M`` and ``lw = f_new/eps + M``; with ``W = max_i lw_i`` and ``w = exp(lw - W)``
-    (r x K exps), ``sinkhorn_cols`` gives ``col_s_j = sum_i exp(Z_ij - M_i) w_i`` and
+    (r x K exps), ``weighted_cols`` gives ``col_s_j = sum_i exp(Z_ij - M_i) w_i`` and
     ``col_m = W - g/eps``, exactly the generic kernel's pair.
     """
     return sinkhorn_with(import_cupy(), _launch, C, log_a, f_prev, g, eps, tau, omega)
@@ -341,13 +320,26 @@ def sinkhorn_with(
     W = xp.max(lw, axis=0)                                           # (K,)
     W = xp.where(xp.isneginf(W), 0.0, W)
     w = xp.exp(lw - W[None, :])                                      # (r, K) in [0, 1]
-    chunk, n_chunks = _chunks(r, m, K)
-    part = xp.empty((n_chunks, m, K), dtype=xp.float64)
-    launch("sinkhorn_cols", dtype, (math.ceil(m / COL_BLOCK), n_chunks, K), COL_BLOCK,
-           (C, np.int64(ld), i32(r), i32(m), i32(K), i32(chunk), g, M, w, f64(eps), part))
-    col_s = xp.sum(part, axis=0)                                     # (m, K)
+    col_s = _weighted_cols(xp, launch, C, ld, g, M, w, eps)          # (m, K)
     col_m = W[None, :] - xp.where(xp.isneginf(g), 0.0, g) / eps      # (m, K)
     return f_new, (col_m, col_s)
+
+
+def _weighted_cols(
+    xp: Any, launch: Launch, C: Array, ld: int, g: Array, M: Array, w: Array, eps: float
+) -> Array:
+    """``sum_i exp((g_j - C_ij)/eps - M_i) w_i`` (m, K) by the ``weighted_cols`` kernel over
+    fixed row chunks, the chunks summed in order (no atomics): C (r, m) with row stride
+    ``ld``; g (m, K); M, w (r, K) float64, rows with ``w_i = 0`` skipped."""
+    r, m = (int(s) for s in C.shape)
+    K = int(g.shape[1])
+    chunk, n_chunks = _chunks(r, m, K)
+    part = xp.empty((n_chunks, m, K), dtype=xp.float64)
+    i32 = np.int32
+    launch("weighted_cols", str(C.dtype), (math.ceil(m / COL_BLOCK), n_chunks, K), COL_BLOCK,
+           (C, np.int64(ld), i32(r), i32(m), i32(K), i32(chunk), g, _f64(xp, M),
+            _f64(xp, w), np.float64(eps), part))
+    return xp.sum(part, axis=0)
 
 
 def evaluate_strip(
@@ -373,8 +365,7 @@ def evaluate_with(
     launch("evaluate_rows", dtype, (r, K, 1), BLOCK,
            (C, np.int64(ld), i32(m), i32(K), f, xp.ascontiguousarray(g.T), f64(eps),
             rows, pc_rows))
-    chunk, n_chunks = _chunks(r, m, K)
-    part = xp.empty((n_chunks, m, K), dtype=xp.float64)
-    launch("evaluate_cols", dtype, (math.ceil(m / COL_BLOCK), n_chunks, K), COL_BLOCK,
-           (C, np.int64(ld), i32(r), i32(m), i32(K), i32(chunk), f, g, f64(eps), part))
-    return rows, (xp.sum(part, axis=0), xp.sum(pc_rows, axis=0))
+    live = ~xp.isneginf(f)                                           # (r, K): a_i > 0
+    shift = xp.where(live, -f / eps, 0.0)                            # E_ij = P_ij
+    cols = _weighted_cols(xp, launch, C, ld, g, shift, xp.where(live, 1.0, 0.0), eps)
+    return rows, (cols, xp.sum(pc_rows, axis=0))
