@@ -13,22 +13,29 @@ Design:
 * **One stream over C.** The strip (r, m) is read row by row, once; each row (m values) stays
   in L1/L2 while it is used, so memory traffic is one pass over C per iteration. Potentials
   and all accumulators are float64 whatever the dtype of C (a float32 row is widened on load).
-* **One exp per element.** ``E_ij = exp((g_j - C_ij)/eps - M_i)`` gives the f-update of row
-  ``i`` and, weighted by ``w_i = exp(f_i/eps + M_i - W)``, the column partial pairs
-  (DESIGN.md §3). ``W`` (the running max of ``f_i/eps + M_i`` over the strip) is kept online:
-  when a row raises it, the column accumulator is rescaled by ``exp(W_old - W_new)``
+* **One exp per element.** ``E_ij = exp((g_j - C_ij)/eps - s_i)`` gives the f-update of row
+  ``i`` and, weighted by ``w_i = exp(f_i/eps + s_i - W)``, the column partial pairs
+  (DESIGN.md §3). ``W`` (the running max of ``f_i/eps + s_i`` over the strip) is kept online:
+  when a group of rows raises it, the column accumulator is rescaled by ``exp(W_old - W_new)``
   (an (m,) multiply, O(log r) times per strip for random row order).
-* **A vectorisable exp** (:func:`exp`; ``_exp_into`` inside the kernels): numba has no SVML
-  here, so ``math.exp`` is a scalar call (~0.6 G/s/thread). This one is branch-free:
-  ``x = k ln2 + t`` with ``k = round(x/ln2)`` found by the 1.5*2^52 shifter trick, the
-  remainder ``t`` by a two-part (Cody-Waite) ``ln2`` so the reduction is exact to ~1e-19,
-  ``exp(t)`` by its degree-13 Taylor polynomial in Horner form (truncation
-  ``|t|^14/14! < 2e-18`` for ``|t| <= ln2/2``), and ``2^k`` built in the exponent bits.
-  Measured maximum relative error against ``np.exp``: 2.2e-16 (1 ulp) on [-708.39, 709.43];
-  arguments below -708.39 (and ``-inf``) return 0 (flush, no subnormals), above 709.43 +inf.
-  LLVM vectorises its three loops (AVX-512 on the CI machine). For float32 costs the kernels
-  use the same exp with a degree-7 polynomial (relative error < 5e-9, below float32's
-  6e-8): about 40% fewer operations, results to float32 precision.
+* **No max pass.** The shift ``s_i`` need not be the row max, only keep the sum of
+  ``E_ij`` away from overflow and underflow: it is the row's log-sum-exp at the previous
+  ``f`` (exact at a fixed point), kept when the sum lands in ``exp(+-50)``. A poor guess
+  (the first iteration, a new eps stage) costs that row a max pass and a second exp pass.
+* **Chunks and groups.** A row is exponentiated and summed in chunks of :data:`_CHUNK`
+  elements that stay in L1. The ``E`` rows of :data:`_GROUP` rows are kept (L2), and the
+  column sums take the group in one read-modify-write of the accumulator.
+* **A vectorisable exp** (:func:`exp`; ``_exp_row`` inside the kernels): numba has no SVML
+  here, so ``math.exp`` is a scalar call (~0.6 G/s/thread). This one is one branch-free loop
+  (bit casts are LLVM intrinsics, :func:`_bits`): ``x = k ln2 + r`` with ``k = round(x/ln2)``
+  found by the 1.5*2^52 shifter trick, the remainder ``r`` by a two-part (Cody-Waite) ``ln2``
+  so the reduction is exact to ~1e-19, ``exp(r)`` by its degree-13 Taylor polynomial in
+  Horner form (truncation ``|r|^14/14! < 2e-18`` for ``|r| <= ln2/2``), and ``2^k`` added to
+  its exponent field. Maximum relative error against ``np.exp``: 2.2e-16 (1 ulp) on
+  [-708.05, 709.43]; arguments below -708.05 (and ``-inf``) return 0 (flush, no subnormals),
+  above 709.43 +inf. LLVM vectorises the loop (AVX-512 on the CI machine). For float32 costs
+  the kernels use the same exp with a degree-7 polynomial (relative error < 5e-9, below
+  float32's 6e-8): fewer operations, results to float32 precision.
 * **Threads.** Kernels are compiled ``nogil=True`` and run serially inside a strip: the
   executor's threads (or Dask workers) run strips in parallel, and strip partials are merged
   in the executor's fixed tree, so results never depend on thread timing or count and there
@@ -57,6 +64,9 @@ from typing import Any
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 
 from . import _cuda, kernels
 from ._xp import is_cupy_array
@@ -80,8 +90,17 @@ _LOG2E = 1.4426950408889634
 _LN2_HI = 0.693147180369123816490          # ln2 with its low 32 mantissa bits zero
 _LN2_LO = 1.90821492927058770002e-10       # ln2 - _LN2_HI
 _SHIFTER = 6755399441055744.0              # 1.5 * 2**52: x + SHIFTER rounds x to an integer
-_X_MIN = -708.3964185322641                # below: exp(x) < smallest normal double -> 0
-_X_MAX = 709.4361393                      # above: +inf (k would reach 1024)
+_SHIFTER_BITS = 0x4338000000000000         # the bits of _SHIFTER: bits(x + SHIFTER) - this = k
+_K_MIN = -1021                             # 2^k exp(r) is a normal double for k >= this
+_K_MAX = 1023                              # and finite for k <= this
+#: Elements per chunk of a row: the fused kernels' per-row temporaries stay in L1.
+_CHUNK = 512
+#: Rows whose E rows are kept for one pass of column sums.
+_GROUP = 4
+#: A shift guess is kept when the row's sum of exponentials lands in exp(+-_WINDOW).
+_WINDOW = 50.0
+_S_LOW = math.exp(-_WINDOW)
+_S_HIGH = math.exp(_WINDOW)
 
 # 1/k! for k = 13..0 (Horner order).
 _C13 = 1.0 / 6227020800.0
@@ -142,55 +161,108 @@ def _poly7(r: float) -> float:  # pragma: no cover - jit
     return p * r + 1.0
 
 
-def _make_exp_into(poly: Any) -> Any:
-    """``exp_into(x, shift, out, scale)``: ``out[:] = exp(x - shift)`` for float64 ``x`` with
-    the polynomial ``poly`` on the reduced argument; ``scale`` is float64 scratch (same len).
+@intrinsic
+def _bits(typingctx: Any, x: Any) -> Any:  # pragma: no cover - compile time
+    """The IEEE-754 bits of a float64 as an int64: a bitcast, which LLVM vectorises."""
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.int64(types.float64), codegen
 
-    Three loops that LLVM vectorises: (1) range reduction and polynomial into ``out``, the
-    shifted ``x/ln2`` into ``scale``; (2) ``scale``'s bits turned into ``2^k`` in place;
-    (3) ``out *= 2^k`` with the flush/overflow fix-ups. See the module docstring.
+
+@intrinsic
+def _from_bits(typingctx: Any, i: Any) -> Any:  # pragma: no cover - compile time
+    """The float64 whose IEEE-754 bits are the int64 ``i`` (inverse of :func:`_bits`)."""
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
+
+
+def _make_exp_row(poly: Any) -> Any:
+    """``exp_row(a, c, inv, shift, out)``: ``out[j] = exp((a[j] - c[j]) * inv - shift)``, one
+    loop that LLVM vectorises, with the polynomial ``poly`` on the reduced argument.
+
+    ``a`` float64, ``c`` float32 or float64 (widened), all of ``out``'s length. ``x`` is
+    clamped to [-745, 710] (which also maps ``-inf`` to 0), ``k = round(x/ln2)`` read off
+    the shifter's low mantissa bits, and ``exp(r) * 2^k`` formed by adding ``k`` to the
+    exponent field of ``exp(r)`` in [1/sqrt2, sqrt2]: exact while the result is a normal
+    double (``k >= -1021``; below, 0) and finite (``k <= 1023``; above, +inf).
     """
 
     @nb.njit(**_JIT)
-    def exp_into(
-        x: np.ndarray, shift: float, out: np.ndarray, scale: np.ndarray
+    def exp_row(
+        a: np.ndarray, c: np.ndarray, inv: float, shift: float, out: np.ndarray
     ) -> None:  # pragma: no cover - jit
-        n = x.shape[0]
-        for j in range(n):
-            xj = x[j] - shift
-            xj = xj if xj > -745.0 else -745.0     # also maps -inf to -745 (-> 0 below)
-            xj = xj if xj < 710.0 else 710.0
-            t = xj * _LOG2E + _SHIFTER             # k = round(x/ln2) in the low mantissa bits
+        for j in range(out.shape[0]):
+            x = (a[j] - c[j]) * inv - shift
+            x = x if x > -745.0 else -745.0
+            x = x if x < 710.0 else 710.0
+            t = x * _LOG2E + _SHIFTER              # k = round(x/ln2) in the low mantissa bits
             k = t - _SHIFTER                       # k as a double
-            r = (xj - k * _LN2_HI) - k * _LN2_LO   # |r| <= ln2/2 (Cody-Waite, exact)
-            out[j] = poly(r)                       # exp(r)
-            scale[j] = t
-        bits = scale[:n].view(np.int64)
-        for j in range(n):
-            bits[j] = ((bits[j] + 1023) & 0x7FF) << 52   # biased exponent of 2^k
-        for j in range(n):
-            xj = x[j] - shift
-            v = out[j] * scale[j]
-            v = 0.0 if xj < _X_MIN else v
-            out[j] = np.inf if xj > _X_MAX else v
+            r = (x - k * _LN2_HI) - k * _LN2_LO    # |r| <= ln2/2 (Cody-Waite, exact)
+            ki = _bits(t) - _SHIFTER_BITS  # type: ignore[call-arg]  # k as an integer
+            v = _from_bits(_bits(poly(r)) + (ki << 52))    # exp(r) * 2^k
+            v = 0.0 if ki < _K_MIN else v
+            out[j] = np.inf if ki > _K_MAX else v
 
-    return exp_into
+    return exp_row
 
 
 #: float64 costs: ~1 ulp. float32 costs: ~5e-9, cheaper.
-_exp_into = _make_exp_into(_poly13)
-_exp_into_f32 = _make_exp_into(_poly7)
+_exp_row = _make_exp_row(_poly13)
+_exp_row_f32 = _make_exp_row(_poly7)
 
 
 def exp(x: np.ndarray) -> np.ndarray:
     """The fused kernels' vectorisable ``exp`` of a float64 array (for tests and ``bench``).
 
-    Relative error ~1 ulp on [-708.39, 709.43]; 0 below, +inf above.
+    Relative error ~1 ulp on [-708.05, 709.43]; 0 below, +inf above.
     """
     x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
     out = np.empty_like(x)
-    _exp_into(x, 0.0, out, np.empty_like(x))
+    _exp_row(x, np.zeros(1, x.dtype).repeat(x.size), 1.0, 0.0, out)
     return out
+
+
+@nb.njit(**_JIT_SUM)
+def _exp_sum(
+    a: np.ndarray, c: np.ndarray, inv: float, shift: float, out: np.ndarray, low: bool
+) -> float:  # pragma: no cover - jit
+    """``out = exp((a - c) * inv - shift)`` (m,) in L1-sized chunks; returns ``sum(out)``.
+
+    ``low``: the float32-accurate exp (float32 costs)."""
+    m = out.shape[0]
+    total = 0.0
+    for lo in range(0, m, _CHUNK):
+        hi = min(m, lo + _CHUNK)
+        o = out[lo:hi]
+        if low:
+            _exp_row_f32(a[lo:hi], c[lo:hi], inv, shift, o)
+        else:
+            _exp_row(a[lo:hi], c[lo:hi], inv, shift, o)
+        for j in range(o.shape[0]):
+            total += o[j]
+    return total
+
+
+@nb.njit(**_JIT_SUM)
+def _row_lse(
+    g: np.ndarray, c: np.ndarray, inv: float, guess: float, e: np.ndarray, low: bool
+) -> tuple[float, float]:  # pragma: no cover - jit
+    """``(s, S)`` with ``e = exp((g - c)/eps - s)`` (m,) and ``S = sum(e)``, so the row's
+    log-sum-exp ``LSE_j((g_j - c_j)/eps)`` is ``s + log S``.
+
+    ``s`` is ``guess`` when that keeps ``S`` within ``exp(+-_WINDOW)`` (one exp per element,
+    no max pass); otherwise (a poor or non-finite guess) the row max, as in the reference
+    kernel (a second pass)."""
+    if -np.inf < guess < np.inf:
+        S = _exp_sum(g, c, inv, guess, e, low)
+        if _S_LOW < S < _S_HIGH:
+            return guess, S
+    M = -np.inf
+    for j in range(e.shape[0]):
+        M = max(M, (g[j] - c[j]) * inv)                              # row max of Z
+    s = M if M > -np.inf else 0.0
+    return s, _exp_sum(g, c, inv, s, e, low)
 
 
 @nb.njit(**_JIT_SUM)
@@ -203,53 +275,55 @@ def _sinkhorn_rows(
     ``C`` (r, m) float32/float64; ``log_a``, ``f_prev`` (r, K); ``gT`` (K, m) float64 contiguous;
     outputs ``f_out`` (r, K), ``col_s`` (K, m) zeroed, ``W`` (K,) set to -inf on entry;
     ``low``: use the float32-accurate exp (float32 costs).
+
+    Rows go in groups of :data:`_GROUP`: their ``E`` rows are kept, and the column sums take
+    the whole group in one pass over ``col_s``. The shift of row ``i`` is its log-sum-exp
+    at ``f_prev`` (exact at a fixed point: ``f = eps log a - tau eps LSE``), so a converging
+    solve needs no max pass.
     """
     r, m = C.shape
     K = gT.shape[0]
     inv = 1.0 / eps
-    crow = np.empty(m)
-    z = np.empty(m)
-    e = np.empty(m)
-    scratch = np.empty(m)
-    for i in range(r):
-        for j in range(m):
-            crow[j] = C[i, j]                                        # widen to float64
+    e = np.zeros((_GROUP, m))                                        # E rows of the group
+    lw = np.empty(_GROUP)                                            # their log weights
+    w = np.empty(_GROUP)
+    for i0 in range(0, r, _GROUP):
         for k in range(K):
             g = gT[k]
-            M = -np.inf
-            for j in range(m):
-                zj = (g[j] - crow[j]) * inv                          # Z_ij = (g_j - C_ij)/eps
-                z[j] = zj
-                M = max(M, zj)
-            Mf = M if M > -np.inf else 0.0
-            if low:                                                  # E_ij = exp(Z_ij - M_i)
-                _exp_into_f32(z, Mf, e, scratch)
-            else:
-                _exp_into(z, Mf, e, scratch)
-            S = 0.0
-            for j in range(m):
-                S += e[j]
-            la = log_a[i, k]
-            if la == -np.inf:
-                f = -np.inf                                          # a_i = 0
-            else:
-                f = eps * la - tau * eps * (Mf + math.log(S))        # f-update, KL form
+            for t in range(_GROUP):
+                lw[t] = -np.inf
+            for t in range(min(_GROUP, r - i0)):
+                i = i0 + t
+                la = log_a[i, k]
+                if la == -np.inf:
+                    f_out[i, k] = -np.inf                            # a_i = 0
+                    continue
+                fp = f_prev[i, k]
+                s, S = _row_lse(g, C[i], inv, (la - fp * inv) / tau, e[t], low)
+                f = eps * la - tau * eps * (s + math.log(S))         # f-update, KL form
                 if omega != 1.0:                                     # over-relaxed
-                    f = f_prev[i, k] + omega * (f - f_prev[i, k])
-            f_out[i, k] = f
-            lw = f * inv + Mf                                        # log weight of row i
-            if lw == -np.inf:
+                    f = fp + omega * (f - fp)
+                f_out[i, k] = f
+                lw[t] = f * inv + s                                  # log weight of row i
+            top = -np.inf
+            for t in range(_GROUP):
+                top = max(top, lw[t])
+            if top == -np.inf:
                 continue
             acc = col_s[k]
-            if lw > W[k]:                                            # new running max W
+            if top > W[k]:                                           # new running max W
                 if W[k] > -np.inf:
-                    shrink = math.exp(W[k] - lw)
+                    shrink = math.exp(W[k] - top)
                     for j in range(m):
                         acc[j] *= shrink
-                W[k] = lw
-            w = math.exp(lw - W[k])                                  # in (0, 1]
+                W[k] = top
+            for t in range(_GROUP):
+                w[t] = math.exp(lw[t] - W[k])                        # in [0, 1]
             for j in range(m):
-                acc[j] += w * e[j]                                   # sum_i E_ij w_i
+                x = 0.0
+                for t in range(_GROUP):
+                    x += w[t] * e[t, j]
+                acc[j] += x                                          # sum_i E_ij w_i
 
 
 @nb.njit(**_JIT_SUM)
@@ -257,36 +331,36 @@ def _evaluate_rows(
     C: np.ndarray, f: np.ndarray, gT: np.ndarray, eps: float,
     rows: np.ndarray, cols: np.ndarray, pc: np.ndarray, low: bool,
 ) -> None:  # pragma: no cover - jit
-    """Row sums (r, K), column sums (K, m, accumulated) and ``<P, C>`` (K,, accumulated)."""
+    """Row sums (r, K), column sums (K, m, accumulated) and ``<P, C>`` (K,, accumulated),
+    in L1-sized chunks of each row."""
     r, m = C.shape
     K = gT.shape[0]
     inv = 1.0 / eps
-    crow = np.empty(m)
-    z = np.empty(m)
-    e = np.empty(m)
-    scratch = np.empty(m)
+    buf = np.empty(_CHUNK)
     for i in range(r):
-        for j in range(m):
-            crow[j] = C[i, j]
+        crow = C[i]
         for k in range(K):
             fi = f[i, k]
             if fi == -np.inf:
                 rows[i, k] = 0.0
                 continue
             g = gT[k]
-            for j in range(m):
-                z[j] = (fi + g[j] - crow[j]) * inv                   # log P_ij
-            if low:                                                  # P_ij
-                _exp_into_f32(z, 0.0, e, scratch)
-            else:
-                _exp_into(z, 0.0, e, scratch)
+            acc = cols[k]
             s = 0.0
             p = 0.0
-            acc = cols[k]
-            for j in range(m):
-                s += e[j]
-                p += e[j] * crow[j]
-                acc[j] += e[j]
+            for lo in range(0, m, _CHUNK):
+                hi = min(m, lo + _CHUNK)
+                c = crow[lo:hi]
+                a = acc[lo:hi]
+                e = buf[: hi - lo]
+                if low:                                              # P_ij, shift -f_i/eps
+                    _exp_row_f32(g[lo:hi], c, inv, -fi * inv, e)
+                else:
+                    _exp_row(g[lo:hi], c, inv, -fi * inv, e)
+                for j in range(e.shape[0]):
+                    s += e[j]
+                    p += e[j] * c[j]
+                    a[j] += e[j]
             rows[i, k] = s
             pc[k] += p
 

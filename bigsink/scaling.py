@@ -185,17 +185,15 @@ def _fill_kernel(
     r, m = C.shape
     inv = 1.0 / eps
     for c0 in nb.prange(-(-r // MIN_CHUNK_ROWS)):
-        x, e, scratch = np.empty(m), np.empty(m), np.empty(m)          # per chunk of rows
+        e = np.empty(m)                                                 # per chunk of rows
         for i in range(c0 * MIN_CHUNK_ROWS, min(r, (c0 + 1) * MIN_CHUNK_ROWS)):
             c = C[i]
             for k in range(out.shape[0]):
                 ak, bk, o = alpha[i, k], betaT[k], out[k, i]
-                for j in range(m):
-                    x[j] = (ak + bk[j] - c[j]) * inv                    # log kernel entry
-                if low:
-                    fused._exp_into_f32(x, 0.0, e, scratch)
+                if low:                              # exp((beta_j - C_ij + alpha_i)/eps)
+                    fused._exp_row_f32(bk, c, inv, -ak * inv, e)
                 else:
-                    fused._exp_into(x, 0.0, e, scratch)
+                    fused._exp_row(bk, c, inv, -ak * inv, e)
                 for j in range(m):
                     o[j] = e[j] if e[j] >= flush else 0.0
 

@@ -65,6 +65,33 @@ def test_sinkhorn_strip_matches_reference(dtype: type, K: int, eps: float, omega
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("offset", [0.0, 30.0, -30.0, 200.0, -200.0, 1000.0, -1000.0, np.inf])
+def test_shift_guess_never_changes_the_answer(dtype: type, offset: float) -> None:
+    """The kernel shifts row i by its log-sum-exp at ``f_prev``; a guess off by 30 (kept) or
+    200 or 1000 (beyond the window, or overflowing: the row max instead) or not finite gives the same strip, across
+    several chunks (m = 1100) and a partial group of rows (r = 13)."""
+    rng = np.random.default_rng(11)
+    eps = 1e-2
+    C, log_a, g = _strip(rng, 13, 1100, 2, dtype)
+    f1, p1 = kernels.sinkhorn_strip(C, 0, log_a, log_a, g, eps, 1.0)
+    # omega = 1: f_prev only sets the shift, exact at f_prev = f1; `offset` moves it
+    f_prev = np.where(np.isfinite(f1), f1, 0.0) - eps * offset
+    f2, p2 = fused.sinkhorn_strip(C, 0, log_a, f_prev, g, eps, 1.0)
+    fin = np.isfinite(f1)
+    np.testing.assert_array_equal(np.isfinite(f2), fin)
+    np.testing.assert_allclose(f2[fin], f1[fin], rtol=_RTOL[dtype], atol=0)
+    l1, l2 = _lse(p1), _lse(p2)
+    fin = np.isfinite(l1)
+    np.testing.assert_array_equal(np.isfinite(l2), fin)
+    assert np.all(np.abs(l2[fin] - l1[fin]) <= _RTOL[dtype] * np.maximum(1.0, np.abs(l1[fin])))
+    r1, (c1, pc1) = kernels.evaluate_strip(C, 0, f1, g, eps)
+    r2, (c2, pc2) = fused.evaluate_strip(C, 0, f1, g, eps)
+    np.testing.assert_allclose(r2, r1, rtol=_RTOL[dtype], atol=1e-300)
+    np.testing.assert_allclose(c2, c1, rtol=_RTOL[dtype], atol=1e-300)
+    np.testing.assert_allclose(pc2, pc1, rtol=_RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_unbalanced_tau(dtype: type) -> None:
     rng = np.random.default_rng(7)
     C, log_a, g = _strip(rng, 17, 64, 2, dtype)
