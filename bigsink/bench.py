@@ -249,12 +249,14 @@ def _bigsink_kwargs(cfg: BenchConfig, client: Any) -> dict[str, Any]:
 
 def _run_bigsink(
     cost: Any, dtype: str, eps: float, cfg: BenchConfig, client: Any,
-    in_process: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """One bigsink solve; marginal errors and ``<P, C>`` from its own exact final pass.
+    in_process: np.ndarray | None = None, steady: bool = True,
+) -> tuple[dict[str, Any], Any]:
+    """One bigsink solve: its record and result (None if it failed); marginal errors and
+    ``<P, C>`` from its own exact final pass.
 
     ``in_process``: the cost in memory, to time the same log-domain iterations in this
-    process as well (what a cluster or a store costs over them)."""
+    process as well (what a cluster or a store costs over them). ``steady``: measure
+    ``s_per_iter`` now (else the caller does, see :func:`_steady_per_iters`)."""
     from .solver import solve
 
     with warnings.catch_warnings():                                   # compile outside timing:
@@ -267,7 +269,7 @@ def _run_bigsink(
             res = solve(cost, eps=eps, tol=cfg.tol, max_iter=cfg.max_iter, progress=False,
                         **_bigsink_kwargs(cfg, client))
         except Exception as exc:  # report it, do not stop the benchmark
-            return {"solver": "bigsink", "failure": f"error: {exc}"}
+            return {"solver": "bigsink", "failure": f"error: {exc}"}, None
     err = max(float(np.max(res.marginal_error.row)), float(np.max(res.marginal_error.col)))
     local = (None if in_process is None else
              _steady_per_iter(in_process, eps, res, cfg.tol, resident_kernel=False))
@@ -275,52 +277,68 @@ def _run_bigsink(
         "solver": "bigsink", "n_iter": res.n_iter, "seconds": res.seconds,
         "in_process_log_s_per_iter": local,
         "s_per_iter_all_in": res.seconds / max(1, res.n_iter), "capped": False,
-        "s_per_iter": _steady_per_iter(cost, eps, res, cfg.tol, **_bigsink_kwargs(cfg, client)),
+        "s_per_iter": (_steady_per_iter(cost, eps, res, cfg.tol, **_bigsink_kwargs(cfg, client))
+                       if steady else None),
         "row_err": float(np.max(res.marginal_error.row)),
         "col_err": float(np.max(res.marginal_error.col)),
         "pc": float(np.max(res.transport_cost)),
         "failure": None if float(np.min(res.mass)) >= 0.5 else "mass_loss",
         "time_to_tol": res.seconds if err <= cfg.tol else None,
         "eps_stages": len(res.eps_stages),
-    }
+    }, res
 
 
-def _steady_per_iter(cost: Any, eps: float, res: Any, tol: float, k: int = 20,
-                     min_diff_s: float = 0.5, repeats: int = 3,
-                     **options: Any) -> float | None:
-    """Seconds per iteration alone: two warm-started runs at ``eps`` of ``k`` and ``2k``
-    iterations differ only by ``k`` iterations (their scan, kernel build and final pass are
-    the same), so the difference over ``k`` excludes every one-off cost. The runs never
-    stop early, and keep the kernel precision that the timed solve at ``tol`` chose.
+def _steady_per_iter(cost: Any, eps: float, res: Any, tol: float, **options: Any) -> float | None:
+    """Seconds per iteration of one solve alone (:func:`_steady_per_iters` of one case)."""
+    return _steady_per_iters([(cost, eps, res)], tol, **options)[0]
 
-    Each run is the best of ``repeats``; ``k`` doubles until the difference is at least
-    ``min_diff_s`` and half the shorter run, so that neither timer noise on small problems
-    nor the noise of the one-off costs on large ones can swamp it. None when no positive
-    difference was measured. ``options`` go to :func:`bigsink.solve`.
+
+def _steady_per_iters(cases: list[tuple[Any, float, Any]], tol: float, k: int = 20,
+                      min_diff_s: float = 0.5, repeats: int = 3,
+                      **options: Any) -> list[float | None]:
+    """Seconds per iteration alone of each ``(cost, eps, result)`` case.
+
+    Two warm-started runs at ``eps`` of ``k`` and ``2k`` iterations differ only by ``k``
+    iterations (their scan, kernel build and final pass are the same), so the difference
+    over ``k`` excludes every one-off cost. The runs never stop early, and keep the kernel
+    precision that the timed solve at ``tol`` chose.
+
+    Each run is the best of ``repeats``, taken round-robin over the cases: the machine's
+    memory bandwidth drifts in phases of seconds, and interleaving lets every case meet
+    the same phases (what a comparison across sizes needs). ``k`` doubles (first round)
+    until the difference is at least ``min_diff_s`` and half the shorter run, so that
+    neither timer noise on small problems nor the noise of the one-off costs on large ones
+    can swamp it. None when no positive difference was measured. ``options`` go to
+    :func:`bigsink.solve`.
     """
     from .solver import solve
 
     mixed = kernel_dtype(np.float64, tol, 1) == np.float32
 
-    def run(iters: int) -> float:
-        best = math.inf
-        for _ in range(repeats):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out = solve(cost, eps=eps, tol=1e-300, max_iter=iters, init=(res.f, res.g),
-                            eps_scaling=False, progress=False, mixed_precision=mixed,
-                            **options)
-            best = min(best, float(out.seconds))
-        return best
+    def run(case: tuple[Any, float, Any], iters: int) -> float:
+        cost, eps, res = case
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = solve(cost, eps=eps, tol=1e-300, max_iter=iters, init=(res.f, res.g),
+                        eps_scaling=False, progress=False, mixed_precision=mixed, **options)
+        return float(out.seconds)
 
-    diff = 0.0
-    while k <= 1 << 14:
-        short = run(k)
-        diff = run(2 * k) - short
-        if diff >= max(min_diff_s, short / 2):      # the k iterations outweigh the noise of
-            break                                   # the one-off costs (±15% of a run)
-        k *= 2
-    return diff / k if diff > 0 else None
+    ks, short, long = [], [], []
+    for case in cases:                              # first round: find each case's k
+        kc = k
+        while True:
+            s, t = run(case, kc), run(case, 2 * kc)
+            if t - s >= max(min_diff_s, s / 2) or 2 * kc > 1 << 14:   # the k iterations
+                break                               # outweigh the one-off costs' noise
+            kc *= 2
+        ks.append(kc)
+        short.append(s)
+        long.append(t)
+    for _ in range(repeats - 1):
+        for c, case in enumerate(cases):
+            short[c] = min(short[c], run(case, ks[c]))
+            long[c] = min(long[c], run(case, 2 * ks[c]))
+    return [(t - s) / kc if t > s else None for s, t, kc in zip(short, long, ks, strict=True)]
 
 
 def _write_zarr(C: np.ndarray, where: Path) -> tuple[str, float]:
@@ -330,6 +348,7 @@ def _write_zarr(C: np.ndarray, where: Path) -> tuple[str, float]:
 
     from .zarr_cost import ZarrCost
 
+    where.mkdir(parents=True, exist_ok=True)
     path = str(where / "cost.zarr")
     rows = max(1, (16 << 20) // (C.shape[1] * C.itemsize))
     arr = zarr.create_array(path, shape=C.shape, dtype=C.dtype, chunks=(rows, C.shape[1]),
@@ -379,6 +398,7 @@ def run_bench(
                 raise InputError("executor 'dask': bigsink.executors.dask is not available in "
                                  "this build; use --executor local or zarr.")
             client, cluster = _dask_client()
+        pending: list[tuple[dict[str, Any], Any, Any]] = []          # (run, cost, result)
         for n in cfg.sizes:
             for dtype in cfg.dtypes:
                 C64 = make_problem(n, "float64", cfg.seed)
@@ -386,7 +406,7 @@ def run_bench(
                 cost: Any = C
                 extra: dict[str, Any] = {}
                 if cfg.executor == "zarr":
-                    cost, read_s = _write_zarr(C, tmp)
+                    cost, read_s = _write_zarr(C, tmp / f"{n}-{dtype}")
                     extra["zarr_read_once_s"] = read_s
                 for eps in cfg.eps:
                     # in process, balanced problems run the scaling path: one read of the
@@ -399,9 +419,10 @@ def run_bench(
                     if cfg.executor == "local":
                         extra["kernel_dtype"] = str(stored)
                     say(f"n={n} eps={eps:g} {dtype} ({cfg.executor}): bound {bound * 1e3:.1f} ms")
-                    recs = [_run_bigsink(cost, dtype, eps, cfg, client,
-                                         None if cfg.executor == "local" else C)]
-                    say(_line(recs[0]))
+                    big, res = _run_bigsink(cost, dtype, eps, cfg, client,
+                                            None if cfg.executor == "local" else C, steady=False)
+                    recs = [big]
+                    say(_line(big))
                     ref = None
                     if cfg.reference:
                         from .solver import solve
@@ -415,26 +436,24 @@ def run_bench(
                         for method in cfg.methods:
                             recs.append(_run_pot(method, C, eps, cfg))
                             say(_line(recs[-1]))
-                    if ref is None:
-                        ref = recs[0].get("pc")
-                    base = recs[0].get("s_per_iter")
-                    for r in recs:
-                        pc = r.get("pc")
-                        r["pc_rel_diff"] = (abs(pc - ref) / abs(ref)
-                                            if pc is not None and ref else None)
-                        sp = r.get("s_per_iter")
-                        r["ratio_s_per_iter_vs_bigsink"] = sp / base if sp and base else None
-                    recs[0]["per_iter_over_bound"] = (base / bound) if base else None
-                    if "zarr_read_once_s" in extra and base:
-                        extra["per_iter_over_read_once"] = base / extra["zarr_read_once_s"]
-                    local = recs[0].get("in_process_log_s_per_iter")
-                    if base and local:
-                        extra["per_iter_over_in_process"] = base / local
-                    runs.append({"n": n, "eps": eps, "dtype": dtype, "executor": cfg.executor,
-                                 "tol": cfg.tol, "bound_s": bound, "reference_pc": ref,
-                                 **extra, "solvers": recs})
-                if cfg.executor == "zarr":
-                    shutil.rmtree(tmp / "cost.zarr", ignore_errors=True)
+                    run = {"n": n, "eps": eps, "dtype": dtype, "executor": cfg.executor,
+                           "tol": cfg.tol, "bound_s": bound, "reference_pc": ref, **extra,
+                           "solvers": recs}
+                    runs.append(run)
+                    if res is not None:
+                        pending.append((run, cost, res))
+        # bigsink's steady time per iteration, round-robin over the sizes of each (dtype, eps)
+        for key in {(r["dtype"], r["eps"]) for r, _, _ in pending}:
+            group = [(r, c, res) for r, c, res in pending if (r["dtype"], r["eps"]) == key]
+            say(f"steady time per iteration ({key[0]}, eps {key[1]:g}): "
+                f"{len(group)} size(s) round-robin")
+            per = _steady_per_iters([(c, r["eps"], res) for r, c, res in group], cfg.tol,
+                                    **_bigsink_kwargs(cfg, client))
+            for (r, _, _), sp in zip(group, per, strict=True):
+                r["solvers"][0]["s_per_iter"] = sp
+                say(f"  n={r['n']}: {_fmt(sp, '.4f')} s/it")
+        for run in runs:
+            _finish(run)
     finally:
         if client is not None:
             client.close()
@@ -442,6 +461,25 @@ def run_bench(
             cluster.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return {"machine": machine, "config": asdict(cfg), "runs": runs}
+
+
+def _finish(run: dict[str, Any]) -> None:
+    """A run's figures relative to bigsink's time per iteration: ratios, bound, store read."""
+    recs = run["solvers"]
+    ref = run["reference_pc"] if run["reference_pc"] is not None else recs[0].get("pc")
+    run["reference_pc"] = ref
+    base = recs[0].get("s_per_iter")
+    for r in recs:
+        pc = r.get("pc")
+        r["pc_rel_diff"] = abs(pc - ref) / abs(ref) if pc is not None and ref else None
+        sp = r.get("s_per_iter")
+        r["ratio_s_per_iter_vs_bigsink"] = sp / base if sp and base else None
+    recs[0]["per_iter_over_bound"] = base / run["bound_s"] if base else None
+    if "zarr_read_once_s" in run and base:
+        run["per_iter_over_read_once"] = base / run["zarr_read_once_s"]
+    local = recs[0].get("in_process_log_s_per_iter")
+    if base and local:
+        run["per_iter_over_in_process"] = base / local
 
 
 def _fmt(x: Any, spec: str) -> str:

@@ -166,7 +166,7 @@ def run_bench_gpu(
                         warnings.simplefilter("ignore")
                         solve(xp.asarray(make_problem(64, dtype)), eps=eps, max_iter=50,
                               progress=False)
-                    recs = [_run_bigsink(cost, dtype, eps, cfg, None)]
+                    recs = [_run_bigsink(cost, dtype, eps, cfg, None)[0]]
                     say(_line(recs[0]))
                     ref = recs[0].get("pc")
                     if cfg.reference:

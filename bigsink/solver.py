@@ -213,7 +213,7 @@ def sinkhorn_step(
     recomputed exactly with a second pass, so no column ever gets an infinite potential.
     """
     tau_a, tau_b = problem.tau(eps)
-    f_new, col = session.run(StripJob(fused.sinkhorn_strip, merge_pairs, (log_a, f),
+    f_new, col = session.run(StripJob(fused.sinkhorn_strip, fused.merge_pairs, (log_a, f),
                                       (g, eps, tau_a, omega)))
     if np.any((col[1] <= TINY) & (problem.b > 0)):
         _, col = session.run(StripJob(column_pair, merge_pairs, (f_new,), (eps,)))

@@ -80,3 +80,16 @@ def test_table_reports_time_per_element_across_sizes() -> None:
     table = bench.format_table(report)
     assert ("bigsink ns per element and iteration (eps 0.01, float64, local): "
             "1000: 0.100, 2000: 0.150; max/min 1.50x") in table
+
+
+def test_steady_times_round_robin_over_sizes() -> None:
+    """Several sizes: every run gets its steady time per iteration (measured round-robin
+    over the sizes), and the table reports their time per element."""
+    cfg = bench.BenchConfig(sizes=(60, 90), eps=(0.1,), pot=False, reference=False)
+    report = bench.run_bench(cfg)
+    assert [r["n"] for r in report["runs"]] == [60, 90]
+    for run in report["runs"]:
+        big = run["solvers"][0]
+        assert big["s_per_iter"] > 0 and big["per_iter_over_bound"] > 0
+        assert big["ratio_s_per_iter_vs_bigsink"] == 1.0
+    assert "60: " in bench.format_table(report) and "max/min" in bench.format_table(report)

@@ -67,9 +67,9 @@ def test_sinkhorn_strip_matches_reference(dtype: type, K: int, eps: float, omega
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("offset", [0.0, 30.0, -30.0, 200.0, -200.0, 1000.0, -1000.0, np.inf])
 def test_shift_guess_never_changes_the_answer(dtype: type, offset: float) -> None:
-    """The kernel shifts row i by its log-sum-exp at ``f_prev``; a guess off by 30 (kept) or
-    200 or 1000 (beyond the window, or overflowing: the row max instead) or not finite gives the same strip, across
-    several chunks (m = 1100) and a partial group of rows (r = 13)."""
+    """The kernel shifts row i by its log-sum-exp at ``f_prev``. A guess off by 30 (kept),
+    by 200 or 1000 (beyond the window, or overflowing: the row max instead) or not finite
+    gives the same strip, across several chunks (m = 1100) and a partial group (r = 13)."""
     rng = np.random.default_rng(11)
     eps = 1e-2
     C, log_a, g = _strip(rng, 13, 1100, 2, dtype)
