@@ -393,9 +393,9 @@ def _merge_flat(
 
 def merge_pairs(p: kernels.Pair, q: kernels.Pair) -> kernels.Pair:
     """Fused drop-in for :func:`bigsink.kernels.merge_pairs` (same maths, exp to 1 ulp):
-    NumPy float64 pairs of one shape in one vectorised pass (about 20x NumPy's five
-    temporaries at m = 20 000, where an iteration merges a pair per strip); others go to
-    the generic merge."""
+    NumPy float64 pairs of one shape in one vectorised pass with two output arrays, where
+    NumPy makes five full-size temporaries (an iteration merges one pair per strip, ~200
+    of them at m = 20 000 in process); others go to the generic merge."""
     (m1, s1), (m2, s2) = p, q
     arrays = (m1, s1, m2, s2)
     if not all(isinstance(x, np.ndarray) and x.dtype == np.float64 and x.shape == m1.shape

@@ -175,3 +175,18 @@ def test_batched_solve_matches_single() -> None:
     for k in range(2):
         one = bigsink.solve(C, A[:, k], None, eps=5e-2, tol=1e-9, progress=False)
         np.testing.assert_allclose(both.transport_cost[k], one.transport_cost, rtol=1e-9)
+
+
+def test_merge_pairs_matches_reference() -> None:
+    rng = np.random.default_rng(5)
+    m1, m2 = rng.normal(0, 40, (1300, 2)), rng.normal(0, 40, (1300, 2))
+    s1, s2 = rng.uniform(0.1, 3, (1300, 2)), rng.uniform(0.1, 3, (1300, 2))
+    m1[:4], s1[:4] = -np.inf, 0.0                          # empty on the left,
+    m2[2:6], s2[2:6] = -np.inf, 0.0                        # on the right, and on both
+    (mr, sr), (mf, sf) = kernels.merge_pairs((m1, s1), (m2, s2)), fused.merge_pairs((m1, s1),
+                                                                                     (m2, s2))
+    np.testing.assert_array_equal(mf, mr)
+    np.testing.assert_allclose(sf, sr, rtol=1e-15, atol=0)
+    assert list(sf[2:4, 0]) == [0.0, 0.0]
+    f32 = (m1.astype(np.float32), s1.astype(np.float32))   # not float64: the generic merge
+    assert fused.merge_pairs(f32, f32)[0].dtype == np.float32
