@@ -214,6 +214,17 @@ _exp_row = _make_exp_row(_poly13)
 _exp_row_f32 = _make_exp_row(_poly7)
 
 
+@nb.njit(**_JIT)
+def _exp_to(
+    a: np.ndarray, c: np.ndarray, inv: float, shift: float, out: np.ndarray, low: bool
+) -> None:  # pragma: no cover - jit
+    """``out = exp((a - c) * inv - shift)`` with the float32-accurate exp when ``low``."""
+    if low:
+        _exp_row_f32(a, c, inv, shift, out)
+    else:
+        _exp_row(a, c, inv, shift, out)
+
+
 def exp(x: np.ndarray) -> np.ndarray:
     """The fused kernels' vectorisable ``exp`` of a float64 array (for tests and ``bench``).
 
@@ -237,10 +248,7 @@ def _exp_sum(
     for lo in range(0, m, _CHUNK):
         hi = min(m, lo + _CHUNK)
         o = out[lo:hi]
-        if low:
-            _exp_row_f32(a[lo:hi], c[lo:hi], inv, shift, o)
-        else:
-            _exp_row(a[lo:hi], c[lo:hi], inv, shift, o)
+        _exp_to(a[lo:hi], c[lo:hi], inv, shift, o, low)
         for j in range(o.shape[0]):
             total += o[j]
     return total
@@ -356,10 +364,7 @@ def _evaluate_rows(
                 c = crow[lo:hi]
                 a = acc[lo:hi]
                 e = buf[: hi - lo]
-                if low:                                              # P_ij, shift -f_i/eps
-                    _exp_row_f32(g[lo:hi], c, inv, -fi * inv, e)
-                else:
-                    _exp_row(g[lo:hi], c, inv, -fi * inv, e)
+                _exp_to(g[lo:hi], c, inv, -fi * inv, e, low)            # P_ij
                 for j in range(e.shape[0]):
                     s += e[j]
                     p += e[j] * c[j]

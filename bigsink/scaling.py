@@ -190,10 +190,7 @@ def _fill_kernel(
             c = C[i]
             for k in range(out.shape[0]):
                 ak, bk, o = alpha[i, k], betaT[k], out[k, i]
-                if low:                              # exp((beta_j - C_ij + alpha_i)/eps)
-                    fused._exp_row_f32(bk, c, inv, -ak * inv, e)
-                else:
-                    fused._exp_row(bk, c, inv, -ak * inv, e)
+                fused._exp_to(bk, c, inv, -ak * inv, e, low)  # exp((beta_j - C_ij + alpha_i)/eps)
                 for j in range(m):
                     o[j] = e[j] if e[j] >= flush else 0.0
 
