@@ -5,7 +5,8 @@ square, squared Euclidean cost divided by its maximum, uniform weights, L1 toler
 For every size, eps and dtype, each solver runs once and reports
 
 * ``n_iter``, ``seconds`` (wall time of the whole call), ``s_per_iter`` (for bigsink the
-  steady per-iteration time from two warm-started runs, see ``_steady_per_iter``, and
+  steady per-iteration time: a warm-started run timed iteration by iteration, see
+  ``_steady_per_iters``, and
   ``s_per_iter_all_in`` = seconds / n_iter);
 * ``time_to_tol`` (``seconds`` when it reached ``tol`` in the L1 marginal error, else None);
 * ``row_err``, ``col_err`` (L1 marginal errors of the returned plan, measured here in float64);
@@ -294,51 +295,57 @@ def _steady_per_iter(cost: Any, eps: float, res: Any, tol: float, **options: Any
 
 
 def _steady_per_iters(cases: list[tuple[Any, float, Any]], tol: float, k: int = 20,
-                      min_diff_s: float = 0.5, repeats: int = 3,
+                      min_span_s: float = 0.5, repeats: int = 3,
                       **options: Any) -> list[float | None]:
     """Seconds per iteration alone of each ``(cost, eps, result)`` case.
 
-    Two warm-started runs at ``eps`` of ``k`` and ``2k`` iterations differ only by ``k``
-    iterations (their scan, kernel build and final pass are the same), so the difference
-    over ``k`` excludes every one-off cost. The runs never stop early, and keep the kernel
+    A warm-started run at ``eps`` of ``k`` iterations is timed iteration by iteration
+    (``solve(callback=...)``): the mean interval between the first and the last
+    iteration's end is the time per iteration, and excludes every one-off cost (opening
+    the executor, loading strips to a cluster, the scan, the kernel build, the final
+    pass), whose noise can be seconds. The runs never stop early, and keep the kernel
     precision that the timed solve at ``tol`` chose.
 
-    Each run is the best of ``repeats``, taken round-robin over the cases: the machine's
-    memory bandwidth drifts in phases of seconds, and interleaving lets every case meet
-    the same phases (what a comparison across sizes needs). ``k`` doubles (first round)
-    until the difference is at least ``min_diff_s`` and half the shorter run, so that
-    neither timer noise on small problems nor the noise of the one-off costs on large ones
-    can swamp it. None when no positive difference was measured. ``options`` go to
-    :func:`bigsink.solve`.
+    Each case's figure is the best of ``repeats`` runs, taken round-robin over the cases:
+    the machine's memory bandwidth drifts in phases of seconds, and interleaving lets
+    every case meet the same phases (what a comparison across sizes needs). ``k`` doubles
+    (first round) until the timed iterations span at least ``min_span_s``, so timer noise
+    cannot swamp small problems. None when fewer than two iterations were timed.
+    ``options`` go to :func:`bigsink.solve`.
     """
     from .solver import solve
 
     mixed = kernel_dtype(np.float64, tol, 1) == np.float32
 
-    def run(case: tuple[Any, float, Any], iters: int) -> float:
+    def run(case: tuple[Any, float, Any], iters: int) -> tuple[float, float | None]:
+        """(span of the timed iterations, seconds per iteration) of one run."""
         cost, eps, res = case
+        ends: list[float] = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = solve(cost, eps=eps, tol=1e-300, max_iter=iters, init=(res.f, res.g),
-                        eps_scaling=False, progress=False, mixed_precision=mixed, **options)
-        return float(out.seconds)
+            solve(cost, eps=eps, tol=1e-300, max_iter=iters, init=(res.f, res.g),
+                  eps_scaling=False, progress=False, mixed_precision=mixed,
+                  callback=lambda *_: ends.append(time.perf_counter()), **options)
+        if len(ends) < 2:
+            return 0.0, None
+        span = ends[-1] - ends[0]
+        return span, span / (len(ends) - 1)
 
-    ks, short, long = [], [], []
+    ks: list[int] = []
+    best: list[float | None] = []
     for case in cases:                              # first round: find each case's k
         kc = k
-        while True:
-            s, t = run(case, kc), run(case, 2 * kc)
-            if t - s >= max(min_diff_s, s / 2) or 2 * kc > 1 << 14:   # the k iterations
-                break                               # outweigh the one-off costs' noise
+        span, per = run(case, kc)
+        while per is not None and span < min_span_s and 2 * kc <= 1 << 14:
             kc *= 2
+            span, per = run(case, kc)
         ks.append(kc)
-        short.append(s)
-        long.append(t)
+        best.append(per)
     for _ in range(repeats - 1):
         for c, case in enumerate(cases):
-            short[c] = min(short[c], run(case, ks[c]))
-            long[c] = min(long[c], run(case, 2 * ks[c]))
-    return [(t - s) / kc if t > s else None for s, t, kc in zip(short, long, ks, strict=True)]
+            per = run(case, ks[c])[1]
+            best[c] = per if best[c] is None else min(best[c], per or math.inf)
+    return best
 
 
 def _write_zarr(C: np.ndarray, where: Path) -> tuple[str, float]:

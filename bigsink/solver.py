@@ -425,6 +425,26 @@ def _progress(enabled: bool | None) -> Callable[[SolverState, float], None] | No
     return update
 
 
+def _user_hook(
+    callback: Callable[[int, float], None] | None,
+) -> Callable[[SolverState, float], None] | None:
+    """``solve(callback=...)`` as an ``on_iteration`` hook (stage changes, which carry no
+    error, are not reported)."""
+    if callback is None:
+        return None
+    if not callable(callback):
+        raise InputError(
+            f"callback must be callable as callback(n_iter, err) or None; got "
+            f"{type(callback).__name__}."
+        )
+
+    def call(state: SolverState, err: float) -> None:
+        if not math.isnan(err):
+            callback(state.n_iter, err)
+
+    return call
+
+
 def _chain(
     hooks: Sequence[Callable[[SolverState, float], None] | None],
 ) -> Callable[[SolverState, float], None] | None:
@@ -556,6 +576,7 @@ def solve(
     resident_kernel: bool | None = None,
     omega: float | None = None,
     mixed_precision: bool | None = None,
+    callback: Callable[[int, float], None] | None = None,
 ) -> SinkhornResult:
     """Solve entropic optimal transport ``min <P,C> + eps*KL(P || a b^T)`` (DESIGN.md §1).
 
@@ -611,6 +632,9 @@ def solve(
             exact float64 evaluation misses ``tol``, the kernel is rebuilt in float64 and
             the iterations go on, so the answer meets ``tol`` either way
             (:func:`bigsink.scaling.kernel_dtype`).
+        callback: called after every iteration as ``callback(n_iter, err)``: the
+            iterations so far and the L1 row marginal error before the last one (for
+            logging, or timing iterations apart from the solve's one-off costs).
 
     Returns:
         A :class:`SinkhornResult`. Warns (ConvergenceWarning) when not converged.
@@ -638,6 +662,7 @@ def solve(
         raise InputError(f"omega must be None (adaptive) or a number in (0, 2); got {omega!r}.")
     f0, g0 = _check_init(init, problem)
     resumed, fp = _check_checkpoint(checkpoint, checkpoint_every, resume, problem)
+    user = _user_hook(callback)
     session = make_executor(executor, client).open(src, problem.K)
     try:
         stats = scan(session, src)
@@ -654,7 +679,7 @@ def solve(
         start = SolverState(0, f0, g0 if g0 is not None else np.zeros(problem.b.shape), 0)
         if resumed is not None:
             start = SolverState(resumed.stage, f0, resumed.g, resumed.n_iter, resumed.history)
-        hooks = [_progress(progress)]
+        hooks = [_progress(progress), user]
         if checkpoint is not None:
             hooks.append(ckpt.Checkpointer(checkpoint, checkpoint_every, schedule, fp,
                                            (stats.lo, stats.hi)))

@@ -44,6 +44,7 @@ B = np.full(3, 1 / 3)
         ({"eps_decay": 1.5}, r"eps_decay must be in \(0, 1\)"),
         ({"init": (np.zeros(7), None)}, r"init f: expected 4 potentials"),
         ({"executor": "gpu-cluster"}, r"executor must be 'local'"),
+        ({"callback": "print"}, r"callback must be callable as callback\(n_iter, err\).*got str"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], match: str) -> None:

@@ -156,6 +156,18 @@ def test_unconverged_run_says_so(r3_problem) -> None:
     assert len(r.history) == 5
 
 
+def test_callback_sees_every_iteration_in_order(r3_problem) -> None:
+    """``callback(n_iter, err)`` runs once per iteration (eps stages included), with the
+    errors the result's history records."""
+    C, a, b = r3_problem
+    seen: list[tuple[int, float]] = []
+    r = bigsink.solve(C, a, b, eps=1e-3, tol=1e-8, eps_scaling=True,
+                      callback=lambda i, e: seen.append((i, e)))
+    assert len(r.eps_stages) > 1
+    assert [i for i, _ in seen] == list(range(1, r.n_iter + 1))
+    assert [e for _, e in seen] == list(r.history.error)
+
+
 @pytest.mark.parametrize("max_iter", [1, 2, 3, 12])
 def test_tiny_budget_with_eps_scaling_still_returns_a_plan_at_eps(r3_problem, max_iter) -> None:
     C, a, b = r3_problem

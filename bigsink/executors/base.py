@@ -6,9 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from .._xp import array_namespace
 from ..costs import CostSource
+from ..kernels import tree_reduce
 
-__all__ = ["Executor", "Session", "StripJob", "strip_rows"]
+__all__ = ["Executor", "Session", "StripJob", "apply_kernel", "concat_rows", "strip_rows"]
 
 #: Default memory for one strip's temporaries (the (r, m, K) float64 arrays of a kernel).
 STRIP_BYTES = 48 << 20
@@ -55,3 +57,35 @@ class Executor(Protocol):
 def strip_rows(m: int, width: int, strip_bytes: int = STRIP_BYTES) -> int:
     """Rows per strip so that about three (r, m, width) float64 temporaries fit ``strip_bytes``."""
     return max(1, strip_bytes // (3 * 8 * m * max(1, width)))
+
+
+def concat_rows(parts: list[Any]) -> Any:
+    """Row outputs of consecutive strips in order, concatenated (None when the kernel has
+    none)."""
+    if parts[0] is None:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    xp = array_namespace(parts[0])
+    return xp.concat(parts, axis=0)
+
+
+def apply_kernel(
+    job: StripJob, C: Any, start: int, row_args: list[Any], shared: list[Any],
+    chunk_rows: int | None = None,
+) -> tuple[Any, Any]:
+    """``job.kernel`` on the strip ``C`` (rows ``start...``) with its ``row_args`` slices,
+    in chunks of ``chunk_rows`` rows (all at once when None): row outputs concatenated,
+    partials merged in the fixed tree of :func:`~bigsink.kernels.tree_reduce`.
+
+    Chunks bound the kernel's temporaries (a generic kernel makes (r, m, K) arrays)
+    independently of the strip, which an executor sizes for scheduling.
+    """
+    r = C.shape[0]
+    step = r if chunk_rows is None else max(1, min(r, chunk_rows))
+    outs = [
+        job.kernel(C[c0:c0 + step] if step < r else C, start + c0,
+                   *(x[c0:c0 + step] for x in row_args), *shared)
+        for c0 in range(0, r, step)
+    ]
+    return concat_rows([o[0] for o in outs]), tree_reduce([o[1] for o in outs], job.merge)

@@ -7,12 +7,15 @@ The coordinator (this process) keeps the potentials; per job only O(n + m) numbe
   It is a task result, not ``scatter``ed data, so a lost copy is recomputed from the graph;
 * ``row_args`` are sliced per strip here and embedded in that strip's task (O(n) in all);
 * each strip is **one task**: it runs the strip kernel on its rows of C (one read of C per
-  strip per job: the fused kernel does the f-update and the column partials from that read);
+  strip per job: the fused kernel does the f-update and the column partials from that read),
+  in chunks that bound a generic kernel's temporaries, merging the chunks' partials itself.
+  Strips are sized for scheduling (about two tasks per worker thread), chunks for memory
+  (:func:`plan_strip_rows`);
 * the strips' results are merged on the cluster by merge tasks arranged in exactly the tree
   of :func:`bigsink.kernels.tree_reduce` (it builds the tree here, with futures as items),
   carrying the strips' row outputs along, so the coordinator gathers one result: all row
-  outputs (n, ...) and the final partial (m, ...). The floating-point result is the same as
-  the local executor's for the same strips, whatever the timing or the number of workers.
+  outputs (n, ...) and the final partial (m, ...). The floating-point result depends only on
+  the strips and chunks, never on the timing or the number of workers.
 
 Two modes:
 
@@ -46,7 +49,7 @@ from .._xp import like, to_numpy
 from ..costs import CostSource, DenseCost, strip_module
 from ..errors import InputError
 from ..kernels import tree_reduce
-from .base import StripJob, strip_rows
+from .base import StripJob, apply_kernel, strip_rows
 
 __all__ = ["MODES", "DaskExecutor", "DaskSession", "plan_strip_rows"]
 
@@ -88,10 +91,12 @@ def _load_strip(cost: CostSource, start: int, stop: int) -> Any:
 
 
 def _strip_task(
-    source: Any, start: int, stop: int, stream: bool, kernel: Any,
-    row_args: tuple[Any, ...], shared: tuple[Any, ...],
+    source: Any, start: int, stop: int, stream: bool, kernel: Any, merge: Any,
+    chunk_rows: int | None, row_args: tuple[Any, ...], shared: tuple[Any, ...],
 ) -> tuple[Any, Any]:
-    """Task body of one strip of a job: ``kernel(C_strip, start, *row_args, *shared)``.
+    """Task body of one strip of a job: ``kernel`` over rows ``[start, stop)`` of C in
+    chunks of ``chunk_rows`` rows, partials merged by ``merge``
+    (:func:`~bigsink.executors.base.apply_kernel`).
 
     ``source`` is the strip itself (resident) or the cost source to read it from
     (``stream=True``; the strip is dropped when the task ends). Inputs are moved to the
@@ -100,7 +105,8 @@ def _strip_task(
     C = source.rows(start, stop) if stream else source
     row_in = [like(x, C) for x in row_args]
     shared_in = [like(x, C) for x in shared]
-    row_out, partial = kernel(C, start, *row_in, *shared_in)
+    row_out, partial = apply_kernel(StripJob(kernel, merge), C, start, row_in, shared_in,
+                                    chunk_rows)
     return to_numpy(row_out), to_numpy(partial)
 
 
@@ -129,14 +135,16 @@ def _host_memory() -> int:
 def plan_strip_rows(
     shape: tuple[int, int], itemsize: int, width: int, workers: dict[str, dict[str, Any]],
     resident: bool,
-) -> int:
-    """Rows per strip task from the cluster's memory and threads.
+) -> tuple[int, int]:
+    """``(rows per strip task, rows per kernel chunk)`` from the cluster's memory and threads.
 
-    A task holds its strip (``rows * m * itemsize``) and the kernel's temporaries (about
-    three ``(rows, m, width)`` float64 arrays). Its budget is the smallest, over workers, of
-    ``(WORKER_SHARE * memory_limit - current memory - resident share) / threads``. Within it,
-    strips are made no larger than needed for two tasks per thread, and no smaller than
-    ``MIN_TASK_ELEMENTS`` elements, so scheduling stays a small part of an iteration.
+    A task's budget is the smallest, over workers, of ``(WORKER_SHARE * memory_limit -
+    current memory - resident share) / threads``. Within it a task runs its kernel on
+    chunks of its strip, each with about three ``(rows, m, width)`` float64 temporaries (a
+    generic kernel's; the fused ones need O(m)), and, streaming, holds the strip it read:
+    each gets half of the budget. Strips are made as large as two tasks per thread (few
+    tasks: each costs the scheduler ~2 ms and a partial to merge), and no smaller than
+    ``MIN_TASK_ELEMENTS`` elements.
     """
     n, m = shape
     total_bytes = n * m * itemsize
@@ -148,11 +156,11 @@ def plan_strip_rows(
         share = total_bytes / max(1, len(workers)) if resident else 0
         budget = min(budget, int((WORKER_SHARE * limit - used - share) / max(1, w["nthreads"])))
     budget = max(MIN_TASK_BYTES, budget)
-    per_row = m * (itemsize + 3 * 8 * max(1, width))                 # strip + temporaries
-    rows_mem = max(1, budget // per_row)
-    rows_par = math.ceil(n / (2 * threads))
-    rows_min = math.ceil(MIN_TASK_ELEMENTS / m)
-    return int(max(1, min(rows_mem, max(rows_par, rows_min))))
+    chunk = max(1, budget // 2 // (m * 3 * 8 * max(1, width)))     # kernel temporaries
+    rows = max(math.ceil(n / (2 * threads)), math.ceil(MIN_TASK_ELEMENTS / m))
+    if not resident:                                                # the strip read
+        rows = min(rows, max(1, budget // 2 // (m * itemsize)))
+    return int(max(1, min(n, rows))), int(min(chunk, n))
 
 
 def _cluster_memory(workers: dict[str, dict[str, Any]]) -> int:
@@ -172,11 +180,12 @@ class DaskSession:
 
     def __init__(
         self, client: Any, cost: CostSource, strips: list[tuple[int, int]], mode: str,
-        retries: int, owns_client: bool,
+        retries: int, owns_client: bool, chunk_rows: int | None = None,
     ) -> None:
         self.client = client
         self.cost = cost
         self.strips = strips
+        self.chunk_rows = chunk_rows
         self.mode = mode
         self.retries = retries
         self._owns_client = owns_client
@@ -219,7 +228,8 @@ class DaskSession:
             source = self._source if stream else self._data[k]
             row_args = tuple(x[s0:s1] for x in job.row_args)       # (r, ...) slices: O(n) total
             parts.append(client.submit(
-                _strip_task, source, s0, s1, stream, job.kernel, row_args, shared,
+                _strip_task, source, s0, s1, stream, job.kernel, job.merge, self.chunk_rows,
+                row_args, shared,
                 pure=False, retries=self.retries, key=(f"{prefix}-strip", k),
             ))
         counter = itertools.count()
@@ -319,10 +329,10 @@ class DaskExecutor:
                 fits = n * m * itemsize < RESIDENT_SHARE * _cluster_memory(workers)
                 mode = "resident" if fits else "streaming"
             if self.strip_bytes is not None:
-                rows = strip_rows(m, width, self.strip_bytes)
+                rows = chunk = strip_rows(m, width, self.strip_bytes)
             else:
-                rows = plan_strip_rows(cost.shape, itemsize, width, workers,
-                                       mode == "resident")
+                rows, chunk = plan_strip_rows(cost.shape, itemsize, width, workers,
+                                              mode == "resident")
             block_rows = cost.grid.block_shape[0]
             if mode == "streaming" and rows < block_rows:
                 warnings.warn(
@@ -333,7 +343,7 @@ class DaskExecutor:
                     stacklevel=3,
                 )
             strips = cost.grid.row_strips(rows)
-            return DaskSession(client, cost, strips, mode, self.retries, owns)
+            return DaskSession(client, cost, strips, mode, self.retries, owns, chunk)
         except BaseException:
             if owns:
                 client.close()

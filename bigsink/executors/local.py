@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from .._xp import array_namespace, like, to_numpy
+from .._xp import like, to_numpy
 from ..costs import CostSource, DenseCost, strip_module
 from ..kernels import tree_reduce
 from ..zarr_cost import reads_store
-from .base import STRIP_BYTES, StripJob, strip_rows
+from .base import STRIP_BYTES, StripJob, apply_kernel, concat_rows, strip_rows
 
 __all__ = ["DEVICE_STRIP_BYTES", "DEVICE_VIEW_BYTES", "LocalExecutor", "LocalSession"]
 
@@ -37,7 +37,7 @@ def run_strip(cost: CostSource, start: int, stop: int, job: StripJob) -> tuple[A
     C = cost.rows(start, stop)
     row_args = [like(x[start:stop], C) for x in job.row_args]
     shared = [like(x, C) for x in job.shared]
-    row_out, partial = job.kernel(C, start, *row_args, *shared)
+    row_out, partial = apply_kernel(job, C, start, row_args, shared)
     return to_numpy(row_out), to_numpy(partial)
 
 
@@ -62,14 +62,6 @@ class LocalSession:
         """Shut the thread pool down."""
         if self._pool is not None:
             self._pool.shutdown()
-
-
-def concat_rows(parts: list[Any]) -> Any:
-    """Row outputs of the strips in order, concatenated (None when the kernel has none)."""
-    if parts[0] is None:
-        return None
-    xp = array_namespace(parts[0])
-    return xp.concat(parts, axis=0)
 
 
 def _device_view_bytes() -> int:
