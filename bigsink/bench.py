@@ -343,8 +343,8 @@ def _steady_per_iters(cases: list[tuple[Any, float, Any]], tol: float, k: int = 
         best.append(per)
     for _ in range(repeats - 1):
         for c, case in enumerate(cases):
-            per = run(case, ks[c])[1]
-            best[c] = per if best[c] is None else min(best[c], per or math.inf)
+            per, prev = run(case, ks[c])[1], best[c]
+            best[c] = per if prev is None else prev if per is None else min(prev, per)
     return best
 
 
