@@ -153,7 +153,8 @@ def run_bench_gpu(
                 C_host = make_problem(n, dtype, cfg.seed)
                 extra: dict[str, Any] = {}
                 if cfg.executor == "zarr":
-                    path, extra["zarr_read_once_s"] = _write_zarr(C_host, tmp)
+                    path, reads = _write_zarr(C_host, tmp)
+                    extra.update(reads)
                     cost: Any = on_device(ZarrCost(path), xp)
                 else:
                     cost = xp.asarray(C_host)                         # resident on the GPU

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,7 +12,7 @@ import numpy as np
 from .costs import BlockGrid, CostSource, MappedCost
 from .errors import InputError
 
-__all__ = ["ZarrCost", "open_zarr_array", "reads_store"]
+__all__ = ["ZarrCost", "open_zarr_array", "raw_chunk_dir", "reads_store"]
 
 
 def open_zarr_array(path: Any, storage_options: dict[str, Any] | None = None) -> Any:
@@ -39,6 +41,31 @@ def open_zarr_array(path: Any, storage_options: dict[str, Any] | None = None) ->
     return arr
 
 
+def raw_chunk_dir(arr: Any) -> Path | None:
+    """The directory of ``arr``'s chunk files when each file is the chunk's raw bytes in
+    this machine's byte order (a local Zarr v3 array with the bytes codec alone: no
+    compressor, filter or sharding), else None.
+
+    Zarr v3 stores such a chunk as exactly its C-order bytes, edge chunks at full chunk
+    shape, under the key its chunk key encoding gives; an absent file is a chunk of the
+    fill value. Reading those files directly skips zarr's asynchronous codec pipeline,
+    which costs about three times the file reads on an uncompressed store.
+    """
+    from zarr.codecs import BytesCodec
+    from zarr.storage import LocalStore
+
+    md = arr.metadata
+    if getattr(md, "zarr_format", None) != 3 or len(md.codecs) != 1:
+        return None
+    codec, store = md.codecs[0], arr.store_path.store
+    if not isinstance(codec, BytesCodec) or not isinstance(store, LocalStore):
+        return None
+    endian = getattr(codec.endian, "value", codec.endian)
+    if np.dtype(arr.dtype).itemsize > 1 and endian not in (None, sys.byteorder):
+        return None
+    return Path(store.root) / arr.store_path.path
+
+
 class ZarrCost:
     """A cost matrix in a 2-D Zarr v3 array; its blocks are the array's (inner) chunks.
 
@@ -59,6 +86,7 @@ class ZarrCost:
         n, m = (int(s) for s in self._arr.shape)
         chunks = tuple(int(c) for c in self._arr.chunks)
         self._grid = BlockGrid((n, m), (chunks[0], chunks[1]))
+        self._raw = raw_chunk_dir(self._arr)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "storage_options": self.storage_options}
@@ -99,15 +127,53 @@ class ZarrCost:
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` read from the store."""
-        return np.asarray(self._arr[start:stop, :])
+        if self._raw is None:
+            return np.asarray(self._arr[start:stop, :])
+        return self.rows_into(start, stop, np.empty((stop - start, self.shape[1]), self.dtype))
 
     def rows_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         """Rows ``[start, stop)`` read from the store straight into ``out`` (a C-contiguous
-        NumPy array of shape (stop - start, m) and the store's dtype, e.g. pinned memory)."""
-        from zarr.core.buffer import cpu
+        NumPy array of shape (stop - start, m) and the store's dtype, e.g. pinned memory).
 
-        self._arr.get_basic_selection((slice(start, stop), slice(None)),
-                                      out=cpu.NDBuffer.from_numpy_array(out))
+        Uncompressed local stores (:func:`raw_chunk_dir`) are read from their chunk files
+        into ``out`` directly when chunks span whole rows (one copy), else through one
+        chunk buffer; other stores through zarr."""
+        if self._raw is None:
+            from zarr.core.buffer import cpu
+
+            self._arr.get_basic_selection((slice(start, stop), slice(None)),
+                                          out=cpu.NDBuffer.from_numpy_array(out))
+            return out
+        if stop <= start:
+            return out
+        grid, key = self._grid, self._arr.metadata.chunk_key_encoding.encode_chunk_key
+        rb, cb = grid.block_shape
+        m = self.shape[1]
+        chunk = None if cb == m else np.empty((rb, cb), self.dtype)    # (rb, cb) file buffer
+        for i in range(start // rb, (stop - 1) // rb + 1):
+            r0, r1 = max(start, i * rb), min(stop, (i + 1) * rb)       # rows of block row i
+            for j in range(grid.n_blocks[1]):
+                c0, c1 = grid.col_range(j)
+                dest = out[r0 - start:r1 - start, c0:c1]
+                path = self._raw / key((i, j))
+                if not path.exists():
+                    dest[...] = self._arr.fill_value
+                    continue
+                with open(path, "rb") as fh:
+                    if chunk is None:                               # whole rows: contiguous
+                        fh.seek((r0 - i * rb) * m * self.dtype.itemsize)
+                        target = dest.reshape(-1)
+                    else:
+                        target = chunk.reshape(-1)
+                    got = fh.readinto(target.view(np.uint8))  # type: ignore[arg-type]
+                if got != target.nbytes:
+                    raise InputError(
+                        f"cost: chunk file {str(path)!r} of the Zarr array at {self.path!r} "
+                        f"holds {got} bytes where {target.nbytes} were expected: the store "
+                        "is truncated or was not written by zarr. Rewrite it."
+                    )
+                if chunk is not None:
+                    dest[...] = chunk[r0 - i * rb:r1 - i * rb, :c1 - c0]
         return out
 
     def __repr__(self) -> str:
