@@ -202,6 +202,11 @@ def _plan_figures(P: np.ndarray, C: np.ndarray, a: np.ndarray, b: np.ndarray) ->
     }
 
 
+#: POT's time per iteration, which caps its timed run, is measured over at least this many
+#: seconds of iterations (a 3-iteration difference drowned in the noise of its setup).
+PROBE_S = 2.0
+
+
 def _run_pot(
     method: str, C: np.ndarray, eps: float, cfg: BenchConfig
 ) -> dict[str, Any]:
@@ -220,14 +225,18 @@ def _run_pot(
             P, log = ot.sinkhorn(a, b, C, eps, method=method, numItermax=iters,
                                  stopThr=stop, log=True)
             dt = time.perf_counter() - t0
-        it = int(log.get("niter", log.get("n_iter", iters)))
-        return np.asarray(P), max(1, it), dt
+        done = log.get("niter")          # POT logs the index of its last iteration
+        return np.asarray(P), iters if done is None else int(done) + 1, dt
 
-    _, it1, t1 = call(1)                                              # warm-up + setup
-    probe = min(cfg.max_iter, 4)
-    _, it0, t_probe = call(probe)
-    per_iter = max(t_probe - t1, 1e-9) / max(1, it0 - it1) if it0 > it1 else t_probe / it0
-    setup = max(0.0, t1 - per_iter)
+    call(1)                                                           # warm-up
+    # runs of k and 2k iterations differ by k iterations; k doubles until they outweigh the
+    # noise of the setup (building K: seconds)
+    k, times = 1, {1: call(1)[2], 2: call(2)[2]}
+    while times[2 * k] - times[k] < PROBE_S and 2 * k < cfg.max_iter:
+        k *= 2
+        times[2 * k] = call(2 * k)[2]
+    per_iter = max(times[2 * k] - times[k], 1e-9) / k
+    setup = max(0.0, times[k] - k * per_iter)
     iters = cfg.max_iter
     capped = setup + per_iter * cfg.max_iter > cfg.pot_max_seconds
     if capped:

@@ -353,3 +353,19 @@ def test_bad_executor_arguments() -> None:
         DaskExecutor("tcp://127.0.0.1:1", strip_bytes=0)
     with pytest.raises(InputError, match="client"):
         DaskExecutor(42)
+
+
+def test_strip_plan_sizes_tasks_for_scheduling_and_chunks_for_memory() -> None:
+    """Two tasks per worker thread (few tasks per pass), kernel chunks within half the task
+    budget, and a streamed strip (read into the task) within the other half."""
+    from bigsink.executors.dask import MAX_TASK_BYTES, plan_strip_rows
+
+    workers = {f"w{k}": {"nthreads": 1, "memory_limit": 8 << 30} for k in range(2)}
+    n = m = 20_000
+    rows, chunk = plan_strip_rows((n, m), 4, 1, workers, resident=True)
+    assert rows == n // 4
+    assert chunk == MAX_TASK_BYTES // 2 // (m * 24)                  # (r, m, 1) float64 x 3
+    rows, chunk = plan_strip_rows((n, m), 4, 1, workers, resident=False)
+    assert rows == MAX_TASK_BYTES // 2 // (m * 4)                    # the strip read
+    small = {"w": {"nthreads": 2, "memory_limit": 8 << 30}}
+    assert plan_strip_rows((100, 50), 8, 3, small, resident=True) == (100, 100)

@@ -26,3 +26,28 @@ def test_strips_of_a_store_are_whole_block_rows(tmp_path: Path) -> None:
     assert r.transport_cost == pytest.approx(ref.transport_cost, rel=1e-12)
     stored.close()
     dense.close()
+
+
+def test_kernels_in_chunks_equal_one_call() -> None:
+    """``apply_kernel`` in row chunks (as a Dask strip task runs a generic kernel) gives the
+    rows and partials of one call on the whole strip, for row outputs and for none."""
+    from bigsink import kernels
+    from bigsink.executors import StripJob
+    from bigsink.executors.base import apply_kernel
+
+    rng = np.random.default_rng(1)
+    C, g = rng.random((23, 17)), rng.normal(size=(17, 2))
+    log_a, f = np.log(np.full((23, 2), 1 / 23)), rng.normal(size=(23, 2))
+    sinkhorn = StripJob(kernels.sinkhorn_strip, kernels.merge_pairs)
+    column = StripJob(kernels.column_pair, kernels.merge_pairs)
+    whole = apply_kernel(sinkhorn, C, 5, [log_a, f], [g, 0.1, 1.0, 1.3])
+    for chunk in (1, 4, 22, 23, 100):
+        rows, (m, s) = apply_kernel(sinkhorn, C, 5, [log_a, f], [g, 0.1, 1.0, 1.3], chunk)
+        np.testing.assert_allclose(rows, whole[0], rtol=1e-13)
+        np.testing.assert_allclose(kernels.pair_to_lse((m, s)),
+                                   kernels.pair_to_lse(whole[1]), rtol=1e-13)
+        none, pair = apply_kernel(column, C, 5, [f], [0.1], chunk)
+        assert none is None
+        np.testing.assert_allclose(kernels.pair_to_lse(pair),
+                                   kernels.pair_to_lse(kernels.column_pair(C, 5, f, 0.1)[1]),
+                                   rtol=1e-13)
