@@ -26,7 +26,9 @@ For every size, eps and dtype, each solver runs once and reports
   files) and through zarr (``zarr_read_once_s``), and the per-iteration time over each
   (``per_iter_over_read_once``, ``per_iter_over_zarr_read``).
 
-The **machine bound** is measured in the same run: one pass over C at the measured memory
+The **machine bound** is measured in the same run, beside each of bigsink's steady runs (the
+bound reported is the one measured in the phase of its best run, as this machine's
+bandwidth wanders by tens of percent within a minute): one pass over C at the measured memory
 read bandwidth (all cores summing a large array) and one exp per element at the measured
 throughput of the fused kernels' vectorised exp (all cores): ``bound = max(bytes / bandwidth,
 elements / exp_rate)`` per iteration for the log domain (Dask, Zarr executors). In process,
@@ -188,6 +190,22 @@ def bound_seconds(n: int, m: int, itemsize: int, machine: dict[str, float]) -> f
     return max(n * m * itemsize / machine["read_bytes_per_s"], n * m / machine["exp_per_s"])
 
 
+def _path_bound(n: int, itemsize: int, kernel_itemsize: int, executor: str,
+                machine: dict[str, float]) -> float:
+    """The bound of the path bigsink takes on the n x n problem: in process (balanced), one
+    read of the resident kernel (``kernel_itemsize`` bytes per element); elsewhere the
+    log-domain bound of :func:`bound_seconds` on C (``itemsize``)."""
+    if executor == "local":
+        return n * n * kernel_itemsize / machine["read_bytes_per_s"]
+    return bound_seconds(n, n, itemsize, machine)
+
+
+def _quick_machine() -> dict[str, float]:
+    """:func:`machine_figures` on less data (64 MB, best of 2): taken beside every steady
+    run, so that a run's bound comes from the same phase of the machine."""
+    return machine_figures(nbytes=64 << 20, repeats=2)
+
+
 def _plan_figures(P: np.ndarray, C: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     """Marginal errors, ``<P, C>`` and failure of a dense plan (float64 sums)."""
     P = np.asarray(P, dtype=np.float64)
@@ -229,14 +247,15 @@ def _run_pot(
         return np.asarray(P), iters if done is None else int(done) + 1, dt
 
     call(1)                                                           # warm-up
-    # runs of k and 2k iterations differ by k iterations; k doubles until they outweigh the
-    # noise of the setup (building K: seconds)
-    k, times = 1, {1: call(1)[2], 2: call(2)[2]}
-    while times[2 * k] - times[k] < PROBE_S and 2 * k < cfg.max_iter:
+    # Noise here is one-sided (page-fault storms, slow phases), so minima are robust: the
+    # setup (building K: seconds) is the faster of two 1-iteration runs, and k doubles until
+    # a k-iteration run lasts PROBE_S beyond it, confirmed by a second run.
+    setup = min(call(1)[2], call(1)[2])
+    k = 2
+    while call(k)[2] - setup < PROBE_S and 2 * k <= cfg.max_iter:
         k *= 2
-        times[2 * k] = call(2 * k)[2]
-    per_iter = max(times[2 * k] - times[k], 1e-9) / k
-    setup = max(0.0, times[k] - k * per_iter)
+    per_iter = max(min(call(k)[2], call(k)[2]) - setup, 1e-9) / (k - 1)
+    setup = max(0.0, setup - per_iter)
     iters = cfg.max_iter
     capped = setup + per_iter * cfg.max_iter > cfg.pot_max_seconds
     if capped:
@@ -245,6 +264,7 @@ def _run_pot(
         P, it, dt = call(iters)
     except Exception as exc:  # report it, do not stop the benchmark
         return {"solver": f"pot.{method}", "failure": f"error: {exc}", "capped": capped}
+    capped = capped and it >= iters                                   # it stopped at the cap
     # per iteration: the time beyond the setup (K = exp(-C/eps) etc.), measured by a 1-iteration run
     s_per_iter = (dt - setup) / it if dt > setup else dt / it
     rec: dict[str, Any] = {"solver": f"pot.{method}", "n_iter": it, "seconds": dt,
@@ -305,13 +325,15 @@ def _run_bigsink(
 
 def _steady_per_iter(cost: Any, eps: float, res: Any, tol: float, **options: Any) -> float | None:
     """Seconds per iteration of one solve alone (:func:`_steady_per_iters` of one case)."""
-    return _steady_per_iters([(cost, eps, res)], tol, **options)[0]
+    return _steady_per_iters([(cost, eps, res)], tol, **options)[0][0]
 
 
 def _steady_per_iters(cases: list[tuple[Any, float, Any]], tol: float, k: int = 20,
                       min_span_s: float = 0.5, repeats: int = 3,
-                      **options: Any) -> list[float | None]:
-    """Seconds per iteration alone of each ``(cost, eps, result)`` case.
+                      phase: Callable[[], Any] | None = None,
+                      **options: Any) -> list[tuple[float | None, Any]]:
+    """Seconds per iteration alone of each ``(cost, eps, result)`` case, and what ``phase()``
+    returned right before its best run (None without ``phase``).
 
     A warm-started run at ``eps`` of ``k`` iterations is timed iteration by iteration
     (``solve(callback=...)``): the mean interval between the first and the last
@@ -322,7 +344,8 @@ def _steady_per_iters(cases: list[tuple[Any, float, Any]], tol: float, k: int = 
 
     Each case's figure is the best of ``repeats`` runs, taken round-robin over the cases:
     the machine's memory bandwidth drifts in phases of seconds, and interleaving lets
-    every case meet the same phases (what a comparison across sizes needs). ``k`` doubles
+    every case meet the same phases (what a comparison across sizes needs); ``phase``
+    (e.g. a quick bandwidth measurement) records the phase each run met. ``k`` doubles
     (first round) until the timed iterations span at least ``min_span_s``, so timer noise
     cannot swamp small problems. None when fewer than two iterations were timed.
     ``options`` go to :func:`bigsink.solve`.
@@ -331,9 +354,10 @@ def _steady_per_iters(cases: list[tuple[Any, float, Any]], tol: float, k: int = 
 
     mixed = kernel_dtype(np.float64, tol, 1) == np.float32
 
-    def run(case: tuple[Any, float, Any], iters: int) -> tuple[float, float | None]:
-        """(span of the timed iterations, seconds per iteration) of one run."""
+    def run(case: tuple[Any, float, Any], iters: int) -> tuple[float, float | None, Any]:
+        """(span of the timed iterations, seconds per iteration, phase) of one run."""
         cost, eps, res = case
+        there = phase() if phase is not None else None
         ends: list[float] = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -341,24 +365,26 @@ def _steady_per_iters(cases: list[tuple[Any, float, Any]], tol: float, k: int = 
                   eps_scaling=False, progress=False, mixed_precision=mixed,
                   callback=lambda *_: ends.append(time.perf_counter()), **options)
         if len(ends) < 2:
-            return 0.0, None
+            return 0.0, None, there
         span = ends[-1] - ends[0]
-        return span, span / (len(ends) - 1)
+        return span, span / (len(ends) - 1), there
 
     ks: list[int] = []
-    best: list[float | None] = []
+    best: list[tuple[float | None, Any]] = []
     for case in cases:                              # first round: find each case's k
         kc = k
-        span, per = run(case, kc)
+        span, per, there = run(case, kc)
         while per is not None and span < min_span_s and 2 * kc <= 1 << 14:
             kc *= 2
-            span, per = run(case, kc)
+            span, per, there = run(case, kc)
         ks.append(kc)
-        best.append(per)
+        best.append((per, there))
     for _ in range(repeats - 1):
         for c, case in enumerate(cases):
-            per, prev = run(case, ks[c])[1], best[c]
-            best[c] = per if prev is None else prev if per is None else min(prev, per)
+            _, per, there = run(case, ks[c])
+            prev = best[c][0]
+            if per is not None and (prev is None or per < prev):
+                best[c] = (per, there)
     return best
 
 
@@ -441,9 +467,7 @@ def run_bench(
                     # resident kernel (in its storage dtype) per iteration, no exp;
                     # elsewhere the log-domain bound
                     stored = kernel_dtype(C.dtype, cfg.tol, 1)
-                    bound = (n * n * stored.itemsize / machine["read_bytes_per_s"]
-                             if cfg.executor == "local" else bound_seconds(n, n, C.itemsize,
-                                                                           machine))
+                    bound = _path_bound(n, C.itemsize, stored.itemsize, cfg.executor, machine)
                     if cfg.executor == "local":
                         extra["kernel_dtype"] = str(stored)
                     say(f"n={n} eps={eps:g} {dtype} ({cfg.executor}): bound {bound * 1e3:.1f} ms")
@@ -466,7 +490,7 @@ def run_bench(
                             say(_line(recs[-1]))
                     run = {"n": n, "eps": eps, "dtype": dtype, "executor": cfg.executor,
                            "tol": cfg.tol, "bound_s": bound, "reference_pc": ref, **extra,
-                           "solvers": recs}
+                           "kernel_itemsize": stored.itemsize, "solvers": recs}
                     runs.append(run)
                     if res is not None:
                         pending.append((run, cost, res))
@@ -476,10 +500,15 @@ def run_bench(
             say(f"steady time per iteration ({key[0]}, eps {key[1]:g}): "
                 f"{len(group)} size(s) round-robin")
             per = _steady_per_iters([(c, r["eps"], res) for r, c, res in group], cfg.tol,
-                                    **_bigsink_kwargs(cfg, client))
-            for (r, _, _), sp in zip(group, per, strict=True):
+                                    phase=_quick_machine, **_bigsink_kwargs(cfg, client))
+            for (r, _, _), (sp, there) in zip(group, per, strict=True):
                 r["solvers"][0]["s_per_iter"] = sp
-                say(f"  n={r['n']}: {_fmt(sp, '.4f')} s/it")
+                if there is not None:       # the bound in the phase of the best run
+                    r["machine_at_best"] = there
+                    r["bound_s"] = _path_bound(r["n"], np.dtype(r["dtype"]).itemsize,
+                                               r["kernel_itemsize"], cfg.executor, there)
+                say(f"  n={r['n']}: {_fmt(sp, '.4f')} s/it, bound then "
+                    f"{r['bound_s'] * 1e3:.1f} ms")
         for run in runs:
             _finish(run)
     finally:
@@ -545,7 +574,11 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{_fmt(r.get('ratio_s_per_iter_vs_bigsink'), '>9.2f')} "
                 f"{_fmt(r.get('per_iter_over_bound'), '>7.2f')} {r.get('failure') or ''}"
             )
-        notes = [f"{label} {run[key]:.2f}x" for key, label in (
+        there = run.get("machine_at_best")
+        phase = ([f"bound at read {there['read_bytes_per_s'] / 1e9:.1f} GB/s, exp "
+                  f"{there['exp_per_s'] / 1e9:.2f} G/s (measured beside the best run)"]
+                 if there else [])
+        notes = phase + [f"{label} {run[key]:.2f}x" for key, label in (
             ("per_iter_over_in_process", "bigsink per iter / same iterations in process:"),
             ("per_iter_over_read_once", "bigsink per iter / reading the store once:"),
             ("per_iter_over_zarr_read", "/ reading it with zarr:"),

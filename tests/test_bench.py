@@ -93,4 +93,7 @@ def test_steady_times_round_robin_over_sizes() -> None:
         big = run["solvers"][0]
         assert big["s_per_iter"] > 0 and big["per_iter_over_bound"] > 0
         assert big["ratio_s_per_iter_vs_bigsink"] == 1.0
+        there = run["machine_at_best"]                       # bound from the best run's phase
+        assert run["bound_s"] == pytest.approx(
+            run["n"] ** 2 * run["kernel_itemsize"] / there["read_bytes_per_s"])
     assert "60: " in bench.format_table(report) and "max/min" in bench.format_table(report)
