@@ -329,7 +329,7 @@ def _steady_per_iter(cost: Any, eps: float, res: Any, tol: float, **options: Any
 
 
 def _steady_per_iters(cases: list[tuple[Any, float, Any]], tol: float, k: int = 20,
-                      min_span_s: float = 0.5, repeats: int = 3,
+                      min_span_s: float = 0.5, repeats: int = 9,
                       phase: Callable[[], Any] | None = None,
                       **options: Any) -> list[tuple[float | None, Any]]:
     """Seconds per iteration alone of each ``(cost, eps, result)`` case, and what ``phase()``
