@@ -82,10 +82,12 @@ def apply_kernel(
     independently of the strip, which an executor sizes for scheduling.
     """
     r = C.shape[0]
-    step = r if chunk_rows is None else max(1, min(r, chunk_rows))
+    if chunk_rows is None or chunk_rows >= r:
+        return job.kernel(C, start, *row_args, *shared)
+    step = max(1, chunk_rows)
+    bounds = [(c0, min(r, c0 + step)) for c0 in range(0, r, step)]
     outs = [
-        job.kernel(C[c0:c0 + step] if step < r else C, start + c0,
-                   *(x[c0:c0 + step] for x in row_args), *shared)
-        for c0 in range(0, r, step)
+        job.kernel(C[c0:c1, ...], start + c0, *(x[c0:c1, ...] for x in row_args), *shared)
+        for c0, c1 in bounds
     ]
     return concat_rows([o[0] for o in outs]), tree_reduce([o[1] for o in outs], job.merge)
