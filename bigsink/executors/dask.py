@@ -262,8 +262,10 @@ class DaskExecutor:
         mode: "auto" (resident when C takes less than half of the workers' total memory
             limit, else streaming), "resident" or "streaming"; see the module docstring.
         strip_bytes: memory of one strip task's kernel temporaries, which sets the rows per
-            strip (as for the local executor); default: planned from the workers' memory
-            limits and threads (:func:`plan_strip_rows`). Strips are aligned to C's blocks.
+            strip, one kernel call each (as for the local executor); default: strips of
+            about two tasks per worker thread, their kernels run in chunks planned from the
+            workers' memory limits (:func:`plan_strip_rows`). Strips are aligned to C's
+            blocks.
         connect_timeout: seconds to wait for the scheduler and its first worker.
         retries: re-runs of a task that raised (transient read errors); worker deaths are
             handled by the scheduler's lineage recomputation instead.
