@@ -80,6 +80,7 @@ __all__ = [
     "exp",
     "fused_available",
     "merge_pairs",
+    "runs_whole",
     "sinkhorn_strip",
     "strip_kernels",
 ]
@@ -487,6 +488,14 @@ def evaluate_strip(
     _evaluate_rows(np.ascontiguousarray(C), _f64(f), _f64(g.T), float(eps), rows, cols, pc,
                    C.dtype == np.float32)
     return rows, (np.ascontiguousarray(cols.T), pc)
+
+
+def runs_whole(kernel: Any, C: Any) -> bool:
+    """Whether ``kernel`` on the strip ``C`` is a fused kernel that needs only O(r + m)
+    temporaries (numba or CUDA), so that an executor need not cut the strip into chunks."""
+    return kernel in (sinkhorn_strip, evaluate_strip) and (
+        (is_cupy_array(C) and _cuda.fits(C)) or _fits(C)
+    )
 
 
 def fused_available(dtype: Any, namespace: Any = np) -> bool:

@@ -262,7 +262,7 @@ class ScalingStep:
             self.Kmat = None                                          # free before allocating
             self.Kmat = np.empty((kernels, n, m), dtype=self.dtype)
         cost, betaT = self.session.cost, np.ascontiguousarray(beta.T)     # in-process strips
-        for start, stop in self.session.strips:
+        for start, stop in self.session.pieces:
             _fill_kernel(cost.rows(start, stop), alpha[start:stop], betaT, self.eps,
                          FLUSH[self.dtype], self.Kmat[:, start:stop, :],
                          self.dtype == np.float32)
@@ -328,7 +328,7 @@ class ScalingStep:
             uk, vk = u[:, ks], v[:, ks]                                  # (n, J), (m, J)
             rows[:, ks] = uk * (Km @ vk)
             cols[:, ks] = vk * (Km.T @ uk)
-            for start, stop in self.session.strips:                      # sum_ij P_ij C_ij
+            for start, stop in self.session.pieces:                      # sum_ij P_ij C_ij
                 KC = Km[start:stop] * self.session.cost.rows(start, stop)  # (r, m)
                 pc[ks] += np.einsum("ik,ik->k", uk[start:stop], KC @ vk)
         return rows, cols, pc

@@ -13,19 +13,22 @@ from bigsink.executors import LocalExecutor
 
 def test_strips_of_a_store_are_whole_block_rows(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    x, y = rng.random((100, 2)), rng.random((30, 2))
-    cost = bigsink.write_cost(x, y, tmp_path / "C.zarr", chunks=(40, 30), dtype="float64")
-    tiny = LocalExecutor(threads=2, strip_bytes=3 * 8 * 30 * 10)     # 10 rows of temporaries
-    stored = tiny.open(cost, 1)
-    assert stored.strips == [(0, 40), (40, 80), (80, 100)]            # never a cut chunk
-    dense = tiny.open(bigsink.DenseCost(np.asarray(cost.rows(0, 100)), (40, 30)), 1)
-    assert dense.strips[:2] == [(0, 10), (10, 20)]                    # in memory: cut freely
+    x, y = rng.random((3000, 2)), rng.random((300, 2))
+    cost = bigsink.write_cost(x, y, tmp_path / "C.zarr", chunks=(1000, 300), dtype="float64")
+    tiny = LocalExecutor(threads=2, strip_bytes=3 * 8 * 300 * 100)   # chunks of 100 rows
+    stored = tiny.open(cost, 1)                                       # strips of >= 874 rows
+    assert stored.strips == [(0, 1000), (1000, 2000), (2000, 3000)]   # never a cut chunk
+    assert stored.pieces[:2] == [(0, 100), (100, 200)]                # generic kernels' chunks
+    C = np.asarray(cost.rows(0, 3000))
+    dense = tiny.open(bigsink.DenseCost(C, (1000, 300)), 1)
+    assert dense.strips[:2] == [(0, 500), (500, 1000)]                # in memory: cut freely
+    big = LocalExecutor(threads=2).open(bigsink.DenseCost(np.zeros((8000, 400)), (8000, 400)), 1)
+    assert len(big.strips) == 8                                       # 4 strips per thread
     r = bigsink.solve(cost, eps=0.05, tol=1e-9, executor=tiny)
-    ref = bigsink.solve(np.asarray(cost.rows(0, 100)), eps=0.05, tol=1e-9,
-                        resident_kernel=False)
+    ref = bigsink.solve(C, eps=0.05, tol=1e-9, resident_kernel=False)
     assert r.transport_cost == pytest.approx(ref.transport_cost, rel=1e-12)
-    stored.close()
-    dense.close()
+    for session in (stored, dense, big):
+        session.close()
 
 
 def test_kernels_in_chunks_equal_one_call() -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from .. import fused
 from .._xp import array_namespace
 from ..costs import CostSource
 from ..kernels import tree_reduce
@@ -79,10 +80,11 @@ def apply_kernel(
     partials merged in the fixed tree of :func:`~bigsink.kernels.tree_reduce`.
 
     Chunks bound the kernel's temporaries (a generic kernel makes (r, m, K) arrays)
-    independently of the strip, which an executor sizes for scheduling.
+    independently of the strip, which an executor sizes for scheduling. A fused kernel
+    (:func:`bigsink.fused.runs_whole`) needs O(r + m) and takes the strip whole.
     """
     r = C.shape[0]
-    if chunk_rows is None or chunk_rows >= r:
+    if chunk_rows is None or chunk_rows >= r or fused.runs_whole(job.kernel, C):
         return job.kernel(C, start, *row_args, *shared)
     step = max(1, chunk_rows)
     bounds = [(c0, min(r, c0 + step)) for c0 in range(0, r, step)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,38 +25,63 @@ DEVICE_STRIP_BYTES = 256 << 20
 #: device memory, which bounds the temporaries of the generic kernels (the start-up scan,
 #: the rare exact column pass) to a few times a strip.
 DEVICE_VIEW_BYTES = 16 << 30
+#: Strips per thread: few (each strip's partial is merged here, serially), but enough for
+#: the threads to balance.
+STRIPS_PER_THREAD = 4
+#: At most this many bytes of C per strip (read, computed, or a view of memory).
+STRIP_DATA_BYTES = 256 << 20
+#: At least this many elements per strip: a thread's task and a merge cost microseconds.
+MIN_STRIP_ELEMENTS = 1 << 18
 #: A strip of a store-backed cost takes a whole block row (each piece of a cut chunk would
 #: read and decode all of it) when the block row holds at most this many bytes.
 STORE_BLOCK_BYTES = 256 << 20
 
 
-def run_strip(cost: CostSource, start: int, stop: int, job: StripJob) -> tuple[Any, Any]:
-    """Read one strip and apply ``job.kernel`` to it; results come back as NumPy.
+def run_strip(
+    cost: CostSource, start: int, stop: int, job: StripJob, chunk_rows: int | None = None,
+) -> tuple[Any, Any]:
+    """Read one strip and apply ``job.kernel`` to it in chunks of ``chunk_rows`` rows
+    (:func:`~bigsink.executors.base.apply_kernel`); results come back as NumPy.
 
     Inputs are moved to the strip's namespace/device (NumPy or CuPy) first.
     """
     C = cost.rows(start, stop)
     row_args = [like(x[start:stop], C) for x in job.row_args]
     shared = [like(x, C) for x in job.shared]
-    row_out, partial = apply_kernel(job, C, start, row_args, shared)
+    row_out, partial = apply_kernel(job, C, start, row_args, shared, chunk_rows)
     return to_numpy(row_out), to_numpy(partial)
 
 
 class LocalSession:
-    """Strips of one cost run on a thread pool; partials merged in the fixed tree."""
+    """Strips of one cost run on a thread pool; partials merged in the fixed tree.
 
-    def __init__(self, cost: CostSource, strips: list[tuple[int, int]], threads: int) -> None:
+    ``strips`` are what the threads take (sized for scheduling); a generic kernel runs on
+    each in chunks of ``chunk_rows`` rows (sized for its temporaries); :attr:`pieces` lists
+    those chunks for code that walks C itself (the scaling path).
+    """
+
+    def __init__(self, cost: CostSource, strips: list[tuple[int, int]], threads: int,
+                 chunk_rows: int | None = None) -> None:
         self.cost = cost
         self.strips = strips
+        self.chunk_rows = chunk_rows
         self._pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+
+    @property
+    def pieces(self) -> list[tuple[int, int]]:
+        """The strips cut into chunks of at most ``chunk_rows`` rows, in order."""
+        step = self.chunk_rows
+        if step is None:
+            return list(self.strips)
+        return [(a, min(s1, a + step)) for s0, s1 in self.strips for a in range(s0, s1, step)]
 
     def run(self, job: StripJob) -> tuple[Any, Any]:
         """Run ``job`` on every strip; see :class:`~bigsink.executors.base.Session`."""
-        if self._pool is None:
-            outs = [run_strip(self.cost, s0, s1, job) for s0, s1 in self.strips]
-        else:
-            pool = self._pool
-            outs = list(pool.map(lambda s: run_strip(self.cost, s[0], s[1], job), self.strips))
+        def one(s: tuple[int, int]) -> tuple[Any, Any]:
+            return run_strip(self.cost, s[0], s[1], job, self.chunk_rows)
+
+        strips = self.strips
+        outs = list(map(one, strips) if self._pool is None else self._pool.map(one, strips))
         return concat_rows([o[0] for o in outs]), tree_reduce([o[1] for o in outs], job.merge)
 
     def close(self) -> None:
@@ -77,7 +103,10 @@ class LocalExecutor:
 
     Args:
         threads: worker threads; 1 runs strips inline.
-        strip_bytes: memory for one strip's temporaries; sets the rows per strip.
+        strip_bytes: memory for one kernel call's temporaries: the rows per chunk of a
+            generic kernel. Strips (what a thread takes) are about ``n / (threads *
+            STRIPS_PER_THREAD)`` rows, at most STRIP_DATA_BYTES of C and at least
+            MIN_STRIP_ELEMENTS; fused kernels take them whole.
     """
 
     def __init__(self, threads: int | None = None, strip_bytes: int = STRIP_BYTES) -> None:
@@ -85,8 +114,8 @@ class LocalExecutor:
         self.strip_bytes = strip_bytes
 
     def open(self, cost: CostSource, width: int) -> LocalSession:
-        """Bind to ``cost``: strips aligned to its block rows, sized for ``width`` columns
-        (a store's block rows are never cut, up to STORE_BLOCK_BYTES).
+        """Bind to ``cost``: strips aligned to its block rows, chunks sized for ``width``
+        columns (a store's block rows are never cut, up to STORE_BLOCK_BYTES).
 
         CuPy strips (float32/float64) are large and run on one thread: the GPU is the
         parallelism, and reads overlap compute through the cost's prefetcher
@@ -97,9 +126,13 @@ class LocalExecutor:
             budget = _device_view_bytes() if isinstance(cost, DenseCost) else DEVICE_STRIP_BYTES
             rows = budget // (cost.shape[1] * dtype.itemsize)
             return LocalSession(cost, cost.grid.row_strips(max(1, rows)), 1)
-        rows = strip_rows(cost.shape[1], width, self.strip_bytes)
+        n, m = cost.shape
+        chunk = strip_rows(m, width, self.strip_bytes)                # generic temporaries
+        spread = math.ceil(n / (self.threads * STRIPS_PER_THREAD))     # few strips to merge
+        rows = max(math.ceil(MIN_STRIP_ELEMENTS / m),
+                   min(spread, max(1, STRIP_DATA_BYTES // (m * dtype.itemsize))))
         block = cost.grid.block_shape[0]
-        if reads_store(cost) and block * cost.shape[1] * dtype.itemsize <= STORE_BLOCK_BYTES:
+        if reads_store(cost) and block * m * dtype.itemsize <= STORE_BLOCK_BYTES:
             rows = max(rows, block)        # whole block rows: a cut chunk is read per piece
         strips = cost.grid.row_strips(rows)
-        return LocalSession(cost, strips, min(self.threads, len(strips)))
+        return LocalSession(cost, strips, min(self.threads, len(strips)), chunk)
