@@ -430,7 +430,9 @@ def write_plan_strip(
     """Strip kernel: write rows ``start:start+r`` of the plan to the Zarr array at ``path``.
 
     The array's chunk rows never straddle two strips (see :func:`write_plan`), so strips
-    write disjoint chunks. Returns the number of rows written (merged by addition).
+    write disjoint chunks; the calls of one strip (chunks of it, see
+    :func:`~bigsink.executors.base.apply_kernel`) run one after another. Returns the number
+    of rows written (merged by addition).
     """
     import zarr
 

@@ -11,7 +11,9 @@ from .._xp import array_namespace
 from ..costs import CostSource
 from ..kernels import tree_reduce
 
-__all__ = ["Executor", "Session", "StripJob", "apply_kernel", "concat_rows", "strip_rows"]
+__all__ = [
+    "Executor", "Session", "StripJob", "apply_kernel", "concat_rows", "pieces", "strip_rows",
+]
 
 #: Default memory for one strip's temporaries (the (r, m, K) float64 arrays of a kernel).
 STRIP_BYTES = 48 << 20
@@ -93,3 +95,12 @@ def apply_kernel(
         for c0, c1 in bounds
     ]
     return concat_rows([o[0] for o in outs]), tree_reduce([o[1] for o in outs], job.merge)
+
+
+def pieces(strips: list[tuple[int, int]], chunk_rows: int | None) -> list[tuple[int, int]]:
+    """The row ranges a generic kernel runs on: ``strips`` cut into chunks of at most
+    ``chunk_rows`` rows (:func:`apply_kernel`), in order."""
+    if chunk_rows is None:
+        return list(strips)
+    step = max(1, chunk_rows)
+    return [(a, min(s1, a + step)) for s0, s1 in strips for a in range(s0, s1, step)]

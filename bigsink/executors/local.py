@@ -13,7 +13,7 @@ from .._xp import like, to_numpy
 from ..costs import CostSource, DenseCost, strip_module
 from ..kernels import tree_reduce
 from ..zarr_cost import reads_store
-from .base import STRIP_BYTES, StripJob, apply_kernel, concat_rows, strip_rows
+from .base import STRIP_BYTES, StripJob, apply_kernel, concat_rows, pieces, strip_rows
 
 __all__ = ["DEVICE_STRIP_BYTES", "DEVICE_VIEW_BYTES", "LocalExecutor", "LocalSession"]
 
@@ -70,10 +70,7 @@ class LocalSession:
     @property
     def pieces(self) -> list[tuple[int, int]]:
         """The strips cut into chunks of at most ``chunk_rows`` rows, in order."""
-        step = self.chunk_rows
-        if step is None:
-            return list(self.strips)
-        return [(a, min(s1, a + step)) for s0, s1 in self.strips for a in range(s0, s1, step)]
+        return pieces(self.strips, self.chunk_rows)
 
     def run(self, job: StripJob) -> tuple[Any, Any]:
         """Run ``job`` on every strip; see :class:`~bigsink.executors.base.Session`."""
