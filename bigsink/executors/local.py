@@ -28,8 +28,11 @@ DEVICE_VIEW_BYTES = 16 << 30
 #: Strips per thread: few (each strip's partial is merged here, serially), but enough for
 #: the threads to balance.
 STRIPS_PER_THREAD = 4
-#: At most this many bytes of C per strip (read, computed, or a view of memory).
-STRIP_DATA_BYTES = 256 << 20
+#: At most this many bytes of C per strip of a matrix in memory (a view: costs nothing) ...
+STRIP_VIEW_BYTES = 256 << 20
+#: ... and of a cost that reads or computes its strips (a fresh buffer each time: small
+#: ones are cheaper to fault in, and let one thread's read overlap the other's compute).
+STRIP_READ_BYTES = 16 << 20
 #: At least this many elements per strip: a thread's task and a merge cost microseconds.
 MIN_STRIP_ELEMENTS = 1 << 18
 #: A strip of a store-backed cost takes a whole block row (each piece of a cut chunk would
@@ -102,7 +105,8 @@ class LocalExecutor:
         threads: worker threads; 1 runs strips inline.
         strip_bytes: memory for one kernel call's temporaries: the rows per chunk of a
             generic kernel. Strips (what a thread takes) are about ``n / (threads *
-            STRIPS_PER_THREAD)`` rows, at most STRIP_DATA_BYTES of C and at least
+            STRIPS_PER_THREAD)`` rows, at most STRIP_VIEW_BYTES of C in memory
+            (STRIP_READ_BYTES of C read or computed per strip) and at least
             MIN_STRIP_ELEMENTS; fused kernels take them whole.
     """
 
@@ -126,8 +130,9 @@ class LocalExecutor:
         n, m = cost.shape
         chunk = strip_rows(m, width, self.strip_bytes)                # generic temporaries
         spread = math.ceil(n / (self.threads * STRIPS_PER_THREAD))     # few strips to merge
+        data = STRIP_VIEW_BYTES if isinstance(cost, DenseCost) else STRIP_READ_BYTES
         rows = max(math.ceil(MIN_STRIP_ELEMENTS / m),
-                   min(spread, max(1, STRIP_DATA_BYTES // (m * dtype.itemsize))))
+                   min(spread, max(1, data // (m * dtype.itemsize))))
         block = cost.grid.block_shape[0]
         if reads_store(cost) and block * m * dtype.itemsize <= STORE_BLOCK_BYTES:
             rows = max(rows, block)        # whole block rows: a cut chunk is read per piece
