@@ -88,11 +88,9 @@ def apply_kernel(
     r = C.shape[0]
     if chunk_rows is None or chunk_rows >= r or fused.runs_whole(job.kernel, C):
         return job.kernel(C, start, *row_args, *shared)
-    step = max(1, chunk_rows)
-    bounds = [(c0, min(r, c0 + step)) for c0 in range(0, r, step)]
     outs = [
         job.kernel(C[c0:c1, ...], start + c0, *(x[c0:c1, ...] for x in row_args), *shared)
-        for c0, c1 in bounds
+        for c0, c1 in pieces([(0, r)], chunk_rows)
     ]
     return concat_rows([o[0] for o in outs]), tree_reduce([o[1] for o in outs], job.merge)
 
