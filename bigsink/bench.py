@@ -265,7 +265,7 @@ def _run_pot(
     except Exception as exc:  # report it, do not stop the benchmark
         return {"solver": f"pot.{method}", "failure": f"error: {exc}", "capped": capped}
     capped = capped and it >= iters                                   # it stopped at the cap
-    # per iteration: the time beyond the setup (K = exp(-C/eps) etc.), measured by a 1-iteration run
+    # per iteration: the time beyond the setup (K = exp(-C/eps) etc.) that the probe measured
     s_per_iter = (dt - setup) / it if dt > setup else dt / it
     rec: dict[str, Any] = {"solver": f"pot.{method}", "n_iter": it, "seconds": dt,
                            "s_per_iter": s_per_iter, "setup_s": setup, "capped": capped}

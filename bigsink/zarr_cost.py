@@ -156,16 +156,15 @@ class ZarrCost:
                 c0, c1 = grid.col_range(j)
                 dest = out[r0 - start:r1 - start, c0:c1]
                 path = self._raw / key((i, j))
-                if not path.exists():
+                target = dest.reshape(-1) if chunk is None else chunk.reshape(-1)
+                try:
+                    with open(path, "rb") as fh:
+                        if chunk is None:                           # whole rows: contiguous
+                            fh.seek((r0 - i * rb) * m * self.dtype.itemsize)
+                        got = fh.readinto(target.view(np.uint8))  # type: ignore[arg-type]
+                except FileNotFoundError:                           # an unwritten chunk
                     dest[...] = self._arr.fill_value
                     continue
-                with open(path, "rb") as fh:
-                    if chunk is None:                               # whole rows: contiguous
-                        fh.seek((r0 - i * rb) * m * self.dtype.itemsize)
-                        target = dest.reshape(-1)
-                    else:
-                        target = chunk.reshape(-1)
-                    got = fh.readinto(target.view(np.uint8))  # type: ignore[arg-type]
                 if got != target.nbytes:
                     raise InputError(
                         f"cost: chunk file {str(path)!r} of the Zarr array at {self.path!r} "
