@@ -21,18 +21,23 @@ For every size, eps and dtype, each solver runs once and reports
   measured with a one-iteration run);
 * ``ratio_s_per_iter_vs_bigsink``: the solver's per-iteration time over bigsink's;
 * executors ``dask`` and ``zarr``: ``per_iter_over_in_process``, bigsink's per-iteration time
-  over the same log-domain iterations in this process; ``zarr`` also the best-of-3 times to
-  read the store once, as bigsink streams it (``store_read_once_s``, straight from the chunk
-  files) and through zarr (``zarr_read_once_s``), and the per-iteration time over each
-  (``per_iter_over_read_once``, ``per_iter_over_zarr_read``).
+  over the same iterations in this process on the cost in memory (Dask: the log domain;
+  Zarr: the scaling path, whose kernel is then in memory instead of a scratch file);
+  ``zarr`` also the best-of-3 times to read the store once, as bigsink streams it
+  (``store_read_once_s``, straight from the chunk files) and through zarr
+  (``zarr_read_once_s``), the per-iteration time over each (``per_iter_over_read_once``,
+  ``per_iter_over_zarr_read``), and the log domain's time per iteration streaming C from
+  the store (``log_s_per_iter``, what a store takes without room for the scratch kernel),
+  over the first read (``log_per_iter_over_read_once``).
 
 The **machine bound** is measured in the same run, beside each of bigsink's steady runs (the
 bound reported is the one measured in the phase of its best run, as this machine's
 bandwidth wanders by tens of percent within a minute): one pass over C at the measured memory
 read bandwidth (all cores summing a large array) and one exp per element at the measured
 throughput of the fused kernels' vectorised exp (all cores): ``bound = max(bytes / bandwidth,
-elements / exp_rate)`` per iteration for the log domain (Dask, Zarr executors). In process,
-balanced problems take the scaling path (:mod:`bigsink.scaling`), whose bound is one read of
+elements / exp_rate)`` per iteration for the log domain (Dask executor). In process,
+balanced problems take the scaling path (:mod:`bigsink.scaling`; for a Zarr store with its
+kernel in a scratch file), whose bound is one read of
 the resident kernel, ``bytes / bandwidth``, with the kernel's bytes in its storage dtype
 (float32 for a float64 cost at ``tol >= 1e-7``: mixed precision,
 :func:`bigsink.scaling.kernel_dtype`); bigsink's per-iteration time is reported over the
@@ -192,10 +197,10 @@ def bound_seconds(n: int, m: int, itemsize: int, machine: dict[str, float]) -> f
 
 def _path_bound(n: int, itemsize: int, kernel_itemsize: int, executor: str,
                 machine: dict[str, float]) -> float:
-    """The bound of the path bigsink takes on the n x n problem: in process (balanced), one
-    read of the resident kernel (``kernel_itemsize`` bytes per element); elsewhere the
-    log-domain bound of :func:`bound_seconds` on C (``itemsize``)."""
-    if executor == "local":
+    """The bound of the path bigsink takes on the n x n problem: in process (balanced, a
+    Zarr store included), one read of the resident kernel (``kernel_itemsize`` bytes per
+    element); on Dask the log-domain bound of :func:`bound_seconds` on C (``itemsize``)."""
+    if executor != "dask":
         return n * n * kernel_itemsize / machine["read_bytes_per_s"]
     return bound_seconds(n, n, itemsize, machine)
 
@@ -289,8 +294,8 @@ def _run_bigsink(
     """One bigsink solve: its record and result (None if it failed); marginal errors and
     ``<P, C>`` from its own exact final pass.
 
-    ``in_process``: the cost in memory, to time the same log-domain iterations in this
-    process as well (what a cluster or a store costs over them). ``steady``: measure
+    ``in_process``: the cost in memory, to time the same iterations in this process as
+    well (what a cluster or a store costs over them). ``steady``: measure
     ``s_per_iter`` now (else the caller does, see :func:`_steady_per_iters`)."""
     from .solver import solve
 
@@ -306,11 +311,14 @@ def _run_bigsink(
         except Exception as exc:  # report it, do not stop the benchmark
             return {"solver": "bigsink", "failure": f"error: {exc}"}, None
     err = max(float(np.max(res.marginal_error.row)), float(np.max(res.marginal_error.col)))
+    same_path = {"resident_kernel": False} if cfg.executor == "dask" else {}
     local = (None if in_process is None else
-             _steady_per_iter(in_process, eps, res, cfg.tol, resident_kernel=False))
+             _steady_per_iter(in_process, eps, res, cfg.tol, **same_path))
     return {
         "solver": "bigsink", "n_iter": res.n_iter, "seconds": res.seconds,
-        "in_process_log_s_per_iter": local,
+        "in_process_s_per_iter": local,
+        "log_s_per_iter": (_steady_per_iter(cost, eps, res, cfg.tol, resident_kernel=False)
+                           if cfg.executor == "zarr" else None),
         "s_per_iter_all_in": res.seconds / max(1, res.n_iter), "capped": False,
         "s_per_iter": (_steady_per_iter(cost, eps, res, cfg.tol, **_bigsink_kwargs(cfg, client))
                        if steady else None),
@@ -465,10 +473,10 @@ def run_bench(
                 for eps in cfg.eps:
                     # in process, balanced problems run the scaling path: one read of the
                     # resident kernel (in its storage dtype) per iteration, no exp;
-                    # elsewhere the log-domain bound
+                    # on Dask the log-domain bound
                     stored = kernel_dtype(C.dtype, cfg.tol, 1)
                     bound = _path_bound(n, C.itemsize, stored.itemsize, cfg.executor, machine)
-                    if cfg.executor == "local":
+                    if cfg.executor != "dask":
                         extra["kernel_dtype"] = str(stored)
                     say(f"n={n} eps={eps:g} {dtype} ({cfg.executor}): bound {bound * 1e3:.1f} ms")
                     big, res = _run_bigsink(cost, dtype, eps, cfg, client,
@@ -535,7 +543,10 @@ def _finish(run: dict[str, Any]) -> None:
     if "store_read_once_s" in run and base:
         run["per_iter_over_read_once"] = base / run["store_read_once_s"]
         run["per_iter_over_zarr_read"] = base / run["zarr_read_once_s"]
-    local = recs[0].get("in_process_log_s_per_iter")
+        log = recs[0].get("log_s_per_iter")
+        if log:
+            run["log_per_iter_over_read_once"] = log / run["store_read_once_s"]
+    local = recs[0].get("in_process_s_per_iter")
     if base and local:
         run["per_iter_over_in_process"] = base / local
 
@@ -582,6 +593,7 @@ def format_table(report: dict[str, Any]) -> str:
             ("per_iter_over_in_process", "bigsink per iter / same iterations in process:"),
             ("per_iter_over_read_once", "bigsink per iter / reading the store once:"),
             ("per_iter_over_zarr_read", "/ reading it with zarr:"),
+            ("log_per_iter_over_read_once", "log domain streaming C / reading it once:"),
         ) if run.get(key) is not None]
         if notes:
             lines.append(f"{'':>6} {run['executor']}: " + "; ".join(notes))

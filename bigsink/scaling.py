@@ -27,14 +27,27 @@ point moves by at most ~6e-8 in the L1 marginal error; the solver's exact float6
 evaluation decides convergence, and :meth:`ScalingStep.widen` rebuilds in float64 if it
 ever misses ``tol``.
 
-Scope: balanced problems, NumPy kernels, in-process execution, in-memory costs (a Zarr
-store is streamed, never held whole), kernel bytes within a budget. Everything else runs
-in the log domain.
+Where the kernel lives (:func:`kernel_room`): in memory, within 40% of it, for a cost held
+or computed in this process; in a **scratch file** for a cost read from a Zarr store, which
+is never held whole in one process. The file is created in ``tempfile.gettempdir()`` (set
+``TMPDIR`` to choose the disk), unlinked at once (nothing is left behind, even by a killed
+process), its blocks reserved up front (a full disk is an error before the build, not a
+crash while writing), and mapped: a pass reads it through the OS's file cache with no copy,
+so it streams like the store itself, at the speed of memory while the file stays cached
+and of the disk when it does not. The iteration then reads the kernel instead of C: one
+read per iteration, no ``exp``, the same bytes as C for a float32 store, half for a
+float64 one in mixed precision.
+
+Scope: balanced problems, NumPy kernels, in-process execution, kernel bytes within
+:func:`kernel_room`. Everything else runs in the log domain.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
+import shutil
+import tempfile
 import warnings
 from dataclasses import InitVar, dataclass, field
 from typing import Any
@@ -43,9 +56,12 @@ import numba as nb
 import numpy as np
 
 from . import fused
+from .costs import CostSource
 from .executors import LocalSession
+from .zarr_cost import reads_store
 
-__all__ = ["ABSORB_BOUND", "MIXED_TOL", "ScalingStep", "kernel_budget", "kernel_dtype"]
+__all__ = ["ABSORB_BOUND", "MIXED_TOL", "ScalingStep", "kernel_budget", "kernel_dtype",
+           "kernel_room", "scratch_array"]
 
 #: Absorb when ``|log u|`` or ``|log v|`` exceeds this, by storage dtype.
 ABSORB_BOUND = {np.dtype(np.float32): 10.0, np.dtype(np.float64): 100.0}
@@ -102,6 +118,44 @@ def kernel_budget() -> int:
     except (ValueError, OSError, AttributeError):
         total = 8 << 30
     return int(min(0.4 * total, 16 << 30))
+
+
+#: Free space a scratch kernel file leaves on its disk.
+SCRATCH_MARGIN = 1 << 30
+
+
+def kernel_room(cost: CostSource) -> tuple[int, str]:
+    """Bytes the kernel of ``cost`` may take, and where it would live (for messages).
+
+    A cost read from a Zarr store gets a scratch file (:func:`scratch_array`): the free
+    space of the temporary directory, less SCRATCH_MARGIN. Any other cost gets memory:
+    :func:`kernel_budget`."""
+    if reads_store(cost):
+        where = tempfile.gettempdir()
+        free = max(0, shutil.disk_usage(where).free - SCRATCH_MARGIN)
+        return free, (f"the free space for its scratch file in {where!r} ({free / 2**30:.1f} "
+                      f"GiB, less {SCRATCH_MARGIN / 2**30:g} GiB kept free; set TMPDIR to a "
+                      "larger disk)")
+    budget = kernel_budget()
+    return budget, f"40% of memory ({budget / 2**30:.1f} GiB)"
+
+
+def scratch_array(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+    """A writable array of ``shape`` whose memory is a scratch file, mapped.
+
+    The file is created in ``tempfile.gettempdir()`` and unlinked at once: it lives as
+    long as the mapping, i.e. the returned array. Its blocks are reserved first
+    (``posix_fallocate``), so a full disk raises here instead of killing the process on
+    a write to the mapping."""
+    nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    fd, path = tempfile.mkstemp(prefix="bigsink-kernel-")
+    try:
+        os.unlink(path)
+        os.posix_fallocate(fd, 0, nbytes)
+        buffer = mmap.mmap(fd, nbytes)               # shared: pages are the file's cache
+    finally:
+        os.close(fd)                                 # the mapping keeps the file open
+    return np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
 @nb.njit(inline="always", fastmath=True, cache=True)
@@ -219,7 +273,9 @@ class ScalingStep:
     absorption bound of common offsets (the per-row midpoints of the batch): an iteration is
     then two matrix products ``Kmat (n, m) @ v (m, K)`` and ``Kmat^T @ u`` (BLAS-3, one
     kernel in memory). Otherwise each problem gets its own kernel, within ``budget`` bytes
-    (float32 kernels always: their fused pass accumulates in float64).
+    (None: :func:`kernel_room`; float32 kernels always: their fused pass accumulates in
+    float64). The kernel is a scratch file (:func:`scratch_array`) when the cost is read
+    from a Zarr store, else an array in memory.
     """
 
     session: LocalSession
@@ -229,7 +285,7 @@ class ScalingStep:
     dtype: np.dtype[Any]
     f: InitVar[np.ndarray]
     g: InitVar[np.ndarray]
-    budget: int = field(default_factory=lambda: kernel_budget())
+    budget: int | None = None
     absorptions: int = 0
     alpha: np.ndarray = field(init=False, repr=False)
     beta: np.ndarray = field(init=False, repr=False)
@@ -253,15 +309,17 @@ class ScalingStep:
             mid_g, spread_g = _shared_offset(g, self.b, self.eps)
             if max(spread_f, spread_g) <= ABSORB_BOUND[self.dtype] / 2:
                 alpha, beta = mid_f, mid_g                            # (n, 1), (m, 1)
-        kernels = alpha.shape[1]
-        if kernels * n * m * self.dtype.itemsize > self.budget:
-            self.Kmat = None
-            return
-        self.alpha, self.beta = alpha, beta
+        kernels, cost = alpha.shape[1], self.session.cost
         if self.Kmat is None or self.Kmat.shape[0] != kernels:
             self.Kmat = None                                          # free before allocating
-            self.Kmat = np.empty((kernels, n, m), dtype=self.dtype)
-        cost, betaT = self.session.cost, np.ascontiguousarray(beta.T)     # in-process strips
+            budget = kernel_room(cost)[0] if self.budget is None else self.budget
+            if kernels * n * m * self.dtype.itemsize > budget:
+                return
+            shape = (kernels, n, m)
+            self.Kmat = (scratch_array(shape, self.dtype) if reads_store(cost)
+                         else np.empty(shape, dtype=self.dtype))
+        self.alpha, self.beta = alpha, beta
+        betaT = np.ascontiguousarray(beta.T)                          # in-process strips
         for start, stop in self.session.pieces:
             _fill_kernel(cost.rows(start, stop), alpha[start:stop], betaT, self.eps,
                          FLUSH[self.dtype], self.Kmat[:, start:stop, :],

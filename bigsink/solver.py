@@ -44,8 +44,7 @@ from .kernels import (
 )
 from .problem import Problem, check_max_iter, check_positive, make_problem
 from .result import History, MarginalError, SinkhornResult
-from .scaling import ScalingStep, kernel_budget, kernel_dtype
-from .zarr_cost import reads_store
+from .scaling import ScalingStep, kernel_dtype, kernel_room
 
 __all__ = ["SolverState", "eps_schedule", "solve"]
 
@@ -363,15 +362,13 @@ def _resident_dtype(
     n, m = src.shape
     cost_dtype = np.dtype(src.dtype)
     dtype = kernel_dtype(cost_dtype, tol, problem.K, mixed)
+    room, where = kernel_room(src)          # memory, or a scratch file for a Zarr store
     reasons = [
         (not problem.balanced, "the problem is unbalanced"),
         (not isinstance(session, LocalSession), "the executor is not in-process"),
-        (reads_store(src), "the cost is read from a Zarr store, and a solve over a store never "
-                         "holds the whole matrix in one process"),
         (cost_dtype not in (np.float32, np.float64), f"the cost dtype is {cost_dtype}"),
-        (n * m * dtype.itemsize > kernel_budget(),                   # a batch may share one
-         f"the kernel ({n * m * dtype.itemsize / 2**30:.1f} GiB) exceeds "
-         f"{kernel_budget() / 2**30:.1f} GiB"),
+        (n * m * dtype.itemsize > room,                              # a batch may share one
+         f"the kernel ({n * m * dtype.itemsize / 2**30:.1f} GiB) exceeds {where}"),
     ]
     why = [text for bad, text in reasons if bad]
     if not why and not isinstance(src.rows(0, 1), np.ndarray):
@@ -615,12 +612,14 @@ def solve(
             ``init`` and ``eps_scaling`` are then ignored) to the same answer as an
             uninterrupted run; without a checkpoint there yet, start from the beginning.
         resident_kernel: the scaling fast path (:mod:`bigsink.scaling`): keep the kernel
-            ``exp((f + g - C)/eps)`` in memory, so an iteration is one read of it and no
-            ``exp``, with absorption keeping it stable. None (auto): on for balanced NumPy
-            problems on the local executor whose kernel fits 40% of memory, except costs
-            read from a Zarr store (streamed: never the whole matrix in one process); True:
-            require it (InputError if not possible); False: log domain only. Same iterates
-            either way (up to the kernel's precision, see ``mixed_precision``).
+            ``exp((f + g - C)/eps)``, so an iteration is one read of it and no ``exp``,
+            with absorption keeping it stable. It is kept in memory, or, for a cost read
+            from a Zarr store (never held whole in one process), in a mapped scratch file
+            in ``TMPDIR``. None (auto): on for balanced NumPy problems on the local
+            executor whose kernel fits (40% of memory; the scratch disk's free space less
+            1 GiB); True: require it (InputError if not possible); False: log domain only.
+            Same iterates either way (up to the kernel's precision, see
+            ``mixed_precision``).
         omega: over-relaxation of the updates, ``f <- f + omega*(f_sinkhorn - f)`` (same for
             g). None (default): adaptive for balanced problems, starting plain and raising
             omega towards the SOR optimum estimated from the observed convergence rate

@@ -48,6 +48,7 @@ def test_bench_zarr_executor(tmp_path: Path) -> None:
     assert run["store_read_once_s"] > 0 and run["per_iter_over_read_once"] > 0
     assert run["zarr_read_once_s"] > 0 and run["per_iter_over_zarr_read"] > 0
     assert run["per_iter_over_in_process"] > 0         # against the same iterations in memory
+    assert run["log_per_iter_over_read_once"] > 0      # and the log domain streaming C
     assert run["solvers"][0]["failure"] is None
     bench.write_json(report, tmp_path / "z.json")
     table = bench.format_table(report)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import mmap
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
 
 import bigsink
+from bigsink import scaling
 from bigsink.executors import LocalExecutor
 from bigsink.scaling import (
     ABSORB_BOUND,
@@ -15,6 +20,7 @@ from bigsink.scaling import (
     _scaling_pass,
     chunk_rows,
     kernel_dtype,
+    kernel_room,
 )
 
 ABSORB = ABSORB_BOUND[np.dtype(np.float64)]
@@ -185,16 +191,56 @@ def test_mixed_precision_flag_is_checked() -> None:
         bigsink.solve(_cloud_cost(10, 10), eps=0.1, mixed_precision="yes")
 
 
-def test_a_zarr_cost_is_streamed_never_held_whole(tmp_path) -> None:
+def _mapped_file(x: np.ndarray) -> bool:
+    """Whether the memory of ``x`` is a mapping (the scratch file's), not an allocation."""
+    while isinstance(x, np.ndarray) and x.base is not None:
+        x = x.base
+    return isinstance(x, memoryview) and isinstance(x.obj, mmap.mmap)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_zarr_cost_keeps_its_kernel_in_an_unlinked_scratch_file(
+    tmp_path, monkeypatch, dtype
+) -> None:
+    rng = np.random.default_rng(9)
+    x, y = rng.random((60, 2)), rng.random((50, 2))
+    cost = bigsink.write_cost(x, y, tmp_path / "C.zarr", chunks=(16, 50), dtype=dtype)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    session = LocalExecutor(threads=1).open(cost, 1)
+    a, b = np.full((60, 1), 1 / 60), np.full((50, 1), 1 / 50)
+    step = ScalingStep(session, a, b, 0.05, np.dtype(dtype), np.zeros((60, 1)),
+                       np.zeros((50, 1)))
+    assert step.Kmat is not None and _mapped_file(step.Kmat)        # not in this heap
+    assert list(scratch.iterdir()) == []                              # unlinked at once
+    held = LocalExecutor(threads=1).open(bigsink.DenseCost(np.asarray(cost.rows(0, 60))), 1)
+    in_memory = ScalingStep(held, a, b, 0.05, np.dtype(dtype), np.zeros((60, 1)),
+                            np.zeros((50, 1)))
+    assert in_memory.Kmat is not None and not _mapped_file(in_memory.Kmat)
+    np.testing.assert_array_equal(step.Kmat, in_memory.Kmat)         # the same kernel
+
+    tol = 1e-9 if dtype == "float64" else 1e-6
+    streamed = bigsink.solve(cost, eps=0.05, tol=tol, resident_kernel=True)
+    log = bigsink.solve(cost, eps=0.05, tol=tol, resident_kernel=False)
+    assert streamed.transport_cost == pytest.approx(log.transport_cost, rel=10 * tol)
+    assert list(scratch.iterdir()) == []
+
+
+def test_no_room_for_a_scratch_kernel_means_the_log_domain(tmp_path, monkeypatch) -> None:
     rng = np.random.default_rng(9)
     x, y = rng.random((60, 2)), rng.random((50, 2))
     cost = bigsink.write_cost(x, y, tmp_path / "C.zarr", chunks=(16, 50), dtype="float64")
-    streamed = bigsink.solve(cost, eps=0.05, tol=1e-9)                   # auto: log domain
+    room, where = kernel_room(cost)
+    assert where.startswith("the free space") and room < shutil.disk_usage(tmp_path).free
+    monkeypatch.setattr(scaling, "SCRATCH_MARGIN", 1 << 62)         # no disk is this large
+    assert kernel_room(cost)[0] == 0
+    with pytest.raises(bigsink.InputError, match=r"free space for its scratch .*TMPDIR"):
+        bigsink.solve(cost, eps=0.05, resident_kernel=True)
+    auto = bigsink.solve(cost, eps=0.05, tol=1e-9)                   # the log domain
     held = bigsink.solve(np.asarray(cost.rows(0, 60)), eps=0.05, tol=1e-9,
                          resident_kernel=True)
-    assert streamed.transport_cost == pytest.approx(held.transport_cost, rel=1e-9)
-    with pytest.raises(bigsink.InputError, match="read from a Zarr store"):
-        bigsink.solve(cost, eps=0.05, resident_kernel=True)
+    assert auto.transport_cost == pytest.approx(held.transport_cost, rel=1e-9)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
