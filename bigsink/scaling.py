@@ -145,13 +145,16 @@ def scratch_array(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
 
     The file is created in ``tempfile.gettempdir()`` and unlinked at once: it lives as
     long as the mapping, i.e. the returned array. Its blocks are reserved first
-    (``posix_fallocate``), so a full disk raises here instead of killing the process on
-    a write to the mapping."""
+    (``posix_fallocate`` where the OS has it), so a full disk raises OSError here instead
+    of killing the process on a write to the mapping."""
     nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
     fd, path = tempfile.mkstemp(prefix="bigsink-kernel-")
     try:
         os.unlink(path)
-        os.posix_fallocate(fd, 0, nbytes)
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, nbytes)
+        else:                                        # (macOS) sparse: blocks on write
+            os.ftruncate(fd, nbytes)
         buffer = mmap.mmap(fd, nbytes)               # shared: pages are the file's cache
     finally:
         os.close(fd)                                 # the mapping keeps the file open
@@ -316,8 +319,13 @@ class ScalingStep:
             if kernels * n * m * self.dtype.itemsize > budget:
                 return
             shape = (kernels, n, m)
-            self.Kmat = (scratch_array(shape, self.dtype) if reads_store(cost)
-                         else np.empty(shape, dtype=self.dtype))
+            try:
+                self.Kmat = (scratch_array(shape, self.dtype) if reads_store(cost)
+                             else np.empty(shape, dtype=self.dtype))
+            except OSError as exc:                 # the scratch disk filled up meanwhile
+                warnings.warn(f"no room for the kernel's scratch file ({exc}): going on in "
+                              "the log domain", RuntimeWarning, stacklevel=2)
+                return
         self.alpha, self.beta = alpha, beta
         betaT = np.ascontiguousarray(beta.T)                          # in-process strips
         for start, stop in self.session.pieces:

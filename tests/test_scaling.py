@@ -258,3 +258,16 @@ def test_fill_kernel_is_exp_of_the_log_kernel_flushed(dtype) -> None:
     np.testing.assert_allclose(out, expect.astype(dtype), rtol=1e-12 if dtype == np.float64
                                else 2e-7, atol=0)
     assert np.all(out[1, 3] == 0) and (out == 0).any() and (out > 0).any()
+
+
+def test_a_scratch_file_that_cannot_be_made_means_the_log_domain(tmp_path, monkeypatch) -> None:
+    rng = np.random.default_rng(9)
+    x, y = rng.random((60, 2)), rng.random((50, 2))
+    cost = bigsink.write_cost(x, y, tmp_path / "C.zarr", chunks=(16, 50), dtype="float64")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))  # mkstemp: OSError
+    session = LocalExecutor(threads=1).open(cost, 1)
+    a, b = np.full((60, 1), 1 / 60), np.full((50, 1), 1 / 50)
+    with pytest.warns(RuntimeWarning, match="no room for the kernel's scratch file"):
+        step = ScalingStep(session, a, b, 0.05, np.dtype(np.float64), np.zeros((60, 1)),
+                           np.zeros((50, 1)), budget=1 << 40)
+    assert step.Kmat is None and step(np.zeros((60, 1)), np.zeros((50, 1))) is None
