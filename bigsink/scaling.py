@@ -156,6 +156,8 @@ def scratch_array(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
         else:                                        # (macOS) sparse: blocks on write
             os.ftruncate(fd, nbytes)
         buffer = mmap.mmap(fd, nbytes)               # shared: pages are the file's cache
+        if hasattr(mmap, "MADV_SEQUENTIAL"):         # passes run in order: read ahead, and
+            buffer.madvise(mmap.MADV_SEQUENTIAL)     # evict these pages first under pressure
     finally:
         os.close(fd)                                 # the mapping keeps the file open
     return np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
