@@ -344,7 +344,8 @@ class DaskExecutor:
                     "per chunk, or give the workers more memory.",
                     stacklevel=3,
                 )
-            strips = cost.grid.row_strips(rows)
+            threads = sum(int(w.get("nthreads", 1)) for w in workers.values())
+            strips = cost.grid.row_strips(rows, threads)
             return DaskSession(client, cost, strips, mode, self.retries, owns, chunk)
         except BaseException:
             if owns:

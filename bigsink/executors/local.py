@@ -136,5 +136,5 @@ class LocalExecutor:
         block = cost.grid.block_shape[0]
         if reads_store(cost) and block * m * dtype.itemsize <= STORE_BLOCK_BYTES:
             rows = max(rows, block)        # whole block rows: a cut chunk is read per piece
-        strips = cost.grid.row_strips(rows)
+        strips = cost.grid.row_strips(rows, self.threads)
         return LocalSession(cost, strips, min(self.threads, len(strips)), chunk)
