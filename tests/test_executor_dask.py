@@ -369,3 +369,24 @@ def test_strip_plan_sizes_tasks_for_scheduling_and_chunks_for_memory() -> None:
     assert rows == MAX_TASK_BYTES // 2 // (m * 4)                    # the strip read
     small = {"w": {"nthreads": 2, "memory_limit": 8 << 30}}
     assert plan_strip_rows((100, 50), 8, 3, small, resident=True) == (100, 100)
+
+
+def test_resident_strips_are_dealt_evenly_to_the_workers(dask_client: Any) -> None:
+    """Neighbouring strips on one worker, each worker as many as it has threads' share."""
+    from collections import Counter
+
+    from distributed import wait
+
+    C = np.random.default_rng(3).random((8000, 1200), dtype=np.float32)   # >= 4 tasks' worth
+    session = DaskExecutor(dask_client).open(bigsink.DenseCost(C, (100, 1200)), 1)
+    try:
+        wait(session._data)
+        holders = dask_client.who_has(session._data)
+        where = [holders[f.key][0] for f in session._data]            # strip k -> worker
+        assert len(where) % 2 == 0 and len(where) >= 4               # a multiple of 2 threads
+        assert set(Counter(where).values()) == {len(where) // 2}     # even over 2 workers
+        assert len({where[k] for k in (0, 1)}) == 1                  # first pair together
+        sizes = {s1 - s0 for s0, s1 in session.strips}
+        assert max(sizes) - min(sizes) <= 100                        # within one block row
+    finally:
+        session.close()

@@ -21,7 +21,10 @@ Two modes:
 
 * **resident**: each strip is loaded once per session as a task result
   (``cost.rows(start, stop)`` run on a worker) and kept there; strip tasks run next to
-  their data. A lost worker's strips are recomputed from the cost source (lineage).
+  their data. Strips are dealt to the workers in proportion to their threads
+  (left to itself the scheduler put 4 of 6 strips on one of 2 workers, which then did
+  twice the other's work every pass); a lost worker's strips are recomputed elsewhere from
+  the cost source (lineage).
 * **streaming**: each strip task reads its rows from the cost source and drops them, so a
   worker holds a few strips at a time however large C is.
 
@@ -181,6 +184,7 @@ class DaskSession:
     def __init__(
         self, client: Any, cost: CostSource, strips: list[tuple[int, int]], mode: str,
         retries: int, owns_client: bool, chunk_rows: int | None = None,
+        slots: list[str] | None = None,
     ) -> None:
         self.client = client
         self.cost = cost
@@ -193,13 +197,23 @@ class DaskSession:
         self._jobs = itertools.count()
         self._source: Any = None
         self._data: list[Any] = []
+
+        def place(k: int) -> dict[str, Any]:
+            """Where resident strip ``k`` is loaded: the strips dealt to the worker threads
+            in consecutive runs, so that neighbours (merged first) share a worker (a
+            preference: a lost worker's strips are recomputed elsewhere)."""
+            if not slots:
+                return {}
+            slot = slots[k * len(slots) // len(strips)]
+            return {"workers": [slot], "allow_other_workers": True}
+
         if isinstance(cost, DenseCost):
             # No store to read from: each strip travels once, embedded in its load task
             # (as NumPy; a matrix given on the GPU is put on each worker's GPU there).
             load = _to_gpu if strip_module(cost) == "cupy" else _identity
             self._data = [
                 client.submit(load, to_numpy(cost.rows(s0, s1)), pure=False,
-                              key=(f"bigsink-strip-{self._token}", k))
+                              key=(f"bigsink-strip-{self._token}", k), **place(k))
                 for k, (s0, s1) in enumerate(strips)
             ]
             return
@@ -208,7 +222,7 @@ class DaskSession:
         if mode == "resident":
             self._data = [
                 client.submit(_load_strip, self._source, s0, s1, pure=False, retries=retries,
-                              key=(f"bigsink-strip-{self._token}", k))
+                              key=(f"bigsink-strip-{self._token}", k), **place(k))
                 for k, (s0, s1) in enumerate(strips)
             ]
 
@@ -344,9 +358,11 @@ class DaskExecutor:
                     "per chunk, or give the workers more memory.",
                     stacklevel=3,
                 )
-            threads = sum(int(w.get("nthreads", 1)) for w in workers.values())
-            strips = cost.grid.row_strips(rows, threads)
-            return DaskSession(client, cost, strips, mode, self.retries, owns, chunk)
+            slots = [address for address, w in sorted(workers.items())   # one per thread
+                     for _ in range(int(w.get("nthreads", 1)))]
+            # an explicit strip size is kept; a planned one evens out over the threads
+            strips = cost.grid.row_strips(rows, 1 if self.strip_bytes else len(slots))
+            return DaskSession(client, cost, strips, mode, self.retries, owns, chunk, slots)
         except BaseException:
             if owns:
                 client.close()
