@@ -66,11 +66,11 @@ class BlockGrid:
         """Row strips ``[start, stop)`` of at most ``max_rows`` rows aligned to block rows.
 
         Whole block rows are spread evenly (to within one block) over as few strips as fit,
-        rounded up to a multiple of ``parallel``, the strips run at once, unless one strip
-        holds them all (96 blocks at most
-        23 to a strip: 5 strips of 19 or 20 blocks; for 2 threads, 6 strips of 16). A block
-        row taller than ``max_rows`` is cut into equal pieces (a strip never spans a
-        block-row boundary it need not).
+        their number rounded up to a multiple of ``parallel`` (the strips that run at once)
+        unless one strip holds them all: 96 blocks at most 23 to a strip make 5 strips of
+        19 or 20 blocks, and for 2 threads 6 strips of 16. A block row taller than
+        ``max_rows`` is cut into equal pieces (a strip never spans a block-row boundary it
+        need not).
         """
         max_rows = max(1, int(max_rows))
         b = self.block_shape[0]
