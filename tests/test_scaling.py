@@ -5,6 +5,7 @@ from __future__ import annotations
 import mmap
 import shutil
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -271,3 +272,33 @@ def test_a_scratch_file_that_cannot_be_made_means_the_log_domain(tmp_path, monke
         step = ScalingStep(session, a, b, 0.05, np.dtype(np.float64), np.zeros((60, 1)),
                            np.zeros((50, 1)), budget=1 << 40)
     assert step.Kmat is None and step(np.zeros((60, 1)), np.zeros((50, 1))) is None
+
+
+def _rss_anon() -> int:
+    """This process's anonymous resident memory (its heap, not mapped files), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssAnon in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_a_zarr_solve_keeps_its_kernel_out_of_the_process_memory(tmp_path) -> None:
+    n = 6000
+    rng = np.random.default_rng(4)
+    x, y = rng.random((n, 2)), rng.random((n, 2))
+    cost = bigsink.write_cost(x, y, tmp_path / "C.zarr", chunks=(500, n), dtype="float32")
+    kernel = n * n * 4                                                  # 144 MB, float32
+
+    def growth(source: object) -> int:
+        """Peak growth of RssAnon over the iterations of a solve with a kernel."""
+        base, peak = _rss_anon(), [0]
+        bigsink.solve(source, eps=0.05, tol=1e-6, resident_kernel=True,
+                      callback=lambda *_: peak.__setitem__(0, max(peak[0], _rss_anon())))
+        return peak[0] - base
+
+    streamed = growth(cost)
+    print(f"RssAnon growth: {streamed / 2**20:.0f} MiB streamed", end=" ")
+    assert streamed < kernel / 2                                        # in the scratch file
+    C = np.asarray(cost.rows(0, n))
+    assert growth(C) > 0.9 * kernel                                     # control: in memory
