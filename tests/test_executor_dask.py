@@ -356,14 +356,16 @@ def test_bad_executor_arguments() -> None:
 
 
 def test_strip_plan_sizes_tasks_for_scheduling_and_chunks_for_memory() -> None:
-    """Two tasks per worker thread (few tasks per pass), kernel chunks within half the task
-    budget, and a streamed strip (read into the task) within the other half."""
+    """One task per worker thread resident (each placed on one), two streaming, kernel
+    chunks within half the task budget, and a streamed strip (read into the task) within
+    the other half."""
     from bigsink.executors.dask import MAX_TASK_BYTES, plan_strip_rows
 
     workers = {f"w{k}": {"nthreads": 1, "memory_limit": 8 << 30} for k in range(2)}
     n = m = 20_000
     rows, chunk = plan_strip_rows((n, m), 4, 1, workers, resident=True)
-    assert rows == n // 4
+    assert rows == n // 2
+    assert plan_strip_rows((n, m), 4, 1, workers, True, block_rows=209)[0] == 48 * 209
     assert chunk == MAX_TASK_BYTES // 2 // (m * 24)                  # (r, m, 1) float64 x 3
     rows, chunk = plan_strip_rows((n, m), 4, 1, workers, resident=False)
     assert rows == MAX_TASK_BYTES // 2 // (m * 4)                    # the strip read
@@ -372,21 +374,24 @@ def test_strip_plan_sizes_tasks_for_scheduling_and_chunks_for_memory() -> None:
 
 
 def test_resident_strips_are_dealt_evenly_to_the_workers(dask_client: Any) -> None:
-    """Neighbouring strips on one worker, each worker as many as it has threads' share."""
+    """One strip per worker thread by default; smaller strips (an explicit strip_bytes)
+    dealt in consecutive runs, so that neighbours (merged first) share a worker."""
     from collections import Counter
 
     from distributed import wait
 
-    C = np.random.default_rng(3).random((8000, 1200), dtype=np.float32)   # >= 4 tasks' worth
-    session = DaskExecutor(dask_client).open(bigsink.DenseCost(C, (100, 1200)), 1)
-    try:
-        wait(session._data)
-        holders = dask_client.who_has(session._data)
-        where = [holders[f.key][0] for f in session._data]            # strip k -> worker
-        assert len(where) % 2 == 0 and len(where) >= 4               # a multiple of 2 threads
-        assert set(Counter(where).values()) == {len(where) // 2}     # even over 2 workers
-        assert len({where[k] for k in (0, 1)}) == 1                  # first pair together
-        sizes = {s1 - s0 for s0, s1 in session.strips}
-        assert max(sizes) - min(sizes) <= 100                        # within one block row
-    finally:
-        session.close()
+    C = np.random.default_rng(3).random((8000, 1200), dtype=np.float32)
+    for strip_bytes, count in ((None, 2), (2000 * 1200 * 24, 4)):
+        executor = DaskExecutor(dask_client, strip_bytes=strip_bytes)
+        session = executor.open(bigsink.DenseCost(C, (100, 1200)), 1)
+        try:
+            wait(session._data)
+            holders = dask_client.who_has(session._data)
+            where = [holders[f.key][0] for f in session._data]        # strip k -> worker
+            assert len(where) == count
+            assert set(Counter(where).values()) == {count // 2}       # even over 2 workers
+            assert where == sorted(where, key=where.index)            # in consecutive runs
+            sizes = {s1 - s0 for s0, s1 in session.strips}
+            assert max(sizes) - min(sizes) <= 100                     # within one block row
+        finally:
+            session.close()

@@ -9,7 +9,7 @@ The coordinator (this process) keeps the potentials; per job only O(n + m) numbe
 * each strip is **one task**: it runs the strip kernel on its rows of C (one read of C per
   strip per job: the fused kernel does the f-update and the column partials from that read),
   in chunks that bound a generic kernel's temporaries, merging the chunks' partials itself.
-  Strips are sized for scheduling (about two tasks per worker thread), chunks for memory
+  Strips are sized for scheduling (one or two tasks per worker thread), chunks for memory
   (:func:`plan_strip_rows`);
 * the strips' results are merged on the cluster by merge tasks arranged in exactly the tree
   of :func:`bigsink.kernels.tree_reduce` (it builds the tree here, with futures as items),
@@ -137,7 +137,7 @@ def _host_memory() -> int:
 
 def plan_strip_rows(
     shape: tuple[int, int], itemsize: int, width: int, workers: dict[str, dict[str, Any]],
-    resident: bool,
+    resident: bool, block_rows: int = 1,
 ) -> tuple[int, int]:
     """``(rows per strip task, rows per kernel chunk)`` from the cluster's memory and threads.
 
@@ -145,9 +145,11 @@ def plan_strip_rows(
     current memory - resident share) / threads``. Within it a task runs its kernel on
     chunks of its strip, each with about three ``(rows, m, width)`` float64 temporaries (a
     generic kernel's; the fused ones need O(m)), and, streaming, holds the strip it read:
-    each gets half of the budget. Strips are made as large as two tasks per thread (few
-    tasks: each costs the scheduler ~2 ms and a partial to merge), and no smaller than
-    ``MIN_TASK_ELEMENTS`` elements.
+    each gets half of the budget. Strips are made as large as one task per thread when
+    resident (each strip is placed on a worker thread: balanced without more tasks; each
+    costs the scheduler ~2 ms and a partial to merge), rounded up to whole block rows of
+    ``block_rows``; streaming, two tasks per thread (the scheduler balances them as they
+    come); and no smaller than ``MIN_TASK_ELEMENTS`` elements.
     """
     n, m = shape
     total_bytes = n * m * itemsize
@@ -160,8 +162,11 @@ def plan_strip_rows(
         budget = min(budget, int((WORKER_SHARE * limit - used - share) / max(1, w["nthreads"])))
     budget = max(MIN_TASK_BYTES, budget)
     chunk = max(1, budget // 2 // (m * 3 * 8 * max(1, width)))     # kernel temporaries
-    rows = max(math.ceil(n / (2 * threads)), math.ceil(MIN_TASK_ELEMENTS / m))
-    if not resident:                                                # the strip read
+    rows = max(math.ceil(n / ((1 if resident else 2) * threads)),
+               math.ceil(MIN_TASK_ELEMENTS / m))
+    if resident:
+        rows = math.ceil(rows / block_rows) * block_rows              # one strip per thread
+    else:                                                           # the strip read
         rows = min(rows, max(1, budget // 2 // (m * itemsize)))
     return int(max(1, min(n, rows))), int(min(chunk, n))
 
@@ -276,10 +281,10 @@ class DaskExecutor:
         mode: "auto" (resident when C takes less than half of the workers' total memory
             limit, else streaming), "resident" or "streaming"; see the module docstring.
         strip_bytes: memory of one strip task's kernel temporaries, which sets the rows per
-            strip, one kernel call each (as for the local executor); default: strips of
-            about two tasks per worker thread, their kernels run in chunks planned from the
-            workers' memory limits (:func:`plan_strip_rows`). Strips are aligned to C's
-            blocks.
+            strip, one kernel call each (as for the local executor); default: one strip
+            per worker thread when resident (two streaming), their kernels run in chunks
+            planned from the workers' memory limits (:func:`plan_strip_rows`). Strips are
+            aligned to C's blocks.
         connect_timeout: seconds to wait for the scheduler and its first worker.
         retries: re-runs of a task that raised (transient read errors); worker deaths are
             handled by the scheduler's lineage recomputation instead.
@@ -348,7 +353,7 @@ class DaskExecutor:
                 rows = chunk = strip_rows(m, width, self.strip_bytes)
             else:
                 rows, chunk = plan_strip_rows(cost.shape, itemsize, width, workers,
-                                              mode == "resident")
+                                              mode == "resident", cost.grid.block_shape[0])
             block_rows = cost.grid.block_shape[0]
             if mode == "streaming" and rows < block_rows:
                 warnings.warn(
