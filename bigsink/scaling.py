@@ -30,7 +30,8 @@ ever misses ``tol``.
 Where the kernel lives (:func:`kernel_room`): in memory, within 40% of it, for a cost held
 or computed in this process; in a **scratch file** for a cost read from a Zarr store, which
 is never held whole in one process. The file is created in ``tempfile.gettempdir()`` (set
-``TMPDIR`` to choose the disk), unlinked at once (nothing is left behind, even by a killed
+``TMPDIR`` to choose the disk; a tmpfs there, which holds its files in memory, is held to
+the memory budget), unlinked at once (nothing is left behind, even by a killed
 process), its blocks reserved up front (a full disk is an error before the build, not a
 crash while writing), and mapped: a pass reads it through the OS's file cache with no copy,
 so it streams like the store itself, at the speed of memory while the file stays cached
@@ -50,6 +51,7 @@ import shutil
 import tempfile
 import warnings
 from dataclasses import InitVar, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numba as nb
@@ -124,19 +126,44 @@ def kernel_budget() -> int:
 SCRATCH_MARGIN = 1 << 30
 
 
+def in_memory_fs(path: str) -> bool:
+    """Whether ``path`` lies on a file system kept in memory (tmpfs, ramfs: ``/tmp`` on
+    some Linux distributions, ``/dev/shm``), from ``/proc/mounts`` (False without it)."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    real, best, kind = os.path.realpath(path), "", ""
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")                   # (escaped spaces)
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):                   # the deepest mount wins
+            best, kind = point, fields[2]
+    return kind in ("tmpfs", "ramfs")
+
+
 def kernel_room(cost: CostSource) -> tuple[int, str]:
     """Bytes the kernel of ``cost`` may take, and where it would live (for messages).
 
     A cost read from a Zarr store gets a scratch file (:func:`scratch_array`): the free
-    space of the temporary directory, less SCRATCH_MARGIN. Any other cost gets memory:
+    space of the temporary directory, less SCRATCH_MARGIN, and no more than
+    :func:`kernel_budget` if that directory is kept in memory. Any other cost gets memory:
     :func:`kernel_budget`."""
+    budget = kernel_budget()
     if reads_store(cost):
         where = tempfile.gettempdir()
         free = max(0, shutil.disk_usage(where).free - SCRATCH_MARGIN)
+        if in_memory_fs(where):
+            return min(free, budget), (
+                f"the room for its scratch file in {where!r}, a file system in memory "
+                f"({min(free, budget) / 2**30:.1f} GiB: 40% of memory at most; set TMPDIR "
+                "to a directory on disk)")
         return free, (f"the free space for its scratch file in {where!r} ({free / 2**30:.1f} "
                       f"GiB, less {SCRATCH_MARGIN / 2**30:g} GiB kept free; set TMPDIR to a "
                       "larger disk)")
-    budget = kernel_budget()
     return budget, f"40% of memory ({budget / 2**30:.1f} GiB)"
 
 

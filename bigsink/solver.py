@@ -617,7 +617,8 @@ def solve(
             from a Zarr store (never held whole in one process), in a mapped scratch file
             in ``TMPDIR``. None (auto): on for balanced NumPy problems on the local
             executor whose kernel fits (40% of memory; the scratch disk's free space less
-            1 GiB); True: require it (InputError if not possible); False: log domain only.
+            1 GiB, and 40% of memory at most if ``TMPDIR`` is a tmpfs); True: require it
+            (InputError if not possible); False: log domain only.
             Same iterates either way (up to the kernel's precision, see
             ``mixed_precision``).
         omega: over-relaxation of the updates, ``f <- f + omega*(f_sinkhorn - f)`` (same for
