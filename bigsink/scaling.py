@@ -157,10 +157,10 @@ def kernel_room(cost: CostSource) -> tuple[int, str]:
         where = tempfile.gettempdir()
         free = max(0, shutil.disk_usage(where).free - SCRATCH_MARGIN)
         if in_memory_fs(where):
-            return min(free, budget), (
-                f"the room for its scratch file in {where!r}, a file system in memory "
-                f"({min(free, budget) / 2**30:.1f} GiB: 40% of memory at most; set TMPDIR "
-                "to a directory on disk)")
+            room = min(free, budget)
+            return room, (f"the room for its scratch file in {where!r}, a file system in "
+                          f"memory ({room / 2**30:.1f} GiB: 40% of memory at most; set TMPDIR "
+                          "to a directory on disk)")
         return free, (f"the free space for its scratch file in {where!r} ({free / 2**30:.1f} "
                       f"GiB, less {SCRATCH_MARGIN / 2**30:g} GiB kept free; set TMPDIR to a "
                       "larger disk)")
