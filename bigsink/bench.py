@@ -75,6 +75,9 @@ __all__ = [
 
 POT_METHODS = ("sinkhorn", "sinkhorn_log", "sinkhorn_stabilized")
 EXECUTORS = ("local", "dask", "zarr")
+#: Executors whose balanced solves take the scaling path (:mod:`bigsink.scaling`); Dask
+#: runs the log domain.
+SCALING_EXECUTORS = ("local", "zarr")
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,7 @@ def _path_bound(n: int, itemsize: int, kernel_itemsize: int, executor: str,
     """The bound of the path bigsink takes on the n x n problem: in process (balanced, a
     Zarr store included), one read of the resident kernel (``kernel_itemsize`` bytes per
     element); on Dask the log-domain bound of :func:`bound_seconds` on C (``itemsize``)."""
-    if executor != "dask":
+    if executor in SCALING_EXECUTORS:
         return n * n * kernel_itemsize / machine["read_bytes_per_s"]
     return bound_seconds(n, n, itemsize, machine)
 
@@ -311,7 +314,7 @@ def _run_bigsink(
         except Exception as exc:  # report it, do not stop the benchmark
             return {"solver": "bigsink", "failure": f"error: {exc}"}, None
     err = max(float(np.max(res.marginal_error.row)), float(np.max(res.marginal_error.col)))
-    same_path = {"resident_kernel": False} if cfg.executor == "dask" else {}
+    same_path = {} if cfg.executor in SCALING_EXECUTORS else {"resident_kernel": False}
     local = (None if in_process is None else
              _steady_per_iter(in_process, eps, res, cfg.tol, **same_path))
     return {
@@ -476,7 +479,7 @@ def run_bench(
                     # on Dask the log-domain bound
                     stored = kernel_dtype(C.dtype, cfg.tol, 1)
                     bound = _path_bound(n, C.itemsize, stored.itemsize, cfg.executor, machine)
-                    if cfg.executor != "dask":
+                    if cfg.executor in SCALING_EXECUTORS:
                         extra["kernel_dtype"] = str(stored)
                     say(f"n={n} eps={eps:g} {dtype} ({cfg.executor}): bound {bound * 1e3:.1f} ms")
                     big, res = _run_bigsink(cost, dtype, eps, cfg, client,

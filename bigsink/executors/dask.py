@@ -349,12 +349,12 @@ class DaskExecutor:
             elif mode == "auto":
                 fits = n * m * itemsize < RESIDENT_SHARE * _cluster_memory(workers)
                 mode = "resident" if fits else "streaming"
+            block_rows = cost.grid.block_shape[0]
             if self.strip_bytes is not None:
                 rows = chunk = strip_rows(m, width, self.strip_bytes)
             else:
                 rows, chunk = plan_strip_rows(cost.shape, itemsize, width, workers,
-                                              mode == "resident", cost.grid.block_shape[0])
-            block_rows = cost.grid.block_shape[0]
+                                              mode == "resident", block_rows)
             if mode == "streaming" and rows < block_rows:
                 warnings.warn(
                     f"a block row of C ({block_rows} rows x {m} columns) is larger than one "
