@@ -21,27 +21,27 @@ For every size, eps and dtype, each solver runs once and reports
   measured with a one-iteration run);
 * ``ratio_s_per_iter_vs_bigsink``: the solver's per-iteration time over bigsink's;
 * executors ``dask`` and ``zarr``: ``per_iter_over_in_process``, bigsink's per-iteration time
-  over the same iterations in this process on the cost in memory (Dask: the log domain;
-  Zarr: the scaling path, whose kernel is then in memory instead of a scratch file);
+  over the same iterations in this process on the cost in memory (the scaling path: on Dask
+  its kernels are held by the workers, for Zarr in a scratch file, in process in memory);
+  ``log_s_per_iter``, the log domain's time per iteration on the same executor (what a cost
+  gets without room for the kernel: Dask streaming C, or a store without scratch room),
+  beside its bound ``log_bound_s``;
   ``zarr`` also the best-of-3 times to read the store once, as bigsink streams it
   (``store_read_once_s``, straight from the chunk files) and through zarr
   (``zarr_read_once_s``), the per-iteration time over each (``per_iter_over_read_once``,
-  ``per_iter_over_zarr_read``), and the log domain's time per iteration streaming C from
-  the store (``log_s_per_iter``, what a store takes without room for the scratch kernel),
-  over the first read (``log_per_iter_over_read_once``).
+  ``per_iter_over_zarr_read``), and ``log_per_iter_over_read_once``.
 
 The **machine bound** is measured in the same run, beside each of bigsink's steady runs (the
 bound reported is the one measured in the phase of its best run, as this machine's
-bandwidth wanders by tens of percent within a minute): one pass over C at the measured memory
-read bandwidth (all cores summing a large array) and one exp per element at the measured
-throughput of the fused kernels' vectorised exp (all cores): ``bound = max(bytes / bandwidth,
-elements / exp_rate)`` per iteration for the log domain (Dask executor). In process,
-balanced problems take the scaling path (:mod:`bigsink.scaling`; for a Zarr store with its
-kernel in a scratch file), whose bound is one read of
-the resident kernel, ``bytes / bandwidth``, with the kernel's bytes in its storage dtype
-(float32 for a float64 cost at ``tol >= 1e-7``: mixed precision,
-:func:`bigsink.scaling.kernel_dtype`); bigsink's per-iteration time is reported over the
-bound of the path it took.
+bandwidth wanders by tens of percent within a minute). Balanced problems take the scaling
+path (:mod:`bigsink.scaling`) on every executor, whose bound is one read of the resident
+kernel at the measured memory read bandwidth (all cores summing a large array),
+``bytes / bandwidth``, with the kernel's bytes in its storage dtype (float32 for a float64
+cost at ``tol >= 1e-7``: mixed precision, :func:`bigsink.scaling.kernel_dtype`). The log
+domain's bound (:func:`bound_seconds`) is one pass over C and one exp per element at the
+measured throughput of the fused kernels' vectorised exp: ``max(bytes / bandwidth,
+elements / exp_rate)``. bigsink's per-iteration time is reported over the bound of the path
+it took.
 
 The reference ``<P, C>`` is bigsink's float64 in-process solve at ``tol * 1e-3`` (or the
 bigsink result itself with ``reference=False``).
@@ -75,9 +75,6 @@ __all__ = [
 
 POT_METHODS = ("sinkhorn", "sinkhorn_log", "sinkhorn_stabilized")
 EXECUTORS = ("local", "dask", "zarr")
-#: Executors whose balanced solves take the scaling path (:mod:`bigsink.scaling`); Dask
-#: runs the log domain.
-SCALING_EXECUTORS = ("local", "zarr")
 
 
 @dataclass(frozen=True)
@@ -198,14 +195,11 @@ def bound_seconds(n: int, m: int, itemsize: int, machine: dict[str, float]) -> f
     return max(n * m * itemsize / machine["read_bytes_per_s"], n * m / machine["exp_per_s"])
 
 
-def _path_bound(n: int, itemsize: int, kernel_itemsize: int, executor: str,
-                machine: dict[str, float]) -> float:
-    """The bound of the path bigsink takes on the n x n problem: in process (balanced, a
-    Zarr store included), one read of the resident kernel (``kernel_itemsize`` bytes per
-    element); on Dask the log-domain bound of :func:`bound_seconds` on C (``itemsize``)."""
-    if executor in SCALING_EXECUTORS:
-        return n * n * kernel_itemsize / machine["read_bytes_per_s"]
-    return bound_seconds(n, n, itemsize, machine)
+def _path_bound(n: int, kernel_itemsize: int, machine: dict[str, float]) -> float:
+    """The bound of the path bigsink takes on the balanced n x n problem, the scaling path
+    on every executor: one read of the resident kernel (``kernel_itemsize`` bytes per
+    element) at the measured bandwidth."""
+    return n * n * kernel_itemsize / machine["read_bytes_per_s"]
 
 
 def _quick_machine() -> dict[str, float]:
@@ -314,14 +308,13 @@ def _run_bigsink(
         except Exception as exc:  # report it, do not stop the benchmark
             return {"solver": "bigsink", "failure": f"error: {exc}"}, None
     err = max(float(np.max(res.marginal_error.row)), float(np.max(res.marginal_error.col)))
-    same_path = {} if cfg.executor in SCALING_EXECUTORS else {"resident_kernel": False}
-    local = (None if in_process is None else
-             _steady_per_iter(in_process, eps, res, cfg.tol, **same_path))
+    local = None if in_process is None else _steady_per_iter(in_process, eps, res, cfg.tol)
     return {
         "solver": "bigsink", "n_iter": res.n_iter, "seconds": res.seconds,
         "in_process_s_per_iter": local,
-        "log_s_per_iter": (_steady_per_iter(cost, eps, res, cfg.tol, resident_kernel=False)
-                           if cfg.executor == "zarr" else None),
+        "log_s_per_iter": (None if in_process is None else
+                           _steady_per_iter(cost, eps, res, cfg.tol, resident_kernel=False,
+                                            **_bigsink_kwargs(cfg, client))),
         "s_per_iter_all_in": res.seconds / max(1, res.n_iter), "capped": False,
         "s_per_iter": (_steady_per_iter(cost, eps, res, cfg.tol, **_bigsink_kwargs(cfg, client))
                        if steady else None),
@@ -474,13 +467,13 @@ def run_bench(
                     cost, reads = _write_zarr(C, tmp / f"{n}-{dtype}")
                     extra.update(reads)
                 for eps in cfg.eps:
-                    # in process, balanced problems run the scaling path: one read of the
-                    # resident kernel (in its storage dtype) per iteration, no exp;
-                    # on Dask the log-domain bound
+                    # balanced problems run the scaling path: one read of the resident
+                    # kernel (in its storage dtype) per iteration, no exp
                     stored = kernel_dtype(C.dtype, cfg.tol, 1)
-                    bound = _path_bound(n, C.itemsize, stored.itemsize, cfg.executor, machine)
-                    if cfg.executor in SCALING_EXECUTORS:
-                        extra["kernel_dtype"] = str(stored)
+                    bound = _path_bound(n, stored.itemsize, machine)
+                    extra["kernel_dtype"] = str(stored)
+                    if cfg.executor != "local":     # beside the log domain's time
+                        extra["log_bound_s"] = bound_seconds(n, n, C.itemsize, machine)
                     say(f"n={n} eps={eps:g} {dtype} ({cfg.executor}): bound {bound * 1e3:.1f} ms")
                     big, res = _run_bigsink(cost, dtype, eps, cfg, client,
                                             None if cfg.executor == "local" else C, steady=False)
@@ -516,8 +509,7 @@ def run_bench(
                 r["solvers"][0]["s_per_iter"] = sp
                 if there is not None:       # the bound in the phase of the best run
                     r["machine_at_best"] = there
-                    r["bound_s"] = _path_bound(r["n"], np.dtype(r["dtype"]).itemsize,
-                                               r["kernel_itemsize"], cfg.executor, there)
+                    r["bound_s"] = _path_bound(r["n"], r["kernel_itemsize"], there)
                 say(f"  n={r['n']}: {_fmt(sp, '.4f')} s/it, bound then "
                     f"{r['bound_s'] * 1e3:.1f} ms")
         for run in runs:

@@ -39,8 +39,16 @@ and of the disk when it does not. The iteration then reads the kernel instead of
 read per iteration, no ``exp``, the same bytes as C for a float32 store, half for a
 float64 one in mixed precision.
 
-Scope: balanced problems, NumPy kernels, in-process execution, kernel bytes within
-:func:`kernel_room`. Everything else runs in the log domain.
+On a Dask cluster (:mod:`bigsink.executors.dask`) each worker holds the kernel rows of the
+strips of C it keeps resident (a :class:`KernelRows` actor, built there from those strips):
+an iteration sends ``v`` (and each worker's rows of ``a`` and the previous ``u``) to every
+worker at once and adds their column shares here, in row order. Only O(n + m) numbers
+travel, and an actor call costs a few milliseconds where a round of tasks costs tens. A
+worker that dies takes its kernels with it: the step says so and the stage goes on in the
+log domain, whose jobs recompute the lost strips of C.
+
+Scope: balanced problems, NumPy kernels, kernel bytes within :func:`kernel_space` (in
+process, or on the workers next to resident strips). Everything else runs in the log domain.
 """
 
 from __future__ import annotations
@@ -50,6 +58,8 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,11 +69,12 @@ import numpy as np
 
 from . import fused
 from .costs import CostSource
-from .executors import LocalSession
+from .executors import LocalSession, Session
+from .executors.base import Held, HeldLost
 from .zarr_cost import reads_store
 
-__all__ = ["ABSORB_BOUND", "MIXED_TOL", "ScalingStep", "kernel_budget", "kernel_dtype",
-           "kernel_room", "scratch_array"]
+__all__ = ["ABSORB_BOUND", "MIXED_TOL", "KernelRows", "ScalingStep", "kernel_budget",
+           "kernel_dtype", "kernel_room", "kernel_space", "scratch_array"]
 
 #: Absorb when ``|log u|`` or ``|log v|`` exceeds this, by storage dtype.
 ABSORB_BOUND = {np.dtype(np.float32): 10.0, np.dtype(np.float64): 100.0}
@@ -293,6 +304,132 @@ def _shared_offset(pot: np.ndarray, w: np.ndarray, eps: float) -> tuple[np.ndarr
     return mid[:, None], float(half.max(initial=0.0)) / eps
 
 
+@contextmanager
+def _numba_threads(threads: int | None) -> Iterator[None]:
+    """Run the enclosed numba passes on at most ``threads`` threads (None: all)."""
+    if threads is None:
+        yield
+        return
+    prev = nb.get_num_threads()
+    nb.set_num_threads(max(1, min(threads, nb.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        nb.set_num_threads(prev)
+
+
+class KernelRows:
+    """The absorbed kernels of one group of C's rows ``[lo, hi)``, kept where those rows
+    are: in this process (one group: all rows) or on a Dask worker (one group per worker,
+    an actor; :meth:`~bigsink.executors.base.Session.hold`). Plain NumPy and numba: it
+    does not know where it runs.
+
+    ``source`` gives the rows: a cost source (read per piece) or the arrays of ``pieces``
+    themselves (a worker's resident strips). :meth:`build` fills the kernels from them,
+    :meth:`sweep` is one iteration's pass over them, :meth:`evaluate` the plan's sums. A
+    cost read from a Zarr store keeps its kernels in a scratch file (:func:`scratch_array`).
+    """
+
+    def __init__(self, source: CostSource | Sequence[np.ndarray],
+                 pieces: Sequence[tuple[int, int]], threads: int | None = None) -> None:
+        self.source = source
+        self.pieces = [(int(s0), int(s1)) for s0, s1 in pieces]
+        self.lo, self.hi = self.pieces[0][0], self.pieces[-1][1]
+        self.threads = threads
+        self.scratch = isinstance(source, CostSource) and reads_store(source)
+        self.K: np.ndarray | None = None                # (J, hi - lo, m)
+        self._cols: np.ndarray | None = None
+
+    def _rows(self, k: int) -> Any:
+        """C's rows of piece ``k``."""
+        if isinstance(self.source, CostSource):
+            return self.source.rows(*self.pieces[k])
+        return self.source[k]
+
+    def build(self, alpha: np.ndarray, betaT: np.ndarray, eps: float,
+              dtype: np.dtype[Any]) -> str | None:
+        """Fill ``K_kij = exp((alpha_ik + betaT_kj - C_ij) / eps)`` in ``dtype`` for this
+        group: alpha (hi - lo, J), betaT (J, m). Returns None, or why no kernel could be
+        made (its scratch file: the disk filled up, or no TMPDIR)."""
+        dtype = np.dtype(dtype)
+        shape = (betaT.shape[0], self.hi - self.lo, betaT.shape[1])
+        if self.K is None or self.K.shape != shape or self.K.dtype != dtype:
+            self.K = None                                  # free before allocating
+            try:
+                self.K = (scratch_array(shape, dtype) if self.scratch
+                          else np.empty(shape, dtype=dtype))
+            except OSError as exc:
+                return f"no room for the kernel's scratch file ({exc})"
+        with _numba_threads(self.threads):
+            for k, (s0, s1) in enumerate(self.pieces):
+                i0, i1 = s0 - self.lo, s1 - self.lo
+                _fill_kernel(self._rows(k), alpha[i0:i1], betaT, eps, FLUSH[dtype],
+                             self.K[:, i0:i1, :], dtype == np.float32)
+        return None
+
+    def sweep(self, v: np.ndarray, a: np.ndarray, u_prev: np.ndarray,
+              omega: float) -> tuple[np.ndarray, np.ndarray]:
+        """One pass: ``u = u_prev**(1 - omega) * (a / (K v))**omega`` (r, K) for this
+        group's rows and its share ``t = K^T u`` (m, K) of the column sums: v (m, K),
+        a (r, K), u_prev (r, K)."""
+        assert self.K is not None
+        Kmat = self.K
+        if Kmat.shape[0] == 1 and v.shape[1] > 1:                        # shared kernel: BLAS-3
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                s = Kmat[0] @ v                                          # (r, K)
+                u = np.where(a > 0, a / s, 0.0)                          # f-update
+                if omega != 1.0:
+                    u = np.where(u > 0, u_prev * (u / u_prev) ** omega, 0.0)
+            return u, Kmat[0].T @ u                                      # (r, K), (m, K)
+        K, r, m = v.shape[1], *Kmat.shape[1:]
+        uT = np.ascontiguousarray(u_prev.T)                              # (K, r)
+        t = np.empty((K, m))
+        rows = chunk_rows(r)
+        if self._cols is None or self._cols.shape != (-(-r // rows), m):
+            self._cols = np.empty((-(-r // rows), m))                    # kept: no page faults
+        cols = self._cols
+        aT, vT = np.ascontiguousarray(a.T), np.ascontiguousarray(v.T)    # (K, r), (K, m)
+        with _numba_threads(self.threads):
+            for k in range(K):                                           # one kernel each
+                _scaling_pass(Kmat[k], vT[k], aT[k], uT[k], omega, cols, rows)
+                t[k] = cols.sum(axis=0)                                  # fixed order
+        return uT.T, t.T
+
+    def close(self) -> None:
+        """Drop the kernels and the rows of C (the object may outlive its use)."""
+        self.K = self._cols = None
+        self.source = []
+
+    def evaluate(self, u: np.ndarray, v: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This group's share of the plan ``P_ij = u_i K_ij v_j``: its row sums (r, K), its
+        share of the column sums (m, K) and of ``<P, C>`` (K,); u (r, K), v (m, K). No
+        ``exp``: products, and one read of C for ``<P, C>``."""
+        assert self.K is not None
+        rows, cols, pc = np.empty_like(u), np.empty_like(v), np.zeros(u.shape[1])
+        shared = self.K.shape[0] == 1
+        for k, Km in enumerate(self.K):
+            ks = slice(None) if shared else slice(k, k + 1)              # problems of Km
+            uk, vk = u[:, ks], v[:, ks]                                  # (r, J), (m, J)
+            rows[:, ks] = uk * (Km @ vk)
+            cols[:, ks] = vk * (Km.T @ uk)
+            for p, (s0, s1) in enumerate(self.pieces):                   # sum_ij P_ij C_ij
+                i0, i1 = s0 - self.lo, s1 - self.lo
+                KC = Km[i0:i1] * self._rows(p)                           # (r_p, m)
+                pc[ks] += np.einsum("ik,ik->k", uk[i0:i1], KC @ vk)
+        return rows, cols, pc
+
+
+def kernel_space(session: Session) -> tuple[int, str]:
+    """Bytes the scaling path's kernels may take in ``session`` and where they would be
+    (for messages): :func:`kernel_room` in this process, the workers' memory on a cluster
+    (the session's ``hold_room()``)."""
+    if isinstance(session, LocalSession):
+        return kernel_room(session.cost)
+    room = getattr(session, "hold_room", None)
+    return room() if room is not None else (0, "this executor's memory (it holds nothing)")
+
+
 @dataclass
 class ScalingStep:
     """One eps stage of scaling-domain iterations; called like the log-domain step.
@@ -301,16 +438,19 @@ class ScalingStep:
     :func:`bigsink.solver.sinkhorn_step`, or None when the scaling domain cannot continue
     (the caller then uses the log domain for the rest of the stage).
 
+    The kernels are :class:`KernelRows` that the session holds next to C's rows (all of
+    them in this process; one group per worker on Dask, whose partial column sums are added
+    here in row order). This step keeps the potentials' side: offsets, scalings, absorption.
+
     A float64 batch of K problems shares **one** kernel when its potentials stay within the
     absorption bound of common offsets (the per-row midpoints of the batch): an iteration is
     then two matrix products ``Kmat (n, m) @ v (m, K)`` and ``Kmat^T @ u`` (BLAS-3, one
     kernel in memory). Otherwise each problem gets its own kernel, within ``budget`` bytes
-    (None: :func:`kernel_room`; float32 kernels always: their fused pass accumulates in
-    float64). The kernel is a scratch file (:func:`scratch_array`) when the cost is read
-    from a Zarr store, else an array in memory.
+    (None: :func:`kernel_space`; float32 kernels always: their fused pass accumulates in
+    float64).
     """
 
-    session: LocalSession
+    session: Session
     a: np.ndarray
     b: np.ndarray
     eps: float
@@ -321,18 +461,39 @@ class ScalingStep:
     absorptions: int = 0
     alpha: np.ndarray = field(init=False, repr=False)
     beta: np.ndarray = field(init=False, repr=False)
-    Kmat: np.ndarray | None = field(init=False, repr=False, default=None)
-    _cols: np.ndarray | None = field(init=False, repr=False, default=None)
+    held: list[Held] | None = field(init=False, repr=False, default=None)
+    _layout: tuple[int, np.dtype[Any]] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self, f: np.ndarray, g: np.ndarray) -> None:
         self._build(f, g)
+
+    @property
+    def Kmat(self) -> np.ndarray | None:
+        """The kernels (J, n, m) when they are held whole in this process, else None."""
+        if self.held and isinstance(self.held[0].obj, KernelRows):
+            return self.held[0].obj.K
+        return None
+
+    def close(self) -> None:
+        """Let the kernels go (on a cluster, the workers free them now)."""
+        held, self.held = self.held, None
+        if held is not None:
+            self.session.release(held)
+
+    def _lost(self, exc: HeldLost) -> None:
+        """The kernels are gone with a worker: say so, and leave the stage to the log domain
+        (its jobs recompute lost strips of C)."""
+        self.close()
+        warnings.warn(f"the scaling path's kernels were lost ({exc}): going on in the log "
+                      "domain", RuntimeWarning, stacklevel=4)
 
     def _build(self, f: np.ndarray, g: np.ndarray) -> None:
         """(Re)build the kernel, absorbing the potentials ``(f, g)``: one pass over C.
 
         Shared offsets for a batch whose spread around them is within half the absorption
         bound (room to move before the next absorption), else one kernel per problem; none
-        (``Kmat = None``: the step then reports a breakdown) if those exceed the budget.
+        (``held = None``: the step then reports a breakdown) if those exceed the budget,
+        cannot be made, or are lost.
         """
         (n, K), m = f.shape, g.shape[0]
         alpha, beta = f, g
@@ -341,26 +502,26 @@ class ScalingStep:
             mid_g, spread_g = _shared_offset(g, self.b, self.eps)
             if max(spread_f, spread_g) <= ABSORB_BOUND[self.dtype] / 2:
                 alpha, beta = mid_f, mid_g                            # (n, 1), (m, 1)
-        kernels, cost = alpha.shape[1], self.session.cost
-        if self.Kmat is None or self.Kmat.shape[0] != kernels:
-            self.Kmat = None                                          # free before allocating
-            budget = kernel_room(cost)[0] if self.budget is None else self.budget
-            if kernels * n * m * self.dtype.itemsize > budget:
-                return
-            shape = (kernels, n, m)
-            try:
-                self.Kmat = (scratch_array(shape, self.dtype) if reads_store(cost)
-                             else np.empty(shape, dtype=self.dtype))
-            except OSError as exc:                 # the scratch disk filled up meanwhile
-                warnings.warn(f"no room for the kernel's scratch file ({exc}): going on in "
-                              "the log domain", RuntimeWarning, stacklevel=2)
-                return
+        layout = (alpha.shape[1], self.dtype)
+        try:
+            if self.held is None or self._layout != layout:
+                self.close()                                          # free before allocating
+                budget = kernel_space(self.session)[0] if self.budget is None else self.budget
+                if layout[0] * n * m * self.dtype.itemsize > budget:
+                    return
+                self.held, self._layout = self.session.hold(KernelRows), layout
+            betaT = np.ascontiguousarray(beta.T)                      # (J, m)
+            why = self.session.call(self.held, "build", [
+                (alpha[h.lo:h.hi], betaT, self.eps, self.dtype) for h in self.held])
+        except HeldLost as exc:
+            self._lost(exc)
+            return
+        if any(why):                               # the scratch disk filled up meanwhile
+            warnings.warn(f"{next(w for w in why if w)}: going on in the log domain",
+                          RuntimeWarning, stacklevel=3)
+            self.close()
+            return
         self.alpha, self.beta = alpha, beta
-        betaT = np.ascontiguousarray(beta.T)                          # in-process strips
-        for start, stop in self.session.pieces:
-            _fill_kernel(cost.rows(start, stop), alpha[start:stop], betaT, self.eps,
-                         FLUSH[self.dtype], self.Kmat[:, start:stop, :],
-                         self.dtype == np.float32)
         self.absorptions += 1
 
     def widen(self, f: np.ndarray, g: np.ndarray) -> bool:
@@ -370,7 +531,7 @@ class ScalingStep:
         cost_dtype = np.dtype(self.session.cost.dtype)
         if self.dtype == cost_dtype:
             return False
-        self.dtype, self.Kmat = cost_dtype, None
+        self.dtype = cost_dtype
         self._build(f, g)
         return True
 
@@ -381,62 +542,55 @@ class ScalingStep:
         return np.where(w > 0, x, 0.0)
 
     def _pass(
-        self, Kmat: np.ndarray, f: np.ndarray, g: np.ndarray, omega: float
+        self, held: list[Held], f: np.ndarray, g: np.ndarray, omega: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Scalings ``(u, t = Kmat^T u)`` for potentials ``(f, g)``, ``u`` over-relaxed."""
+        """Scalings ``(u, t = Kmat^T u)`` for potentials ``(f, g)``, ``u`` over-relaxed:
+        each group's sweep, its column shares added in row order."""
         v = self._scalings(g, self.beta, self.b)                         # (m, K)
         u_prev = self._scalings(f, self.alpha, self.a)                   # (n, K)
-        if Kmat.shape[0] == 1 and v.shape[1] > 1:                        # shared kernel: BLAS-3
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                s = Kmat[0] @ v                                          # (n, K)
-                u = np.where(self.a > 0, self.a / s, 0.0)                # f-update
-                if omega != 1.0:
-                    u = np.where(u > 0, u_prev * (u / u_prev) ** omega, 0.0)
-            return u, Kmat[0].T @ u                                      # (n, K), (m, K)
-        K, n, m = v.shape[1], *Kmat.shape[1:]
-        u = np.ascontiguousarray(u_prev.T)                               # (K, n)
-        t = np.empty((K, m))
-        rows = chunk_rows(n)
-        if self._cols is None or self._cols.shape != (-(-n // rows), m):
-            self._cols = np.empty((-(-n // rows), m))                    # kept: no page faults
-        cols = self._cols
-        a, vT = np.ascontiguousarray(self.a.T), np.ascontiguousarray(v.T)   # (K, n), (K, m)
-        for k in range(K):                                               # one kernel each
-            _scaling_pass(Kmat[k], vT[k], a[k], u[k], omega, cols, rows)
-            t[k] = cols.sum(axis=0)                                      # fixed order
-        return u.T, t.T
+        outs = self.session.call(held, "sweep", [
+            (v, self.a[h.lo:h.hi], u_prev[h.lo:h.hi], omega) for h in held])
+        u = outs[0][0] if len(outs) == 1 else np.concatenate([o[0] for o in outs])
+        t = outs[0][1]
+        for o in outs[1:]:
+            t = t + o[1]                                                 # (m, K), fixed order
+        return u, t
 
     def evaluate(
         self, f: np.ndarray, g: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Row sums (n, K), column sums (m, K) and ``<P, C>`` (K,) of the plan of ``(f, g)``
-        from a float64 resident kernel, ``P_ij = u_i Kmat_ij v_j``: no ``exp``, products
-        only, and one read of C for ``<P, C>``. None for float32 kernels (the log-domain
-        evaluation then keeps the sums in float64) or without a kernel."""
-        if self.Kmat is None or self.dtype != np.float64:
+        from a float64 kernel, ``P_ij = u_i Kmat_ij v_j`` (:meth:`KernelRows.evaluate`).
+        None for float32 kernels (the log-domain evaluation then keeps the sums in float64),
+        without a kernel, or when it is lost."""
+        if self.held is None or self.dtype != np.float64:
             return None
+        held = self.held
         u, v = self._scalings(f, self.alpha, self.a), self._scalings(g, self.beta, self.b)
-        rows, cols, pc = np.empty_like(u), np.empty_like(v), np.zeros(u.shape[1])
-        shared = self.Kmat.shape[0] == 1
-        for k, Km in enumerate(self.Kmat):
-            ks = slice(None) if shared else slice(k, k + 1)              # problems of Km
-            uk, vk = u[:, ks], v[:, ks]                                  # (n, J), (m, J)
-            rows[:, ks] = uk * (Km @ vk)
-            cols[:, ks] = vk * (Km.T @ uk)
-            for start, stop in self.session.pieces:                      # sum_ij P_ij C_ij
-                KC = Km[start:stop] * self.session.cost.rows(start, stop)  # (r, m)
-                pc[ks] += np.einsum("ik,ik->k", uk[start:stop], KC @ vk)
+        try:
+            outs = self.session.call(held, "evaluate", [(u[h.lo:h.hi], v) for h in held])
+        except HeldLost as exc:
+            self._lost(exc)
+            return None
+        rows = np.concatenate([o[0] for o in outs])
+        cols, pc = outs[0][1], outs[0][2]
+        for o in outs[1:]:
+            cols, pc = cols + o[1], pc + o[2]                            # row order
         return rows, cols, pc
 
     def __call__(
         self, f: np.ndarray, g: np.ndarray, omega: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(f_new, g_new)`` from ``(f, g)``, over-relaxed by ``omega`` (None on breakdown);
-        absorbs when scalings grow."""
+        """``(f_new, g_new)`` from ``(f, g)``, over-relaxed by ``omega`` (None on breakdown,
+        or when the kernel is lost with a worker); absorbs when scalings grow."""
         for attempt in range(2):
-            if self.Kmat is None:                                        # over the budget
+            if self.held is None:                                        # over the budget
                 return None
-            u, t = self._pass(self.Kmat, f, g, omega)
+            try:
+                u, t = self._pass(self.held, f, g, omega)
+            except HeldLost as exc:
+                self._lost(exc)
+                return None
             ok = (np.all(np.isfinite(u)) and np.all(t[self.b > 0] > 0)
                   and np.all(np.isfinite(t)))
             if ok:

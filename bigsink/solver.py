@@ -30,9 +30,9 @@ import numpy as np
 from . import checkpoint as ckpt
 from . import fused
 from ._xp import device_namespace
-from .costs import CostSource, as_cost, on_device
+from .costs import CostSource, as_cost, on_device, strip_module
 from .errors import ConvergenceWarning, InputError, NumericalError
-from .executors import LocalSession, Session, StripJob, make_executor
+from .executors import Session, StripJob, make_executor
 from .kernels import (
     add_partials,
     column_pair,
@@ -44,7 +44,7 @@ from .kernels import (
 )
 from .problem import Problem, check_max_iter, check_positive, make_problem
 from .result import History, MarginalError, SinkhornResult
-from .scaling import ScalingStep, kernel_dtype, kernel_room
+from .scaling import ScalingStep, kernel_dtype, kernel_space
 
 __all__ = ["SolverState", "eps_schedule", "solve"]
 
@@ -315,36 +315,40 @@ def iterate(
         for h in history[len(history) - done:]:   # a resumed stage: replay its errors so
             relax.observe(h[2])                     # omega continues as if never stopped
         w = relax.omega
-        while n_iter < budget:
-            f_in = np.zeros_like(problem.a) if f is None else f   # no f yet: plain, from g
-            w_in = 1.0 if f is None else w
-            if use_fast and fast is None and resident is not None:
-                assert isinstance(session, LocalSession)  # _resident_dtype checked it
-                fast = ScalingStep(session, problem.a, problem.b, eps, resident, f_in, g)
-            out = fast(f_in, g, w_in) if fast is not None else None
-            if out is None:
-                if fast is not None:        # breakdown: the log domain for this stage
-                    use_fast, fast = False, None
-                out = sinkhorn_step(session, problem, log_a, log_b, f_in, g, eps, w_in)
-            f_new, g = out
-            err = row_error(problem.a, f, f_new, eps, w)
-            w = relax.observe(float(err.max()))
-            f, n_iter = f_new, n_iter + 1
-            history.append((n_iter, eps, float(err.max())))
-            current = SolverState(stage, f, g, n_iter, tuple(history))
-            if on_iteration is not None:
-                on_iteration(current, float(err.max()))
-            if err.max() > stage_tol:
-                continue
-            if stage < last:
-                break
-            if not problem.balanced:
-                return current, None, True
-            ev = evaluate(session, f, g, eps, fast)
-            if max(e.max() for e in ev.errors(problem)) <= tol:
-                return current, ev, True
-            if fast is not None:           # a float32 kernel's fixed point may miss tol:
-                fast.widen(f, g)           # go on in the cost's dtype (no-op if already)
+        try:
+            while n_iter < budget:
+                f_in = np.zeros_like(problem.a) if f is None else f   # no f yet: plain, from g
+                w_in = 1.0 if f is None else w
+                if use_fast and fast is None and resident is not None:
+                    fast = ScalingStep(session, problem.a, problem.b, eps, resident, f_in, g)
+                out = fast(f_in, g, w_in) if fast is not None else None
+                if out is None:
+                    if fast is not None:        # breakdown: the log domain for this stage
+                        fast.close()
+                        use_fast, fast = False, None
+                    out = sinkhorn_step(session, problem, log_a, log_b, f_in, g, eps, w_in)
+                f_new, g = out
+                err = row_error(problem.a, f, f_new, eps, w)
+                w = relax.observe(float(err.max()))
+                f, n_iter = f_new, n_iter + 1
+                history.append((n_iter, eps, float(err.max())))
+                current = SolverState(stage, f, g, n_iter, tuple(history))
+                if on_iteration is not None:
+                    on_iteration(current, float(err.max()))
+                if err.max() > stage_tol:
+                    continue
+                if stage < last:
+                    break
+                if not problem.balanced:
+                    return current, None, True
+                ev = evaluate(session, f, g, eps, fast)
+                if max(e.max() for e in ev.errors(problem)) <= tol:
+                    return current, ev, True
+                if fast is not None:           # a float32 kernel's fixed point may miss tol:
+                    fast.widen(f, g)           # go on in the cost's dtype (no-op if already)
+        finally:                            # the kernels go with their stage
+            if fast is not None:
+                fast.close()
         if on_iteration is not None and stage < last:
             on_iteration(SolverState(stage + 1, f, g, n_iter, tuple(history)), math.nan)
     assert f is not None
@@ -362,16 +366,15 @@ def _resident_dtype(
     n, m = src.shape
     cost_dtype = np.dtype(src.dtype)
     dtype = kernel_dtype(cost_dtype, tol, problem.K, mixed)
-    room, where = kernel_room(src)          # memory, or a scratch file for a Zarr store
+    room, where = kernel_space(session)     # memory, a scratch file, or the workers'
     reasons = [
         (not problem.balanced, "the problem is unbalanced"),
-        (not isinstance(session, LocalSession), "the executor is not in-process"),
         (cost_dtype not in (np.float32, np.float64), f"the cost dtype is {cost_dtype}"),
         (n * m * dtype.itemsize > room,                              # a batch may share one
          f"the kernel ({n * m * dtype.itemsize / 2**30:.1f} GiB) exceeds {where}"),
     ]
     why = [text for bad, text in reasons if bad]
-    if not why and not isinstance(src.rows(0, 1), np.ndarray):
+    if strip_module(src) != "numpy":
         why.append("the cost is not a NumPy array")
     if why and flag:
         raise InputError(f"resident_kernel=True is not possible here: {'; '.join(why)}.")

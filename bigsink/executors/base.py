@@ -12,7 +12,8 @@ from ..costs import CostSource
 from ..kernels import tree_reduce
 
 __all__ = [
-    "Executor", "Session", "StripJob", "apply_kernel", "concat_rows", "pieces", "strip_rows",
+    "Executor", "Held", "HeldLost", "Session", "StripJob", "apply_kernel", "concat_rows",
+    "pieces", "strip_rows",
 ]
 
 #: Default memory for one strip's temporaries (the (r, m, K) float64 arrays of a kernel).
@@ -35,12 +36,48 @@ class StripJob:
     shared: tuple[Any, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class Held:
+    """An object a session keeps next to rows ``[lo, hi)`` of C across jobs (the scaling
+    path's kernels): ``obj`` itself in this process, a handle to it on a cluster; ``keep``
+    is whatever keeps it alive there."""
+
+    lo: int
+    hi: int
+    obj: Any
+    keep: Any = None
+
+
+class HeldLost(RuntimeError):
+    """A held object is gone with the process that kept it (a worker died); the data it
+    was made from is not (the caller may rebuild it, or continue without it)."""
+
+
 @runtime_checkable
 class Session(Protocol):
     """An executor bound to one cost source and strip layout for the length of a solve."""
 
+    cost: CostSource
+
     def run(self, job: StripJob) -> tuple[Any, Any]:
         """Run ``job`` over all strips: ``(row outputs (n, ...) or None, merged partial)``."""
+        ...
+
+    def hold(self, factory: Callable[..., Any]) -> list[Held]:
+        """Objects ``factory(source, pieces, threads=...)`` kept next to C's rows, one per
+        group of rows in row order: ``source`` gives the group's rows (a cost source, or
+        the arrays of ``pieces`` themselves), ``pieces`` are its ``(start, stop)`` ranges,
+        ``threads`` the cores it may use. Raises HeldLost if a group's process is lost."""
+        ...
+
+    def call(self, held: list[Held], method: str, args: list[tuple[Any, ...]]) -> list[Any]:
+        """``held[k].obj.method(*args[k])`` for every k, run where each object is, and
+        their results in order. Raises HeldLost if an object is gone."""
+        ...
+
+    def release(self, held: list[Held]) -> None:
+        """Let the held objects go now: each one's ``close()`` frees its memory where it
+        is, whenever the handles themselves are collected."""
         ...
 
     def close(self) -> None:

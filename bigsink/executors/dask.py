@@ -28,6 +28,12 @@ Two modes:
 * **streaming**: each strip task reads its rows from the cost source and drops them, so a
   worker holds a few strips at a time however large C is.
 
+Resident strips can also **hold** objects (:meth:`DaskSession.hold`): one Dask actor per
+worker, made there from the strips dealt to it, called directly (a few ms per round, no
+scheduler in the way). The scaling path keeps its kernels so
+(:class:`bigsink.scaling.KernelRows`); actors are not recomputed after a worker loss (a
+call then raises HeldLost, and the solver goes on in the log domain).
+
 ``mode="auto"`` takes resident when C fits in less than half of the cluster's total worker
 memory limit, else streaming. An in-memory matrix (:class:`~bigsink.costs.DenseCost`) has no
 store to stream from: its strips are always sent once and kept (resident); they are embedded
@@ -44,6 +50,7 @@ import itertools
 import math
 import uuid
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -52,7 +59,7 @@ from .._xp import like, to_numpy
 from ..costs import CostSource, DenseCost, strip_module
 from ..errors import InputError
 from ..kernels import tree_reduce
-from .base import StripJob, apply_kernel, strip_rows
+from .base import Held, HeldLost, StripJob, apply_kernel, strip_rows
 
 __all__ = ["MODES", "DaskExecutor", "DaskSession", "plan_strip_rows"]
 
@@ -189,13 +196,15 @@ class DaskSession:
     def __init__(
         self, client: Any, cost: CostSource, strips: list[tuple[int, int]], mode: str,
         retries: int, owns_client: bool, chunk_rows: int | None = None,
-        slots: list[str] | None = None,
+        slots: list[str] | None = None, workers: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.client = client
         self.cost = cost
         self.strips = strips
         self.chunk_rows = chunk_rows
         self.mode = mode
+        self.slots = slots or []
+        self.workers = workers or {}
         self.retries = retries
         self._owns_client = owns_client
         self._token = uuid.uuid4().hex[:12]
@@ -209,8 +218,7 @@ class DaskSession:
             preference: a lost worker's strips are recomputed elsewhere)."""
             if not slots:
                 return {}
-            slot = slots[k * len(slots) // len(strips)]
-            return {"workers": [slot], "allow_other_workers": True}
+            return {"workers": [self._slot(k)], "allow_other_workers": True}
 
         if isinstance(cost, DenseCost):
             # No store to read from: each strip travels once, embedded in its load task
@@ -230,6 +238,75 @@ class DaskSession:
                               key=(f"bigsink-strip-{self._token}", k), **place(k))
                 for k, (s0, s1) in enumerate(strips)
             ]
+
+    def _slot(self, k: int) -> str:
+        """The worker thread strip ``k`` is dealt to (consecutive runs of strips each)."""
+        return self.slots[k * len(self.slots) // len(self.strips)]
+
+    def _holds(self) -> bool:
+        """Whether the workers keep C's strips as NumPy arrays (what :meth:`hold` needs)."""
+        return bool(self._data) and bool(self.slots) and strip_module(self.cost) == "numpy"
+
+    def hold_room(self) -> tuple[int, str]:
+        """Bytes that held objects may take on the workers, and where (for messages):
+        WORKER_SHARE of their memory limits less C's resident strips; none when the
+        strips are streamed or on GPUs."""
+        if not self._holds():
+            return 0, (f"the workers' memory, which holds no strips of C here (mode "
+                       f"{self.mode!r}, {strip_module(self.cost)} strips): the scaling path "
+                       "needs resident NumPy strips")
+        n, m = self.cost.shape
+        share = sum(WORKER_SHARE * (int(w.get("memory_limit") or 0) or _host_memory())
+                    for w in self.workers.values())
+        room = max(0, int(share - n * m * np.dtype(self.cost.dtype).itemsize))
+        return room, (f"{WORKER_SHARE:.0%} of the workers' memory less C's strips "
+                      f"({room / 2**30:.1f} GiB)")
+
+    def hold(self, factory: Callable[..., Any]) -> list[Held]:
+        """One object per worker, made there (a Dask actor) from the resident strips dealt
+        to it (:meth:`_slot`), with as many threads as the worker has; see
+        :class:`~bigsink.executors.base.Session`.
+
+        Actors are not recomputed after a worker dies: a call then raises HeldLost, and the
+        strips themselves are recomputed by lineage for the jobs that follow."""
+        if not self._holds():
+            raise HeldLost(self.hold_room()[1])
+        groups: dict[str, list[int]] = {}
+        for k in range(len(self.strips)):
+            groups.setdefault(self._slot(k), []).append(k)
+        made = []
+        for address, ks in groups.items():
+            threads = int(self.workers.get(address, {}).get("nthreads", 1))
+            made.append((ks, self.client.submit(
+                factory, [self._data[k] for k in ks], [self.strips[k] for k in ks],
+                threads=threads, actor=True, workers=[address], allow_other_workers=True,
+                pure=False, key=f"bigsink-held-{self._token}-{next(self._jobs)}")))
+        try:
+            return [Held(self.strips[ks[0]][0], self.strips[ks[-1]][1], fut.result(), fut)
+                    for ks, fut in sorted(made, key=lambda kf: kf[0][0])]
+        except Exception as exc:        # (distributed raises several types for a lost worker)
+            raise HeldLost(f"a held object could not be made: {exc!r}") from exc
+
+    def call(self, held: list[Held], method: str, args: list[tuple[Any, ...]]) -> list[Any]:
+        """Call the actors at once and wait for all; see
+        :class:`~bigsink.executors.base.Session`."""
+        futures = [getattr(h.obj, method)(*a) for h, a in zip(held, args, strict=True)]
+        try:
+            return [f.result() for f in futures]
+        except Exception as exc:        # "Worker holding Actor was lost" is a RuntimeError
+            raise HeldLost(f"{method}: a held object was lost ({exc!r})") from exc
+
+    def release(self, held: list[Held]) -> None:
+        """Close the actors (their memory is freed on the workers now, not when this
+        process's garbage collector gets to the handles) and release their futures."""
+        try:
+            self.call(held, "close", [()] * len(held))
+        except HeldLost:                        # gone already
+            pass
+        for h in held:             # ours, and the handle's own (handles sit in reference
+            for future in (h.keep, getattr(h.obj, "_future", None)):   # cycles: freed late)
+                if future is not None:
+                    future.release()
 
     def run(self, job: StripJob) -> tuple[Any, Any]:
         """Run ``job`` on every strip; see :class:`~bigsink.executors.base.Session`.
@@ -367,7 +444,8 @@ class DaskExecutor:
                      for _ in range(int(w.get("nthreads", 1)))]
             # an explicit strip size is kept; a planned one evens out over the threads
             strips = cost.grid.row_strips(rows, 1 if self.strip_bytes else len(slots))
-            return DaskSession(client, cost, strips, mode, self.retries, owns, chunk, slots)
+            return DaskSession(client, cost, strips, mode, self.retries, owns, chunk, slots,
+                               workers)
         except BaseException:
             if owns:
                 client.close()

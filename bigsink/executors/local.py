@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,7 +14,15 @@ from .._xp import like, to_numpy
 from ..costs import CostSource, DenseCost, strip_module
 from ..kernels import tree_reduce
 from ..zarr_cost import reads_store
-from .base import STRIP_BYTES, StripJob, apply_kernel, concat_rows, pieces, strip_rows
+from .base import (
+    STRIP_BYTES,
+    Held,
+    StripJob,
+    apply_kernel,
+    concat_rows,
+    pieces,
+    strip_rows,
+)
 
 __all__ = ["DEVICE_STRIP_BYTES", "DEVICE_VIEW_BYTES", "LocalExecutor", "LocalSession"]
 
@@ -68,6 +77,7 @@ class LocalSession:
         self.cost = cost
         self.strips = strips
         self.chunk_rows = chunk_rows
+        self.threads = threads
         self._pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
 
     @property
@@ -83,6 +93,22 @@ class LocalSession:
         strips = self.strips
         outs = list(map(one, strips) if self._pool is None else self._pool.map(one, strips))
         return concat_rows([o[0] for o in outs]), tree_reduce([o[1] for o in outs], job.merge)
+
+    def hold(self, factory: Callable[..., Any]) -> list[Held]:
+        """One object over all rows, in this process (it reads C from the cost source, by
+        :attr:`pieces`); see :class:`~bigsink.executors.base.Session`."""
+        obj = factory(self.cost, self.pieces, threads=self.threads)
+        return [Held(0, self.cost.shape[0], obj)]
+
+    def call(self, held: list[Held], method: str, args: list[tuple[Any, ...]]) -> list[Any]:
+        """Call the held objects in turn (each runs in parallel itself); see
+        :class:`~bigsink.executors.base.Session`."""
+        return [getattr(h.obj, method)(*a) for h, a in zip(held, args, strict=True)]
+
+    def release(self, held: list[Held]) -> None:
+        """Close the objects; see :class:`~bigsink.executors.base.Session`."""
+        for h in held:
+            h.obj.close()
 
     def close(self) -> None:
         """Shut the thread pool down."""
