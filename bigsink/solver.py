@@ -618,10 +618,12 @@ def solve(
             ``exp((f + g - C)/eps)``, so an iteration is one read of it and no ``exp``,
             with absorption keeping it stable. It is kept in memory, or, for a cost read
             from a Zarr store (never held whole in one process), in a mapped scratch file
-            in ``TMPDIR``. None (auto): on for balanced NumPy problems on the local
-            executor whose kernel fits (40% of memory; the scratch disk's free space less
-            1 GiB, and 40% of memory at most if ``TMPDIR`` is a tmpfs); True: require it
-            (InputError if not possible); False: log domain only.
+            in ``TMPDIR``; on Dask, by the workers next to their resident strips of C.
+            None (auto): on for balanced NumPy problems whose kernel fits (local executor:
+            40% of memory, or the scratch disk's free space less 1 GiB, and 40% of memory
+            at most if ``TMPDIR`` is a tmpfs; Dask: resident mode, within half of the
+            workers' memory limits less C); True: require it (InputError if not
+            possible); False: log domain only.
             Same iterates either way (up to the kernel's precision, see
             ``mixed_precision``).
         omega: over-relaxation of the updates, ``f <- f + omega*(f_sinkhorn - f)`` (same for

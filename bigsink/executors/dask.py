@@ -14,8 +14,9 @@ The coordinator (this process) keeps the potentials; per job only O(n + m) numbe
 * the strips' results are merged on the cluster by merge tasks arranged in exactly the tree
   of :func:`bigsink.kernels.tree_reduce` (it builds the tree here, with futures as items),
   carrying the strips' row outputs along, so the coordinator gathers one result: all row
-  outputs (n, ...) and the final partial (m, ...). The floating-point result depends only on
-  the strips and chunks, never on the timing or the number of workers.
+  outputs (n, ...) and the final partial (m, ...). The floating-point result of a job depends only
+  on the strips and chunks, never on the timing or the number of workers (held objects,
+  below, sum per worker: their results depend on how the strips are dealt, by rounding).
 
 Two modes:
 
@@ -281,17 +282,18 @@ class DaskSession:
                 factory, [self._data[k] for k in ks], [self.strips[k] for k in ks],
                 threads=threads, actor=True, workers=[address], allow_other_workers=True,
                 pure=False, key=f"bigsink-held-{self._token}-{next(self._jobs)}")))
-        try:
-            return [Held(self.strips[ks[0]][0], self.strips[ks[-1]][1], fut.result(), fut)
-                    for ks, fut in sorted(made, key=lambda kf: kf[0][0])]
+        try:        # handles bind to the current client: ours, not the process default
+            with self.client.as_current():
+                return [Held(self.strips[ks[0]][0], self.strips[ks[-1]][1], fut.result(), fut)
+                        for ks, fut in sorted(made, key=lambda kf: kf[0][0])]
         except Exception as exc:        # (distributed raises several types for a lost worker)
             raise HeldLost(f"a held object could not be made: {exc!r}") from exc
 
     def call(self, held: list[Held], method: str, args: list[tuple[Any, ...]]) -> list[Any]:
         """Call the actors at once and wait for all; see
         :class:`~bigsink.executors.base.Session`."""
-        futures = [getattr(h.obj, method)(*a) for h, a in zip(held, args, strict=True)]
         try:
+            futures = [getattr(h.obj, method)(*a) for h, a in zip(held, args, strict=True)]
             return [f.result() for f in futures]
         except Exception as exc:        # "Worker holding Actor was lost" is a RuntimeError
             raise HeldLost(f"{method}: a held object was lost ({exc!r})") from exc
