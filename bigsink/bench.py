@@ -590,6 +590,10 @@ def format_table(report: dict[str, Any]) -> str:
             ("per_iter_over_zarr_read", "/ reading it with zarr:"),
             ("log_per_iter_over_read_once", "log domain streaming C / reading it once:"),
         ) if run.get(key) is not None]
+        log = run["solvers"][0].get("log_s_per_iter")
+        if log is not None and run.get("log_bound_s"):
+            notes.append(f"log domain on this executor: {log * 1e3:.1f} ms/iter, "
+                         f"{log / run['log_bound_s']:.2f}x its bound")
         if notes:
             lines.append(f"{'':>6} {run['executor']}: " + "; ".join(notes))
     lines.extend(_flatness(report["runs"]))
