@@ -180,9 +180,14 @@ def _from_bits(typingctx: Any, i: Any) -> Any:  # pragma: no cover - compile tim
     return types.float64(types.int64), codegen
 
 
-def _make_exp_row(poly: Any) -> Any:
+def _make_exp_row(poly: Any, name: str) -> Any:
     """``exp_row(a, c, inv, shift, out)``: ``out[j] = exp((a[j] - c[j]) * inv - shift)``, one
     loop that LLVM vectorises, with the polynomial ``poly`` on the reduced argument.
+
+    Each variant gets its own ``name`` (qualified name), so its own on-disk cache index:
+    closures of one factory would share one, and processes compiling at once (Dask or Ray
+    workers) race on an index's entries; one of them once handed the 7-term variant's code
+    to the 13-term one (an exp good to 1e-9 where 1e-16 was due, seen in CI).
 
     ``a`` float64, ``c`` float32 or float64 (widened), all of ``out``'s length. ``x`` is
     clamped to [-745, 710] (which also maps ``-inf`` to 0), ``k = round(x/ln2)`` read off
@@ -191,7 +196,6 @@ def _make_exp_row(poly: Any) -> Any:
     double (``k >= -1021``; below, 0) and finite (``k <= 1023``; above, +inf).
     """
 
-    @nb.njit(**_JIT)
     def exp_row(
         a: np.ndarray, c: np.ndarray, inv: float, shift: float, out: np.ndarray
     ) -> None:  # pragma: no cover - jit
@@ -207,12 +211,13 @@ def _make_exp_row(poly: Any) -> Any:
             v = 0.0 if ki < _K_MIN else v
             out[j] = np.inf if ki > _K_MAX else v
 
-    return exp_row
+    exp_row.__name__ = exp_row.__qualname__ = name
+    return nb.njit(**_JIT)(exp_row)
 
 
 #: float64 costs: ~1 ulp. float32 costs: ~5e-9, cheaper.
-_exp_row = _make_exp_row(_poly13)
-_exp_row_f32 = _make_exp_row(_poly7)
+_exp_row = _make_exp_row(_poly13, "_exp_row")
+_exp_row_f32 = _make_exp_row(_poly7, "_exp_row_f32")
 
 
 @nb.njit(**_JIT)

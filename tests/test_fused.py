@@ -177,6 +177,19 @@ def test_batched_solve_matches_single() -> None:
         np.testing.assert_allclose(both.transport_cost[k], one.transport_cost, rtol=1e-9)
 
 
+def test_exp_variants_have_their_own_cache_entries() -> None:
+    # closures of one factory share a qualified name, hence numba's on-disk cache index,
+    # where concurrent processes once swapped the two polynomials' machine code
+    names = {f.py_func.__qualname__ for f in (fused._exp_row, fused._exp_row_f32)}
+    assert len(names) == 2
+    x = np.linspace(-5.0, 5.0, 1001)
+    out = np.empty_like(x)
+    fused._exp_row(x, np.zeros_like(x), 1.0, 0.0, out)
+    np.testing.assert_allclose(out, np.exp(x), rtol=4e-16)
+    fused._exp_row_f32(x, np.zeros_like(x), 1.0, 0.0, out)
+    assert 1e-12 < np.max(np.abs(out / np.exp(x) - 1)) < 1e-8      # the cheaper variant
+
+
 def test_merge_pairs_matches_reference() -> None:
     rng = np.random.default_rng(5)
     m1, m2 = rng.normal(0, 40, (1300, 2)), rng.normal(0, 40, (1300, 2))
