@@ -47,8 +47,9 @@ travel, and an actor call costs a few milliseconds where a round of tasks costs 
 worker that dies takes its kernels with it: the step says so and the stage goes on in the
 log domain, whose jobs recompute the lost strips of C.
 
-Scope: balanced problems, NumPy kernels, kernel bytes within :func:`kernel_space` (in
-process, or on the workers next to resident strips). Everything else runs in the log domain.
+Scope: balanced and unbalanced problems, NumPy kernels, kernel bytes within
+:func:`kernel_space` (in process, or on the workers next to resident strips). Everything
+else runs in the log domain.
 """
 
 from __future__ import annotations
@@ -203,13 +204,21 @@ def scratch_array(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
 
 @nb.njit(inline="always", fastmath=True, cache=True)
 def _update_row(
-    a: np.ndarray, u: np.ndarray, i: int, hi: int, s: float, omega: float
+    a: np.ndarray, u: np.ndarray, i: int, hi: int, s: float, omega: float, tau: float
 ) -> float:  # pragma: no cover - compiled
-    """``u_i <- u_i**(1 - omega) * (a_i / s)**omega`` with ``s = (Kmat v)_i``; returns the
-    new ``u_i`` (0 for a 0-weight row, and for ``i >= hi``: a padding row, left alone)."""
+    """``u_i <- u_i**(1 - omega) * (a_i / s**tau)**omega`` with ``s = (Kmat v)_i``; returns
+    the new ``u_i`` (0 for a 0-weight row, and for ``i >= hi``: a padding row, left alone).
+
+    ``a``: the row weights (their unbalanced form when ``tau != 1``:
+    :meth:`ScalingStep._weights`)."""
     if i >= hi:
         return 0.0
-    w = a[i] / s if a[i] > 0.0 else 0.0                                  # f-update
+    if a[i] <= 0.0:
+        w = 0.0
+    elif tau == 1.0:
+        w = a[i] / s                                                     # f-update
+    else:
+        w = a[i] * s ** -tau                                             # unbalanced
     if omega != 1.0 and w > 0.0:                                         # over-relaxed
         w = u[i] * (w / u[i]) ** omega
     u[i] = w
@@ -218,13 +227,14 @@ def _update_row(
 
 @nb.njit(parallel=True, fastmath=True, cache=True)
 def _scaling_pass(
-    Kmat: np.ndarray, v: np.ndarray, a: np.ndarray, u: np.ndarray, omega: float,
+    Kmat: np.ndarray, v: np.ndarray, a: np.ndarray, u: np.ndarray, omega: float, tau: float,
     cols: np.ndarray, rows: int,
 ) -> None:  # pragma: no cover - compiled
-    """``u = u**(1 - omega) * (a / (Kmat v))**omega`` and ``cols[c] = sum_{i in chunk c}
+    """``u = u**(1 - omega) * (a / (Kmat v)**tau)**omega`` and ``cols[c] = sum_{i in chunk c}
     u_i Kmat_i`` in one read of ``Kmat``, for one problem: Kmat (n, m) float32 or float64;
-    v (m,); a (n,); u (n,) holds the previous scalings on entry; cols (ceil(n / rows), m);
-    all sums in float64.
+    v (m,); a (n,) (unbalanced form when ``tau != 1``: :meth:`ScalingStep._weights`);
+    u (n,) holds the previous scalings on entry; cols (ceil(n / rows), m); all sums in
+    float64.
 
     Rows are split into fixed chunks of ``rows`` (:func:`chunk_rows`) run in parallel; each
     chunk owns its column accumulator, so the sum over chunks (done by the caller) has a
@@ -256,14 +266,14 @@ def _scaling_pass(
                 s5 += r5[j] * vj
                 s6 += r6[j] * vj
                 s7 += r7[j] * vj
-            w0 = _update_row(a, u, i, hi, s0, omega)
-            w1 = _update_row(a, u, i + 1, hi, s1, omega)
-            w2 = _update_row(a, u, i + 2, hi, s2, omega)
-            w3 = _update_row(a, u, i + 3, hi, s3, omega)
-            w4 = _update_row(a, u, i + 4, hi, s4, omega)
-            w5 = _update_row(a, u, i + 5, hi, s5, omega)
-            w6 = _update_row(a, u, i + 6, hi, s6, omega)
-            w7 = _update_row(a, u, i + 7, hi, s7, omega)
+            w0 = _update_row(a, u, i, hi, s0, omega, tau)
+            w1 = _update_row(a, u, i + 1, hi, s1, omega, tau)
+            w2 = _update_row(a, u, i + 2, hi, s2, omega, tau)
+            w3 = _update_row(a, u, i + 3, hi, s3, omega, tau)
+            w4 = _update_row(a, u, i + 4, hi, s4, omega, tau)
+            w5 = _update_row(a, u, i + 5, hi, s5, omega, tau)
+            w6 = _update_row(a, u, i + 6, hi, s6, omega, tau)
+            w7 = _update_row(a, u, i + 7, hi, s7, omega, tau)
             for j in range(m):                                           # (Kmat^T u) partial
                 acc[j] += ((r0[j] * w0 + r1[j] * w1) + (r2[j] * w2 + r3[j] * w3)) + (
                     (r4[j] * w4 + r5[j] * w5) + (r6[j] * w6 + r7[j] * w7))
@@ -368,16 +378,17 @@ class KernelRows:
         return None
 
     def sweep(self, v: np.ndarray, a: np.ndarray, u_prev: np.ndarray,
-              omega: float) -> tuple[np.ndarray, np.ndarray]:
-        """One pass: ``u = u_prev**(1 - omega) * (a / (K v))**omega`` (r, K) for this
+              omega: float, tau: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """One pass: ``u = u_prev**(1 - omega) * (a / (K v)**tau)**omega`` (r, K) for this
         group's rows and its share ``t = K^T u`` (m, K) of the column sums: v (m, K),
-        a (r, K), u_prev (r, K)."""
+        a (r, K) (the weights; their unbalanced form when ``tau != 1``:
+        :meth:`ScalingStep._weights`), u_prev (r, K)."""
         assert self.K is not None
         Kmat = self.K
         if Kmat.shape[0] == 1 and v.shape[1] > 1:                        # shared kernel: BLAS-3
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 s = Kmat[0] @ v                                          # (r, K)
-                u = np.where(a > 0, a / s, 0.0)                          # f-update
+                u = np.where(a > 0, a / s if tau == 1.0 else a * s ** -tau, 0.0)
                 if omega != 1.0:
                     u = np.where(u > 0, u_prev * (u / u_prev) ** omega, 0.0)
             return u, Kmat[0].T @ u                                      # (r, K), (m, K)
@@ -391,7 +402,7 @@ class KernelRows:
         aT, vT = np.ascontiguousarray(a.T), np.ascontiguousarray(v.T)    # (K, r), (K, m)
         with _numba_threads(self.threads):
             for k in range(K):                                           # one kernel each
-                _scaling_pass(Kmat[k], vT[k], aT[k], uT[k], omega, cols, rows)
+                _scaling_pass(Kmat[k], vT[k], aT[k], uT[k], omega, tau, cols, rows)
                 t[k] = cols.sum(axis=0)                                  # fixed order
         return uT.T, t.T
 
@@ -442,6 +453,15 @@ class ScalingStep:
     them in this process; one group per worker on Dask, whose partial column sums are added
     here in row order). This step keeps the potentials' side: offsets, scalings, absorption.
 
+    Unbalanced problems (``tau = rho / (rho + eps) < 1`` for a side, DESIGN.md §2) take the
+    same pass: the log-domain update ``f = eps log a - tau eps LSE_j((g_j - C_ij) / eps)``
+    is, with ``s = Kmat v`` and ``LSE = log s - alpha / eps``,
+    ``u = a exp(-(1 - tau) alpha / eps) / s**tau``, and likewise for ``v`` with ``t`` and
+    ``beta``. Near a solution ``u`` is near 1 and so is the factor's share; where the factor
+    leaves the float range (an update that moves ``f`` by far more than the absorption
+    bound: a warm start shifted by thousands of eps, say), so does ``u``, and the step
+    reports the breakdown like any other.
+
     A float64 batch of K problems shares **one** kernel when its potentials stay within the
     absorption bound of common offsets (the per-row midpoints of the batch): an iteration is
     then two matrix products ``Kmat (n, m) @ v (m, K)`` and ``Kmat^T @ u`` (BLAS-3, one
@@ -458,6 +478,7 @@ class ScalingStep:
     f: InitVar[np.ndarray]
     g: InitVar[np.ndarray]
     budget: int | None = None
+    tau: tuple[float, float] = (1.0, 1.0)
     absorptions: int = 0
     alpha: np.ndarray = field(init=False, repr=False)
     beta: np.ndarray = field(init=False, repr=False)
@@ -541,6 +562,16 @@ class ScalingStep:
             x = np.exp((pot - offset) / self.eps)
         return np.where(w > 0, x, 0.0)
 
+    def _weights(self) -> np.ndarray:
+        """The pass's row weights (n, K): ``a`` when balanced on the rows, else
+        ``a exp(-(1 - tau) alpha / eps)`` (see the class)."""
+        tau = self.tau[0]
+        if tau == 1.0:
+            return self.a
+        with np.errstate(over="ignore", invalid="ignore"):
+            w = self.a * np.exp(-(1.0 - tau) * self.alpha / self.eps)   # (n, K)
+        return np.where(self.a > 0, w, 0.0)
+
     def _pass(
         self, held: list[Held], f: np.ndarray, g: np.ndarray, omega: float
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -548,8 +579,9 @@ class ScalingStep:
         each group's sweep, its column shares added in row order."""
         v = self._scalings(g, self.beta, self.b)                         # (m, K)
         u_prev = self._scalings(f, self.alpha, self.a)                   # (n, K)
+        w, tau = self._weights(), self.tau[0]
         outs = self.session.call(held, "sweep", [
-            (v, self.a[h.lo:h.hi], u_prev[h.lo:h.hi], omega) for h in held])
+            (v, w[h.lo:h.hi], u_prev[h.lo:h.hi], omega, tau) for h in held])
         u = outs[0][0] if len(outs) == 1 else np.concatenate([o[0] for o in outs])
         t = outs[0][1]
         for o in outs[1:]:
@@ -591,17 +623,20 @@ class ScalingStep:
             except HeldLost as exc:
                 self._lost(exc)
                 return None
-            ok = (np.all(np.isfinite(u)) and np.all(t[self.b > 0] > 0)
-                  and np.all(np.isfinite(t)))
+            ok = (np.all(np.isfinite(u)) and np.all(u[self.a > 0] > 0)
+                  and np.all(t[self.b > 0] > 0) and np.all(np.isfinite(t)))
             if ok:
                 break
             if attempt == 0:   # rebuild at the incoming potentials
                 self._build(f, g)
                 continue
             return None
-        with np.errstate(divide="ignore"):
+        tau_b = self.tau[1]
+        with np.errstate(divide="ignore", invalid="ignore"):
             log_u = np.log(u)                                            # -inf where a_i = 0
-            log_v = np.log(np.where(self.b > 0, self.b, 1.0) / t)
+            log_v = np.log(np.where(self.b > 0, self.b, 1.0) / t ** tau_b)
+            if tau_b != 1.0:                                             # unbalanced: see class
+                log_v = log_v - (1.0 - tau_b) * self.beta / self.eps
         f_new = np.where(self.a > 0, self.alpha + self.eps * log_u, -np.inf)
         g_sink = self.beta + self.eps * log_v                            # plain g-update
         with np.errstate(invalid="ignore"):                              # -inf where b_j = 0

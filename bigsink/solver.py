@@ -320,7 +320,8 @@ def iterate(
                 f_in = np.zeros_like(problem.a) if f is None else f   # no f yet: plain, from g
                 w_in = 1.0 if f is None else w
                 if use_fast and fast is None and resident is not None:
-                    fast = ScalingStep(session, problem.a, problem.b, eps, resident, f_in, g)
+                    fast = ScalingStep(session, problem.a, problem.b, eps, resident, f_in, g,
+                                       tau=problem.tau(eps))
                 out = fast(f_in, g, w_in) if fast is not None else None
                 if out is None:
                     if fast is not None:        # breakdown: the log domain for this stage
@@ -368,7 +369,6 @@ def _resident_dtype(
     dtype = kernel_dtype(cost_dtype, tol, problem.K, mixed)
     room, where = kernel_space(session)     # memory, a scratch file, or the workers'
     reasons = [
-        (not problem.balanced, "the problem is unbalanced"),
         (cost_dtype not in (np.float32, np.float64), f"the cost dtype is {cost_dtype}"),
         (n * m * dtype.itemsize > room,                              # a batch may share one
          f"the kernel ({n * m * dtype.itemsize / 2**30:.1f} GiB) exceeds {where}"),
@@ -619,7 +619,7 @@ def solve(
             with absorption keeping it stable. It is kept in memory, or, for a cost read
             from a Zarr store (never held whole in one process), in a mapped scratch file
             in ``TMPDIR``; on Dask, by the workers next to their resident strips of C.
-            None (auto): on for balanced NumPy problems whose kernel fits (local executor:
+            None (auto): on for NumPy problems whose kernel fits (local executor:
             40% of memory, or the scratch disk's free space less 1 GiB, and 40% of memory
             at most if ``TMPDIR`` is a tmpfs; Dask: resident mode, within half of the
             workers' memory limits less C); True: require it (InputError if not

@@ -88,8 +88,71 @@ def test_breakdown_is_reported_not_returned() -> None:
 
 def test_resident_kernel_true_says_why_it_is_impossible() -> None:
     with pytest.raises(bigsink.InputError, match="resident_kernel=True is not possible here: "
-                                                 "the problem is unbalanced"):
-        bigsink.solve(_cloud_cost(10, 10), eps=0.1, rho=1.0, resident_kernel=True)
+                                                 "the cost dtype is float16"):
+        bigsink.solve(_cloud_cost(10, 10).astype(np.float16), eps=0.1, resident_kernel=True)
+
+
+def _log_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the solver's log-domain iterations (the scaling path's fallback)."""
+    calls: list[int] = []
+    real = bigsink.solver.sinkhorn_step
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(bigsink.solver, "sinkhorn_step", counted)
+    return calls
+
+
+@pytest.mark.parametrize(("kernel", "tol", "rel"), [
+    (np.float64, 1e-10, 1e-9),           # the same iterates as the log domain
+    (np.float32, 1e-7, 1e-6),            # mixed precision: float32 kernel entries
+])
+@pytest.mark.parametrize(("rho_a", "rho_b", "omega"), [
+    (0.5, 0.5, None), (0.05, np.inf, None), (np.inf, 0.3, 1.4)])
+def test_unbalanced_scaling_and_log_paths_agree(
+    rho_a: float, rho_b: float, omega: float | None, kernel, tol: float, rel: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    C = _cloud_cost(140, 90, seed=7)
+    rng = np.random.default_rng(8)
+    a, b = rng.random(140) + 0.1, rng.random(90) + 0.1
+    a[3] = b[5] = 0.0                                         # 0-weight rows and columns
+    a, b = a / a.sum(), 1.3 * b / b.sum()                     # unequal masses
+    kw = dict(eps=5e-3, rho_a=rho_a, rho_b=rho_b, omega=omega, tol=tol, max_iter=50_000)
+    log_steps = _log_steps(monkeypatch)
+    fast = bigsink.solve(C, a, b, resident_kernel=True,
+                         mixed_precision=kernel == np.float32, **kw)
+    assert not log_steps                                      # the scaling path throughout
+    slow = bigsink.solve(C, a, b, resident_kernel=False, **kw)
+    assert log_steps and fast.converged and slow.converged
+    if kernel == np.float64:
+        assert fast.n_iter == slow.n_iter
+    assert fast.transport_cost == pytest.approx(slow.transport_cost, rel=rel)
+    fin = np.isfinite(slow.f)
+    assert (np.isfinite(fast.f) == fin).all() and not fin[3]
+    np.testing.assert_allclose(fast.f[fin], slow.f[fin], rtol=rel, atol=rel * 1e-2)
+    np.testing.assert_allclose(fast.g[b > 0], slow.g[b > 0], rtol=rel, atol=rel * 1e-2)
+    assert fast.mass == pytest.approx(slow.mass, rel=rel)
+
+
+def test_unbalanced_scaling_path_out_of_range_falls_back_to_the_log_domain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a warm start shifted by 5000: the first f-update moves f by (1 - tau) * 5000, about
+    # 5e5 eps, so its scalings exp(-5e5) leave the float range whatever the kernel's
+    # offsets. The step must say so (the log domain takes over), not return zeros
+    C = _cloud_cost(80, 70, seed=9)
+    shift = (np.full(80, 5000.0), np.full(70, -5000.0))
+    kw = dict(eps=1e-2, rho=1.0, tol=1e-10, init=shift, eps_scaling=False)
+    log_steps = _log_steps(monkeypatch)
+    fast = bigsink.solve(C, resident_kernel=True, mixed_precision=False, **kw)
+    assert log_steps
+    slow = bigsink.solve(C, resident_kernel=False, **kw)
+    assert fast.converged and fast.n_iter == slow.n_iter
+    assert fast.transport_cost == pytest.approx(slow.transport_cost, rel=1e-9)
+    np.testing.assert_allclose(fast.f, slow.f, rtol=1e-9, atol=1e-10)
 
 
 def _batch(n: int, m: int, K: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,16 +199,17 @@ def test_scaling_pass_is_the_relaxed_update_and_its_column_sums(n: int, dtype) -
     v, u0 = rng.random(m) + 0.5, rng.random(n) + 0.5
     a = rng.random(n)
     a[::5] = 0.0                                               # 0-weight rows: u = 0
-    u = u0.copy()
     rows = chunk_rows(n)
     assert rows % 8 == 0 and rows >= 64
-    cols = np.full((-(-n // rows), m), np.nan)
-    _scaling_pass(Kmat, v, a, u, omega, cols, rows)
     K64 = Kmat.astype(np.float64)
-    plain = a / (K64 @ v)
-    expect = np.where(a > 0, u0 * (plain / u0) ** omega, 0.0)
-    np.testing.assert_allclose(u, expect, rtol=1e-13)
-    np.testing.assert_allclose(cols.sum(axis=0), K64.T @ expect, rtol=1e-13)
+    for tau in (1.0, 0.7):                                     # balanced, unbalanced
+        u = u0.copy()
+        cols = np.full((-(-n // rows), m), np.nan)
+        _scaling_pass(Kmat, v, a, u, omega, tau, cols, rows)
+        plain = a / (K64 @ v) ** tau
+        expect = np.where(a > 0, u0 * (plain / u0) ** omega, 0.0)
+        np.testing.assert_allclose(u, expect, rtol=1e-13)
+        np.testing.assert_allclose(cols.sum(axis=0), K64.T @ expect, rtol=1e-13)
 
 
 def test_kernel_dtype_mixed_precision_rule() -> None:

@@ -184,6 +184,7 @@ def test_unbalanced_on_dask(dask_client: object) -> None:
     pytest.importorskip("bigsink.executors.dask")
     C, a, b = random_problem(12)
     Q = pot_plan(a, b, C, 0.2, 0.5, 1.5)
-    r = bigsink.solve(C, a, b, eps=0.2, rho_a=0.5, rho_b=1.5, eps_scaling=False,
-                      client=dask_client, **TIGHT)
-    np.testing.assert_allclose(r.plan(), Q, rtol=1e-6, atol=1e-12)
+    for resident in (True, False):          # kernels held by the workers; the log domain
+        r = bigsink.solve(C, a, b, eps=0.2, rho_a=0.5, rho_b=1.5, eps_scaling=False,
+                          client=dask_client, resident_kernel=resident, **TIGHT)
+        np.testing.assert_allclose(r.plan(), Q, rtol=1e-6, atol=1e-12)
