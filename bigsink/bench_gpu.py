@@ -180,7 +180,7 @@ def run_bench_gpu(
                             del C64
                     if cfg.pot:
                         C_pot = C_dev if C_dev is not None else xp.asarray(C_host)
-                        for method in cfg.methods:
+                        for method in cfg.pot_methods:
                             recs.append(_run_pot_gpu(xp, method, C_pot, eps, cfg))
                             say(_line(recs[-1]))
                         del C_pot

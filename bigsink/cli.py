@@ -244,8 +244,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         dtypes=parsed(args.dtype, str, "dtype"), executor=args.executor,  # type: ignore[arg-type]
         tol=args.tol, max_iter=args.max_iter, pot_max_seconds=args.pot_max_seconds,
         pot=not args.no_pot, reference=not args.no_reference, seed=args.seed,
-        methods=parsed(args.pot_methods, str, "pot-methods"),  # type: ignore[arg-type]
-        device=args.device,
+        methods=(None if args.pot_methods is None
+                 else parsed(args.pot_methods, str, "pot-methods")),  # type: ignore[arg-type]
+        device=args.device, rho=args.rho,
     )
     report = run_bench(cfg, log=None if args.quiet else lambda s: print(s, flush=True))
     print(format_table(report))
@@ -337,7 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-iter", type=int, default=10_000, help="iteration cap per solver")
     bench.add_argument("--pot-max-seconds", type=float, default=60.0,
                        help="wall-time cap per POT run (per-iteration time from a capped run)")
-    bench.add_argument("--pot-methods", default="sinkhorn,sinkhorn_log,sinkhorn_stabilized")
+    bench.add_argument("--pot-methods", default=None,
+                       help="POT methods, comma-separated (default: sinkhorn,sinkhorn_log,"
+                       "sinkhorn_stabilized; with --rho: sinkhorn,sinkhorn_stabilized,"
+                       "sinkhorn_translation_invariant)")
+    bench.add_argument("--rho", type=float, default=math.inf,
+                       help="KL marginal penalty: unbalanced problems (default inf: balanced)")
     bench.add_argument("--no-pot", action="store_true", help="bigsink only")
     bench.add_argument("--no-reference", action="store_true",
                        help="compare <P,C> to bigsink's result instead of a tighter solve")

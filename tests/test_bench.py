@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import bigsink
 from bigsink import bench
 from bigsink.cli import main
 from bigsink.errors import InputError
@@ -40,6 +41,27 @@ def test_bench_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "pot.sinkhorn_log" in capsys.readouterr().out
 
 
+def test_bench_unbalanced_against_pot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--n", "100", "--eps", "5e-2", "--rho", "2", "--max-iter", "5000",
+               "--pot-max-seconds", "2", "--json", str(out), "--quiet"])
+    assert rc == 0
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["rho"] == 2.0
+    names = [r["solver"] for r in run["solvers"]]
+    assert names == ["bigsink", *(f"pot.{m}" for m in bench.POT_UNBALANCED_METHODS)]
+    ref = bigsink.solve(bench.make_problem(100), eps=5e-2, rho=2.0, tol=1e-12)
+    assert run["reference_pc"] == pytest.approx(ref.transport_cost, rel=1e-7)
+    for r in run["solvers"]:                   # all solve the same unbalanced problem
+        assert r["failure"] is None and r["stopped"] and r["pc_rel_diff"] < 1e-5, r
+        assert r["time_to_tol"] == (r["seconds"] if r["pc_rel_diff"] <= 1e-6 else None)
+        assert r["n_iter"] >= 2
+    big = run["solvers"][0]
+    assert big["time_to_tol"] is not None
+    assert big["row_err"] > 1e-3               # the plan's deviation from a: unbalanced
+    assert "unbalanced, rho 2" in capsys.readouterr().out
+
+
 def test_bench_zarr_executor(tmp_path: Path) -> None:
     cfg = bench.BenchConfig(sizes=(80,), eps=(0.1,), executor="zarr", pot=False,
                             reference=False)
@@ -69,6 +91,12 @@ def test_bad_bench_options() -> None:
         bench.BenchConfig(executor="ray")
     with pytest.raises(InputError, match="dtype"):
         bench.BenchConfig(dtypes=("float16",))
+    with pytest.raises(InputError, match="rho must be positive"):
+        bench.BenchConfig(rho=0.0)
+    with pytest.raises(InputError, match="POT method must be one of"):
+        bench.BenchConfig(rho=1.0, methods=("sinkhorn_log",))
+    with pytest.raises(InputError, match="GPU bench runs balanced"):
+        bench.BenchConfig(rho=1.0, device="gpu")
     assert main(["bench", "--n", "x"]) == 2
 
 

@@ -147,8 +147,6 @@ def test_reduces_to_balanced_as_rho_grows() -> None:
                                rtol=1e-8, atol=1e-14)
     gaps, regs = [], []
     for rho in (1.0, 10.0, 100.0):
-        # warm start at the balanced potentials: at large rho the shift mode (f + c, g - c)
-        # is damped only by 1 - tau ~ eps/rho per iteration
         r = bigsink.solve(C, a, b, eps=eps, rho=rho, init=(bal.f, bal.g), tol=1e-10,
                           max_iter=20_000)
         gaps.append(np.abs(r.plan() - Pb).sum())
@@ -159,6 +157,54 @@ def test_reduces_to_balanced_as_rho_grows() -> None:
     assert all(r2 > r1 for r1, r2 in itertools.pairwise(regs)), regs
     assert regs[-1] == pytest.approx(bal.reg_cost, rel=1e-2)
     assert regs[-1] < bal.reg_cost
+
+
+def _dual_kl_terms(f: np.ndarray, g: np.ndarray, a: np.ndarray, b: np.ndarray, eps: float,
+                   rho_a: float, rho_b: float) -> float:
+    """The dual's marginal terms: ``-rho <w, e^{-(pot - eps log w)/rho} - 1>`` per side
+    (``<w, pot - eps log w>`` for rho = inf); the entropic term is shift-invariant."""
+    total = 0.0
+    for w, pot, rho in ((a, f, rho_a), (b, g, rho_b)):
+        F = pot - eps * np.log(w)
+        total += float(w @ F) if math.isinf(rho) else float(-rho * (w @ np.expm1(-F / rho)))
+    return total
+
+
+@pytest.mark.parametrize(("rho_a", "rho_b"), [(0.7, 3.0), (0.7, math.inf), (math.inf, 3.0)])
+def test_translation_maximises_the_dual_along_the_shift(rho_a: float, rho_b: float) -> None:
+    C, a, b = random_problem(8)
+    problem = bigsink.problem.make_problem(C.shape, a, b, 0.1, math.inf, rho_a, rho_b)
+    rng = np.random.default_rng(9)
+    f, g = rng.normal(size=(9, 1)), rng.normal(size=(6, 1))
+    f2, g2 = bigsink.solver.translate(problem, f, g, 0.1)
+    lam = float((f2 - f)[0, 0])
+    np.testing.assert_allclose(f2 - f, lam)
+    np.testing.assert_allclose(g - g2, lam)                 # the plan is unchanged
+    assert abs(lam) > 1e-3
+
+    def along(t: float) -> float:
+        return _dual_kl_terms(f[:, 0] + t, g[:, 0] - t, a, b, 0.1, rho_a, rho_b)
+
+    best = along(lam)
+    assert best > along(0.0)
+    assert all(best >= along(lam + d) for d in (-1e-3, 1e-3, -1e-1, 1e-1))
+    f3, g3 = bigsink.solver.translate(problem, f2, g2, 0.1)  # already at the optimum
+    np.testing.assert_allclose(f3, f2, atol=1e-12)
+    np.testing.assert_allclose(g3, g2, atol=1e-12)
+    balanced = bigsink.problem.make_problem(C.shape, a, b * a.sum() / b.sum(), 0.1)
+    assert bigsink.solver.translate(balanced, f, g, 0.1) == (f, g)
+
+
+@pytest.mark.parametrize(("rho_a", "rho_b"), [(5.0, 5.0), (5.0, math.inf)])
+def test_large_rho_over_eps_converges_in_few_iterations(rho_a: float, rho_b: float) -> None:
+    # rho/eps = 500: plain unbalanced Sinkhorn damps the shift (f + c, g - c) by only
+    # 1 - tau = 1/501 per iteration (thousands of iterations to 1e-10); the translation
+    # step removes that mode
+    C, a, b = random_problem(10, n=30, m=20)
+    r = bigsink.solve(C, a, b, eps=0.01, rho_a=rho_a, rho_b=rho_b, tol=1e-10, max_iter=3000)
+    assert r.converged and r.n_iter < 1500
+    Q = pot_plan(a, b, C, 0.01, rho_a, rho_b)
+    np.testing.assert_allclose(r.plan(), Q, rtol=1e-6, atol=1e-12)
 
 
 def test_unbalanced_on_point_cloud_and_zarr(tmp_path: Path) -> None:
