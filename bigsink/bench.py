@@ -148,6 +148,11 @@ class BenchConfig:
             if m not in known:
                 raise InputError(f"POT method must be one of {known}; got {m!r}.")
 
+    def record(self) -> dict[str, Any]:
+        """The config for the report: JSON-ready (``rho`` None when balanced, as JSON has no
+        infinity)."""
+        return {**asdict(self), "rho": self.rho if self.unbalanced else None}
+
     @property
     def unbalanced(self) -> bool:
         """Whether the runs are unbalanced (finite ``rho``)."""
@@ -565,7 +570,7 @@ def run_bench(
         if cluster is not None:
             cluster.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"machine": machine, "config": asdict(cfg), "runs": runs}
+    return {"machine": machine, "config": cfg.record(), "runs": runs}
 
 
 def _finish(run: dict[str, Any]) -> None:

@@ -23,7 +23,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -201,4 +200,4 @@ def run_bench_gpu(
                     shutil.rmtree(tmp / "cost.zarr", ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"machine": machine, "config": asdict(cfg), "runs": runs}
+    return {"machine": machine, "config": cfg.record(), "runs": runs}

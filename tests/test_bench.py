@@ -21,6 +21,8 @@ def test_bench_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert rc == 0
     report = json.loads(out.read_text())
     assert set(report) == {"machine", "config", "runs"}
+    assert report["config"]["rho"] is None                  # balanced; strict JSON
+    json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
     assert report["machine"]["read_bytes_per_s"] > 0 and report["machine"]["exp_per_s"] > 0
     assert len(report["runs"]) == 2
     for run in report["runs"]:
