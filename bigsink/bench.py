@@ -85,7 +85,7 @@ __all__ = [
 POT_METHODS = ("sinkhorn", "sinkhorn_log", "sinkhorn_stabilized")
 #: POT's ``ot.unbalanced.sinkhorn_unbalanced`` methods (``--rho``).
 POT_UNBALANCED_METHODS = ("sinkhorn", "sinkhorn_stabilized", "sinkhorn_translation_invariant")
-EXECUTORS = ("local", "dask", "zarr")
+EXECUTORS = ("local", "dask", "zarr", "dask-zarr")
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ class BenchConfig:
         eps: regularisations.
         dtypes: cost dtypes (``"float64"``, ``"float32"``).
         executor: ``"local"`` (in-process threads), ``"dask"`` (a LocalCluster with 2 worker
-            processes) or ``"zarr"`` (the cost written to a temporary Zarr store and streamed).
+            processes), ``"zarr"`` (the cost written to a temporary Zarr store and streamed)
+            or ``"dask-zarr"`` (that store streamed by the LocalCluster's workers).
         tol: L1 marginal tolerance.
         max_iter: iteration cap of every solver.
         pot_max_seconds: wall-time cap of each POT run (its iterations are cut to fit).
@@ -152,6 +153,16 @@ class BenchConfig:
         """The config for the report: JSON-ready (``rho`` None when balanced, as JSON has no
         infinity)."""
         return {**asdict(self), "rho": self.rho if self.unbalanced else None}
+
+    @property
+    def on_dask(self) -> bool:
+        """Whether the runs use a Dask LocalCluster."""
+        return self.executor in ("dask", "dask-zarr")
+
+    @property
+    def stored(self) -> bool:
+        """Whether the cost is written to a Zarr store and streamed from it."""
+        return self.executor in ("zarr", "dask-zarr")
 
     @property
     def unbalanced(self) -> bool:
@@ -328,8 +339,15 @@ def _run_pot(
 
 def _bigsink_kwargs(cfg: BenchConfig, client: Any) -> dict[str, Any]:
     """Arguments of every :func:`bigsink.solve` of the run: ``rho``, and the Dask client for
-    ``cfg.executor`` (a Zarr store is always streamed, so ``zarr`` needs none)."""
-    return {"rho": cfg.rho, **({"client": client} if client is not None else {})}
+    ``cfg.executor`` (``dask-zarr``: its executor in streaming mode; a Zarr store is always
+    streamed in process, so ``zarr`` needs none)."""
+    if client is None:
+        return {"rho": cfg.rho}
+    if cfg.executor == "dask-zarr":
+        from .executors.dask import DaskExecutor
+
+        return {"rho": cfg.rho, "executor": DaskExecutor(client, mode="streaming")}
+    return {"rho": cfg.rho, "client": client}
 
 
 def _run_bigsink(
@@ -500,10 +518,10 @@ def run_bench(
     tmp = Path(tempfile.mkdtemp(prefix="bigsink-bench-"))
     runs: list[dict[str, Any]] = []
     try:
-        if cfg.executor == "dask":
+        if cfg.on_dask:
             if not _dask_available():
-                raise InputError("executor 'dask': bigsink.executors.dask is not available in "
-                                 "this build; use --executor local or zarr.")
+                raise InputError(f"executor {cfg.executor!r}: bigsink.executors.dask is not "
+                                 "available in this build; use --executor local or zarr.")
             client, cluster = _dask_client()
         pending: list[tuple[dict[str, Any], Any, Any]] = []          # (run, cost, result)
         for n in cfg.sizes:
@@ -512,7 +530,7 @@ def run_bench(
                 C = C64.astype(dtype, copy=False)
                 cost: Any = C
                 extra: dict[str, Any] = {}
-                if cfg.executor == "zarr":
+                if cfg.stored:
                     cost, reads = _write_zarr(C, tmp / f"{n}-{dtype}")
                     extra.update(reads)
                 for eps in cfg.eps:

@@ -136,7 +136,7 @@ def run_bench_gpu(
     from .solver import solve
     from .zarr_cost import ZarrCost
 
-    if cfg.executor == "dask":
+    if cfg.on_dask:
         raise InputError("bench --device gpu runs in this process: use --executor local or "
                          "zarr (for Dask workers with one GPU each see cluster/gpu/README.md).")
     xp = device_namespace("gpu")

@@ -332,8 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--n", default="10000", help="sizes n = m, comma-separated")
     bench.add_argument("--eps", default="1e-2", help="regularisations, comma-separated")
     bench.add_argument("--dtype", default="float64", help="float64 and/or float32")
-    bench.add_argument("--executor", default="local", choices=["local", "dask", "zarr"],
-                       help="in-process threads, a 2-worker LocalCluster, or Zarr streaming")
+    bench.add_argument("--executor", default="local",
+                       help="local (in-process threads), dask (a 2-worker LocalCluster), zarr "
+                       "(streamed from a Zarr store in process) or dask-zarr (that store "
+                       "streamed by the LocalCluster's workers)")
     bench.add_argument("--tol", type=float, default=1e-6, help="L1 marginal tolerance")
     bench.add_argument("--max-iter", type=int, default=10_000, help="iteration cap per solver")
     bench.add_argument("--pot-max-seconds", type=float, default=60.0,

@@ -37,32 +37,31 @@ crash while writing), and mapped: a pass reads it through the OS's file cache wi
 so it streams like the store itself, at the speed of memory while the file stays cached
 and of the disk when it does not. The iteration then reads the kernel instead of C: one
 read per iteration, no ``exp``, the same bytes as C for a float32 store, half for a
-float64 one in mixed precision.
+float64 one in mixed precision. A pass drops each window of the file's pages from its
+mapping once done (:func:`~bigsink.scratch.release_pages`), so the process's resident set
+stays near one window whatever the kernel's size.
 
 On a Dask cluster (:mod:`bigsink.executors.dask`) each worker holds the kernel rows of the
-strips of C it keeps resident (a :class:`KernelRows` actor, built there from those strips):
-an iteration sends ``v`` (and each worker's rows of ``a`` and the previous ``u``) to every
-worker at once and adds their column shares here, in row order. Only O(n + m) numbers
-travel, and an actor call costs a few milliseconds where a round of tasks costs tens. A
-worker that dies takes its kernels with it: the step says so and the stage goes on in the
-log domain, whose jobs recompute the lost strips of C.
+strips of C dealt to it (a :class:`KernelRows` actor): built there from the strips it keeps
+resident, or, when C is streamed from a Zarr store, read from the store into a scratch
+file on the worker's own disk. An iteration sends ``v`` (and each worker's rows of ``a``
+and the previous ``u``) to every worker at once and adds their column shares here, in row
+order. Only O(n + m) numbers travel, and an actor call costs a few milliseconds where a
+round of tasks costs tens. A worker that dies takes its kernels with it: the step says so
+and the stage goes on in the log domain, whose jobs recompute (or re-read) the lost strips
+of C.
 
 Scope: balanced and unbalanced problems, NumPy kernels, kernel bytes within
-:func:`kernel_space` (in process, or on the workers next to resident strips). Everything
-else runs in the log domain.
+:func:`kernel_space` (in process; on the workers next to resident strips, or in their
+scratch room for a streamed store). Everything else runs in the log domain.
 """
 
 from __future__ import annotations
 
-import mmap
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import InitVar, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numba as nb
@@ -72,10 +71,11 @@ from . import fused
 from .costs import CostSource
 from .executors import LocalSession, Session
 from .executors.base import Held, HeldLost
+from .scratch import kernel_budget, release_pages, scratch_array, scratch_room
 from .zarr_cost import reads_store
 
-__all__ = ["ABSORB_BOUND", "MIXED_TOL", "KernelRows", "ScalingStep", "kernel_budget",
-           "kernel_dtype", "kernel_room", "kernel_space", "scratch_array"]
+__all__ = ["ABSORB_BOUND", "MIXED_TOL", "KernelRows", "ScalingStep", "kernel_dtype",
+           "kernel_room", "kernel_space"]
 
 #: Absorb when ``|log u|`` or ``|log v|`` exceeds this, by storage dtype.
 ABSORB_BOUND = {np.dtype(np.float32): 10.0, np.dtype(np.float64): 100.0}
@@ -89,6 +89,12 @@ CHUNKS = 32
 MIN_CHUNK_ROWS = 64
 #: Rows of a chunk that the pass handles together (the pass is written for 8).
 ROWS_PER_STEP = 8
+#: A pass over a scratch kernel runs this many chunks per thread at a time, then drops
+#: their pages from its mapping (:func:`~bigsink.scratch.release_pages`): its resident set
+#: stays near one window (a Dask nanny counts mapped pages against the worker's limit)...
+WINDOW_CHUNKS_PER_THREAD = 2
+#: ...of chunks of at most this many bytes (and MIN_CHUNK_ROWS rows).
+SCRATCH_CHUNK_BYTES = 8 << 20
 
 
 #: Smallest ``tol`` for which a float64 cost's kernel is stored in float32 by default.
@@ -116,90 +122,29 @@ def kernel_dtype(
     return np.dtype(np.float32) if dtype == np.float64 and mixed else dtype
 
 
-def chunk_rows(n: int) -> int:
+def chunk_rows(n: int, row_bytes: int | None = None) -> int:
     """Rows per chunk of the parallel pass over ``n`` rows: a multiple of ROWS_PER_STEP.
 
     Each chunk owns an ``m``-long column accumulator that the caller sums, so few chunks
-    keep that traffic small (32 x m doubles), while 32 still balance the threads."""
+    keep that traffic small (32 x m doubles), while 32 still balance the threads. Given
+    ``row_bytes`` (a scratch kernel's, whose pass releases its pages chunk window by
+    window), a chunk also stays within SCRATCH_CHUNK_BYTES (at least MIN_CHUNK_ROWS rows)."""
     rows = max(MIN_CHUNK_ROWS, -(-n // CHUNKS))
+    if row_bytes is not None:
+        rows = min(rows, max(MIN_CHUNK_ROWS, SCRATCH_CHUNK_BYTES // max(1, row_bytes)))
     return -(-rows // ROWS_PER_STEP) * ROWS_PER_STEP
-
-
-def kernel_budget() -> int:
-    """Bytes a resident kernel may take: 40% of physical memory (at most 16 GiB)."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        total = 8 << 30
-    return int(min(0.4 * total, 16 << 30))
-
-
-#: Free space a scratch kernel file leaves on its disk.
-SCRATCH_MARGIN = 1 << 30
-
-
-def in_memory_fs(path: str) -> bool:
-    """Whether ``path`` lies on a file system kept in memory (tmpfs, ramfs: ``/tmp`` on
-    some Linux distributions, ``/dev/shm``), from ``/proc/mounts`` (False without it)."""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return False
-    real, best, kind = os.path.realpath(path), "", ""
-    for line in mounts:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        point = fields[1].replace("\\040", " ")                   # (escaped spaces)
-        inside = real == point or real.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):                   # the deepest mount wins
-            best, kind = point, fields[2]
-    return kind in ("tmpfs", "ramfs")
 
 
 def kernel_room(cost: CostSource) -> tuple[int, str]:
     """Bytes the kernel of ``cost`` may take, and where it would live (for messages).
 
-    A cost read from a Zarr store gets a scratch file (:func:`scratch_array`): the free
-    space of the temporary directory, less SCRATCH_MARGIN, and no more than
-    :func:`kernel_budget` if that directory is kept in memory. Any other cost gets memory:
-    :func:`kernel_budget`."""
-    budget = kernel_budget()
+    A cost read from a Zarr store gets a scratch file (:func:`~bigsink.scratch.scratch_room`:
+    the free space of the temporary directory). Any other cost gets memory:
+    :func:`~bigsink.scratch.kernel_budget`."""
     if reads_store(cost):
-        where = tempfile.gettempdir()
-        free = max(0, shutil.disk_usage(where).free - SCRATCH_MARGIN)
-        if in_memory_fs(where):
-            room = min(free, budget)
-            return room, (f"the room for its scratch file in {where!r}, a file system in "
-                          f"memory ({room / 2**30:.1f} GiB: 40% of memory at most; set TMPDIR "
-                          "to a directory on disk)")
-        return free, (f"the free space for its scratch file in {where!r} ({free / 2**30:.1f} "
-                      f"GiB, less {SCRATCH_MARGIN / 2**30:g} GiB kept free; set TMPDIR to a "
-                      "larger disk)")
+        return scratch_room()
+    budget = kernel_budget()
     return budget, f"40% of memory ({budget / 2**30:.1f} GiB)"
-
-
-def scratch_array(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
-    """A writable array of ``shape`` whose memory is a scratch file, mapped.
-
-    The file is created in ``tempfile.gettempdir()`` and unlinked at once: it lives as
-    long as the mapping, i.e. the returned array. Its blocks are reserved first
-    (``posix_fallocate`` where the OS has it), so a full disk raises OSError here instead
-    of killing the process on a write to the mapping."""
-    nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
-    fd, path = tempfile.mkstemp(prefix="bigsink-kernel-")
-    try:
-        os.unlink(path)
-        if hasattr(os, "posix_fallocate"):
-            os.posix_fallocate(fd, 0, nbytes)
-        else:                                        # (macOS) sparse: blocks on write
-            os.ftruncate(fd, nbytes)
-        buffer = mmap.mmap(fd, nbytes)               # shared: pages are the file's cache
-        if hasattr(mmap, "MADV_SEQUENTIAL"):         # passes run in order: read ahead, and
-            buffer.madvise(mmap.MADV_SEQUENTIAL)     # evict these pages first under pressure
-    finally:
-        os.close(fd)                                 # the mapping keeps the file open
-    return np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
 @nb.njit(inline="always", fastmath=True, cache=True)
@@ -375,6 +320,8 @@ class KernelRows:
                 i0, i1 = s0 - self.lo, s1 - self.lo
                 _fill_kernel(self._rows(k), alpha[i0:i1], betaT, eps, FLUSH[dtype],
                              self.K[:, i0:i1, :], dtype == np.float32)
+                for kernel in self.K:
+                    release_pages(kernel[i0:i1])                         # written: let go
         return None
 
     def sweep(self, v: np.ndarray, a: np.ndarray, u_prev: np.ndarray,
@@ -394,17 +341,34 @@ class KernelRows:
             return u, Kmat[0].T @ u                                      # (r, K), (m, K)
         K, r, m = v.shape[1], *Kmat.shape[1:]
         uT = np.ascontiguousarray(u_prev.T)                              # (K, r)
-        t = np.empty((K, m))
-        rows = chunk_rows(r)
-        if self._cols is None or self._cols.shape != (-(-r // rows), m):
-            self._cols = np.empty((-(-r // rows), m))                    # kept: no page faults
+        t = np.zeros((K, m))
+        rows = chunk_rows(r, m * Kmat.itemsize if self.scratch else None)
+        windows = self._windows(-(-r // rows))
+        width = max(c1 - c0 for c0, c1 in windows)
+        if self._cols is None or self._cols.shape != (width, m):
+            self._cols = np.empty((width, m))                            # kept: no page faults
         cols = self._cols
         aT, vT = np.ascontiguousarray(a.T), np.ascontiguousarray(v.T)    # (K, r), (K, m)
         with _numba_threads(self.threads):
             for k in range(K):                                           # one kernel each
-                _scaling_pass(Kmat[k], vT[k], aT[k], uT[k], omega, tau, cols, rows)
-                t[k] = cols.sum(axis=0)                                  # fixed order
+                for c0, c1 in windows:
+                    r0, r1 = c0 * rows, min(r, c1 * rows)                # whole chunks
+                    _scaling_pass(Kmat[k, r0:r1], vT[k], aT[k, r0:r1], uT[k, r0:r1],
+                                  omega, tau, cols[:c1 - c0], rows)
+                    release_pages(Kmat[k, r0:r1])
+                    for acc in cols[:c1 - c0]:                           # chunk order: fixed
+                        t[k] += acc
         return uT.T, t.T
+
+    def _windows(self, chunks: int) -> list[tuple[int, int]]:
+        """The ranges of a pass's chunks that it runs at once: all of them for a kernel in
+        memory; for a scratch file WINDOW_CHUNKS_PER_THREAD per thread, whose pages are
+        released after each window. The column sums add the chunks' accumulators in
+        chunk order, so windows never change the result."""
+        if not self.scratch:
+            return [(0, chunks)]
+        step = WINDOW_CHUNKS_PER_THREAD * (self.threads or nb.get_num_threads())
+        return [(c, min(chunks, c + step)) for c in range(0, chunks, step)]
 
     def close(self) -> None:
         """Drop the kernels and the rows of C (the object may outlive its use)."""
@@ -417,24 +381,25 @@ class KernelRows:
         share of the column sums (m, K) and of ``<P, C>`` (K,); u (r, K), v (m, K). No
         ``exp``: products, and one read of C for ``<P, C>``."""
         assert self.K is not None
-        rows, cols, pc = np.empty_like(u), np.empty_like(v), np.zeros(u.shape[1])
+        rows, cols, pc = np.empty_like(u), np.zeros_like(v), np.zeros(u.shape[1])
         shared = self.K.shape[0] == 1
         for k, Km in enumerate(self.K):
             ks = slice(None) if shared else slice(k, k + 1)              # problems of Km
-            uk, vk = u[:, ks], v[:, ks]                                  # (r, J), (m, J)
-            rows[:, ks] = uk * (Km @ vk)
-            cols[:, ks] = vk * (Km.T @ uk)
-            for p, (s0, s1) in enumerate(self.pieces):                   # sum_ij P_ij C_ij
+            for p, (s0, s1) in enumerate(self.pieces):                   # piece by piece
                 i0, i1 = s0 - self.lo, s1 - self.lo
-                KC = Km[i0:i1] * self._rows(p)                           # (r_p, m)
-                pc[ks] += np.einsum("ik,ik->k", uk[i0:i1], KC @ vk)
-        return rows, cols, pc
+                Kp, up, vk = Km[i0:i1], u[i0:i1, ks], v[:, ks]   # (r_p, m), (r_p, J), (m, J)
+                rows[i0:i1, ks] = up * (Kp @ vk)
+                cols[:, ks] += Kp.T @ up                                 # (Kmat^T u), row order
+                pc[ks] += np.einsum("ik,ik->k", up, (Kp * self._rows(p)) @ vk)  # sum P_ij C_ij
+                release_pages(Kp)
+        return rows, cols * v, pc
 
 
 def kernel_space(session: Session) -> tuple[int, str]:
     """Bytes the scaling path's kernels may take in ``session`` and where they would be
-    (for messages): :func:`kernel_room` in this process, the workers' memory on a cluster
-    (the session's ``hold_room()``)."""
+    (for messages): :func:`kernel_room` in this process; on a cluster the session's
+    ``hold_room()`` (the workers' memory next to resident strips, their scratch room when
+    they stream a store)."""
     if isinstance(session, LocalSession):
         return kernel_room(session.cost)
     room = getattr(session, "hold_room", None)
@@ -643,7 +608,8 @@ class ScalingStep:
             g_rel = g + omega * (g_sink - g) if omega != 1.0 else g_sink
         g_new = np.where(self.b > 0, g_rel, -np.inf)
         bound = ABSORB_BOUND[self.dtype]
-        log_v_new = (g_new - self.beta)[self.b > 0] / self.eps
+        with np.errstate(invalid="ignore"):                              # -inf - -inf
+            log_v_new = (g_new - self.beta)[self.b > 0] / self.eps
         if max(np.abs(log_u[self.a > 0]).max(initial=0.0),
                np.abs(log_v_new).max(initial=0.0)) > bound:
             self._build(f_new, g_new)

@@ -64,8 +64,10 @@ def test_bench_unbalanced_against_pot(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "unbalanced, rho 2" in capsys.readouterr().out
 
 
-def test_bench_zarr_executor(tmp_path: Path) -> None:
-    cfg = bench.BenchConfig(sizes=(80,), eps=(0.1,), executor="zarr", pot=False,
+@pytest.mark.parametrize("executor", ["zarr", pytest.param("dask-zarr", marks=pytest.mark.dask)])
+def test_bench_zarr_executor(tmp_path: Path, executor: str) -> None:
+    """A store streamed in process, or by the workers of a LocalCluster."""
+    cfg = bench.BenchConfig(sizes=(80,), eps=(0.1,), executor=executor, pot=False,
                             reference=False)
     report = bench.run_bench(cfg)
     run = report["runs"][0]

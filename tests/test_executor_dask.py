@@ -171,12 +171,17 @@ class CountingCost:
         return self.inner.block(i, j)
 
     def rows(self, start: int, stop: int) -> Any:
-        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, f"{start} {stop}\n".encode())
-        finally:
-            os.close(fd)
+        log_read(self.log, start, stop)
         return self.inner.rows(start, stop)
+
+
+def log_read(log: str, start: int, stop: int) -> None:
+    """Append ``start stop`` to the file ``log`` (one line per read, across processes)."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, f"{start} {stop}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def reads(log: Path) -> list[tuple[int, int]]:
@@ -245,13 +250,69 @@ def test_scaling_path_on_the_workers_matches_in_process(dask_client: Any, dtype:
     assert r.transport_cost == pytest.approx(log.transport_cost, rel=1e-6)
 
 
-def test_streamed_strips_cannot_hold_a_kernel(dask_client: Any, zarr_costs: Any) -> None:
+class CountingZarr(ZarrCost):
+    """A Zarr cost (so a streamed one can keep a scratch kernel) that appends one line per
+    ``rows`` call to a file."""
+
+    def __init__(self, path: str, log: str) -> None:
+        super().__init__(path)
+        self.log = log
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "log": self.log}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.log = state["log"]
+
+    def rows(self, start: int, stop: int) -> Any:
+        log_read(self.log, start, stop)
+        return super().rows(start, stop)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_streamed_store_keeps_its_kernel_in_the_workers_scratch_files(
+    dask_client: Any, tmp_path: Path, dtype: Any
+) -> None:
+    """Streaming a Zarr store, each worker builds the kernel rows of its strips from the
+    store into a scratch file: the same iterates as in process, C read once per build
+    instead of once per iteration, the actors gone after the solve."""
+    C, a, b = problem()
+    path = write_zarr(tmp_path / "C.zarr", C.astype(dtype), (40, M))
+    log = tmp_path / "reads.log"
+    ex = DaskExecutor(dask_client, mode="streaming", strip_bytes=strip_bytes(40))
+    kw: dict[str, Any] = dict(eps=0.02, tol=1e-6, progress=False)
+    held: list[int] = []
+    r = bigsink.solve(CountingZarr(path, str(log)), a, b, executor=ex, resident_kernel=True,
+                      callback=lambda *_: held.append(_actors(dask_client)), **kw)
+    local = bigsink.solve(path, a, b, resident_kernel=True, **kw)   # its scratch file here
+    assert r.converged and r.n_iter == local.n_iter > 20
+    assert max(held) == 2                           # one kernel holder per worker
+    assert r.transport_cost == pytest.approx(local.transport_cost, rel=1e-9)
+    np.testing.assert_allclose(r.f, local.f, rtol=1e-7, atol=1e-9)
+    logged = reads(log)
+    assert sorted(set(logged)) == [(s, s + 40) for s in range(0, N, 40)]
+    passes = len(logged) // (N // 40)
+    print(f"{passes} reads of C for {r.n_iter} iterations", end=" ")
+    assert len(logged) == passes * (N // 40) and passes < r.n_iter / 3   # not per iteration
+    deadline = time.monotonic() + 10
+    while _actors(dask_client) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _actors(dask_client) == 0
+    streamed_log = bigsink.solve(path, a, b, executor=ex, resident_kernel=False, **kw)
+    assert r.transport_cost == pytest.approx(streamed_log.transport_cost, rel=1e-6)
+
+
+def test_streamed_strips_of_a_computed_cost_cannot_hold_a_kernel(dask_client: Any) -> None:
+    """Streaming a cost that no store backs (here computed from points) leaves the workers
+    no place for a kernel: the log domain, and a clear error when the kernel is asked for."""
+    rng = np.random.default_rng(7)
+    cost = bigsink.PointCloudCost(rng.random((N, 2)), rng.random((M, 2)))
     _, a, b = problem()
     ex = DaskExecutor(dask_client, mode="streaming", strip_bytes=strip_bytes(80))
-    with pytest.raises(InputError, match=r"resident_kernel=True.*streaming"):
-        bigsink.solve(zarr_costs[(40, 200)], a, b, eps=EPS, executor=ex, progress=False,
-                      resident_kernel=True)
-    r = bigsink.solve(zarr_costs[(40, 200)], a, b, eps=EPS, executor=ex, progress=False)
+    with pytest.raises(InputError, match=r"resident_kernel=True.*streaming.*Zarr store"):
+        bigsink.solve(cost, a, b, eps=EPS, executor=ex, progress=False, resident_kernel=True)
+    r = bigsink.solve(cost, a, b, eps=EPS, executor=ex, progress=False)
     assert r.converged                              # auto: the log domain
 
 
@@ -261,11 +322,13 @@ def _rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-@pytest.mark.parametrize("scaling", [False, True], ids=["log-domain", "scaling"])
-def test_worker_killed_mid_solve(tmp_path: Path, scaling: bool) -> None:
-    """SIGKILL a worker in the middle of a resident solve: the same answer as undisturbed
-    (the log domain: the same iterates; the scaling path: its kernels are lost with the
-    worker, a warning says so, and the stage goes on in the log domain)."""
+@pytest.mark.parametrize(("mode", "scaling"),
+                         [("resident", False), ("resident", True), ("streaming", True)],
+                         ids=["log-domain", "scaling", "streaming-scaling"])
+def test_worker_killed_mid_solve(tmp_path: Path, mode: str, scaling: bool) -> None:
+    """SIGKILL a worker in the middle of a solve: the same answer as undisturbed (the log
+    domain: the same iterates; the scaling path: its kernels, in memory or in a scratch file,
+    are lost with the worker, a warning says so, and the stage goes on in the log domain)."""
     from distributed import Client, LocalCluster
 
     n = 300
@@ -279,7 +342,7 @@ def test_worker_killed_mid_solve(tmp_path: Path, scaling: bool) -> None:
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None, memory_limit="1GiB") as cluster, \
             Client(cluster) as client:
-        ex = DaskExecutor(client, mode="resident", strip_bytes=50 * n * 24)
+        ex = DaskExecutor(client, mode=mode, strip_bytes=50 * n * 24)
         t0 = time.monotonic()
         calm = bigsink.solve(path, a, b, executor=ex, **kw)
         calm_s = time.monotonic() - t0
@@ -329,11 +392,13 @@ def test_worker_killed_mid_solve(tmp_path: Path, scaling: bool) -> None:
 
 
 def test_out_of_core_streaming_within_memory_limit(tmp_path: Path) -> None:
-    """A Zarr cost 4x the worker's memory limit, streamed, with RSS below the limit."""
+    """A Zarr cost 4x the worker's memory limit, streamed, with RSS below the limit: the
+    worker reads it into a kernel in a scratch file as large as C, mapped, and its passes
+    release the pages they are done with."""
     from distributed import Client, LocalCluster
 
-    limit = 320 * 2**20                                   # an idle worker takes ~190 MiB
-    n, m = 81_920, 4096                                   # float32: 1.34 GB >= 4 x 320 MiB
+    limit = 384 * 2**20                                   # an idle worker takes ~190 MiB
+    n, m = 98_304, 4096                                   # float32: 1.61 GB >= 4 x 384 MiB
     assert n * m * 4 >= 4 * limit
     rng = np.random.default_rng(3)
     x, y = rng.random(n).astype(np.float32), rng.random(m).astype(np.float32)
@@ -360,8 +425,10 @@ def test_out_of_core_streaming_within_memory_limit(tmp_path: Path) -> None:
         t0 = time.monotonic()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", bigsink.ConvergenceWarning)
+            held: list[int] = []
             r = bigsink.solve(str(tmp_path / "C.zarr"), eps=0.05, max_iter=2, tol=1e-300,
-                              eps_scaling=False, client=client, progress=False)
+                              eps_scaling=False, client=client, progress=False,
+                              callback=lambda *_: held.append(_actors(client)))
         seconds = time.monotonic() - t0
         stop.set()
         th.join()
@@ -369,6 +436,7 @@ def test_out_of_core_streaming_within_memory_limit(tmp_path: Path) -> None:
     print(f"out-of-core: peak worker RSS {peak[0] / 2**20:.0f} MiB of {limit / 2**20:.0f} MiB, "
           f"{seconds:.1f} s for scan + 2 iterations + evaluation")
     assert 0 < peak[0] < limit
+    assert held == [1, 1]                                 # the scaling path, on the worker
     assert r.n_iter == 2
     assert r.marginal_error.col < 1e-9                    # exact after the g-update
     assert r.mass == pytest.approx(1.0, rel=1e-6)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import bigsink
-from bigsink import scaling
+from bigsink import scratch
 from bigsink.executors import LocalExecutor
 from bigsink.scaling import (
     ABSORB_BOUND,
@@ -298,7 +298,7 @@ def test_no_room_for_a_scratch_kernel_means_the_log_domain(tmp_path, monkeypatch
     cost = bigsink.write_cost(x, y, tmp_path / "C.zarr", chunks=(16, 50), dtype="float64")
     room, where = kernel_room(cost)
     assert "scratch file" in where and room < shutil.disk_usage(tmp_path).free
-    monkeypatch.setattr(scaling, "SCRATCH_MARGIN", 1 << 62)         # no disk is this large
+    monkeypatch.setattr(scratch, "SCRATCH_MARGIN", 1 << 62)         # no disk is this large
     assert kernel_room(cost)[0] == 0
     with pytest.raises(bigsink.InputError, match=r"for its scratch file .*TMPDIR"):
         bigsink.solve(cost, eps=0.05, resident_kernel=True)
@@ -368,7 +368,7 @@ def test_a_zarr_solve_keeps_its_kernel_out_of_the_process_memory(tmp_path) -> No
     assert growth(C) > 0.9 * kernel                                     # control: in memory
 
 
-@pytest.mark.skipif(not scaling.in_memory_fs("/dev/shm"), reason="no tmpfs at /dev/shm")
+@pytest.mark.skipif(not scratch.in_memory_fs("/dev/shm"), reason="no tmpfs at /dev/shm")
 def test_a_scratch_dir_in_memory_holds_no_more_than_the_memory_budget(
     tmp_path, monkeypatch
 ) -> None:
@@ -378,9 +378,9 @@ def test_a_scratch_dir_in_memory_holds_no_more_than_the_memory_budget(
     shm = tempfile.mkdtemp(dir="/dev/shm")
     try:
         monkeypatch.setattr(tempfile, "tempdir", shm)
-        assert scaling.in_memory_fs(shm)
+        assert scratch.in_memory_fs(shm)
         room, where = kernel_room(cost)
-        assert room <= scaling.kernel_budget() and "a file system in memory" in where
+        assert room <= scratch.kernel_budget() and "a file system in memory" in where
         streamed = bigsink.solve(cost, eps=0.05, tol=1e-9, resident_kernel=True)  # still fits
         held = bigsink.solve(np.asarray(cost.rows(0, 60)), eps=0.05, tol=1e-9)
         assert streamed.transport_cost == pytest.approx(held.transport_cost, rel=1e-9)

@@ -29,10 +29,12 @@ Two modes:
 * **streaming**: each strip task reads its rows from the cost source and drops them, so a
   worker holds a few strips at a time however large C is.
 
-Resident strips can also **hold** objects (:meth:`DaskSession.hold`): one Dask actor per
-worker, made there from the strips dealt to it, called directly (a few ms per round, no
-scheduler in the way). The scaling path keeps its kernels so
-(:class:`bigsink.scaling.KernelRows`); actors are not recomputed after a worker loss (a
+Workers can also **hold** objects next to C's rows (:meth:`DaskSession.hold`): one Dask
+actor per worker, made there from the strips dealt to it (resident), or from the cost
+source, which it reads those strips from (streaming a Zarr store), and called directly (a
+few ms per round, no scheduler in the way). The scaling path keeps its kernels so
+(:class:`bigsink.scaling.KernelRows`: in memory next to resident strips, in a scratch file
+on the worker's disk when streaming); actors are not recomputed after a worker loss (a
 call then raises HeldLost, and the solver goes on in the log domain).
 
 ``mode="auto"`` takes resident when C fits in less than half of the cluster's total worker
@@ -60,6 +62,8 @@ from .._xp import like, to_numpy
 from ..costs import CostSource, DenseCost, strip_module
 from ..errors import InputError
 from ..kernels import tree_reduce
+from ..scratch import scratch_room
+from ..zarr_cost import reads_store
 from .base import Held, HeldLost, StripJob, apply_kernel, strip_rows
 
 __all__ = ["MODES", "DaskExecutor", "DaskSession", "plan_strip_rows"]
@@ -245,17 +249,32 @@ class DaskSession:
         return self.slots[k * len(self.slots) // len(self.strips)]
 
     def _holds(self) -> bool:
-        """Whether the workers keep C's strips as NumPy arrays (what :meth:`hold` needs)."""
-        return bool(self._data) and bool(self.slots) and strip_module(self.cost) == "numpy"
+        """Whether the workers can hold objects next to C's rows (what :meth:`hold` needs):
+        NumPy strips that they keep resident, or that they stream from a Zarr store (the
+        objects then read their rows from it)."""
+        if not self.slots or strip_module(self.cost) != "numpy":
+            return False
+        return bool(self._data) or (self._source is not None and reads_store(self.cost))
 
     def hold_room(self) -> tuple[int, str]:
-        """Bytes that held objects may take on the workers, and where (for messages):
-        WORKER_SHARE of their memory limits less C's resident strips; none when the
-        strips are streamed or on GPUs."""
+        """Bytes that held objects may take on the workers, and where (for messages): next
+        to resident strips, WORKER_SHARE of their memory limits less C's strips; streaming
+        a store, the scratch room of their temporary directories
+        (:func:`~bigsink.scratch.scratch_room`, counted once per host); none otherwise."""
         if not self._holds():
             return 0, (f"the workers' memory, which holds no strips of C here (mode "
                        f"{self.mode!r}, {strip_module(self.cost)} strips): the scaling path "
-                       "needs resident NumPy strips")
+                       "needs resident NumPy strips, or a Zarr store to stream")
+        if not self._data:
+            rooms = self.client.run(scratch_room)              # address -> (bytes, where)
+            hosts: dict[str, int] = {}
+            for address, (room, _) in rooms.items():  # a host's workers share its disk
+                host = str(self.workers.get(address, {}).get("host", address))
+                hosts[host] = min(room, hosts.get(host, room))
+            total = sum(hosts.values())
+            address, (_, where) = min(rooms.items())
+            return total, (f"the workers' scratch room ({total / 2**30:.1f} GiB on "
+                           f"{len(hosts)} host(s); on {address}: {where})")
         n, m = self.cost.shape
         share = sum(WORKER_SHARE * (int(w.get("memory_limit") or 0) or _host_memory())
                     for w in self.workers.values())
@@ -264,9 +283,9 @@ class DaskSession:
                       f"({room / 2**30:.1f} GiB)")
 
     def hold(self, factory: Callable[..., Any]) -> list[Held]:
-        """One object per worker, made there (a Dask actor) from the resident strips dealt
-        to it (:meth:`_slot`), with as many threads as the worker has; see
-        :class:`~bigsink.executors.base.Session`.
+        """One object per worker, made there (a Dask actor) from the strips dealt to it
+        (:meth:`_slot`: its resident strips, or the cost source when streaming), with as
+        many threads as the worker has; see :class:`~bigsink.executors.base.Session`.
 
         Actors are not recomputed after a worker dies: a call then raises HeldLost, and the
         strips themselves are recomputed by lineage for the jobs that follow."""
@@ -278,8 +297,9 @@ class DaskSession:
         made = []
         for address, ks in groups.items():
             threads = int(self.workers.get(address, {}).get("nthreads", 1))
+            source = [self._data[k] for k in ks] if self._data else self._source
             made.append((ks, self.client.submit(
-                factory, [self._data[k] for k in ks], [self.strips[k] for k in ks],
+                factory, source, [self.strips[k] for k in ks],
                 threads=threads, actor=True, workers=[address], allow_other_workers=True,
                 pure=False, key=f"bigsink-held-{self._token}-{next(self._jobs)}")))
         try:        # handles bind to the current client: ours, not the process default
