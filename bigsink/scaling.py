@@ -341,7 +341,7 @@ class KernelRows:
             return u, Kmat[0].T @ u                                      # (r, K), (m, K)
         K, r, m = v.shape[1], *Kmat.shape[1:]
         uT = np.ascontiguousarray(u_prev.T)                              # (K, r)
-        t = np.zeros((K, m))
+        t = np.empty((K, m))
         rows = chunk_rows(r, m * Kmat.itemsize if self.scratch else None)
         windows = self._windows(-(-r // rows))
         width = max(c1 - c0 for c0, c1 in windows)
@@ -351,13 +351,15 @@ class KernelRows:
         aT, vT = np.ascontiguousarray(a.T), np.ascontiguousarray(v.T)    # (K, r), (K, m)
         with _numba_threads(self.threads):
             for k in range(K):                                           # one kernel each
-                for c0, c1 in windows:
+                for w, (c0, c1) in enumerate(windows):
                     r0, r1 = c0 * rows, min(r, c1 * rows)                # whole chunks
+                    part = cols[:c1 - c0]                                # (chunks, m)
                     _scaling_pass(Kmat[k, r0:r1], vT[k], aT[k, r0:r1], uT[k, r0:r1],
-                                  omega, tau, cols[:c1 - c0], rows)
+                                  omega, tau, part, rows)
                     release_pages(Kmat[k, r0:r1])
-                    for acc in cols[:c1 - c0]:                           # chunk order: fixed
-                        t[k] += acc
+                    if w:
+                        part[0] += t[k]                                  # the sum so far, then
+                    t[k] = part.sum(axis=0)      # the chunks in order (NumPy adds axis 0 so)
         return uT.T, t.T
 
     def _windows(self, chunks: int) -> list[tuple[int, int]]:
