@@ -266,7 +266,10 @@ class DaskSession:
                        f"{self.mode!r}, {strip_module(self.cost)} strips): the scaling path "
                        "needs resident NumPy strips, or a Zarr store to stream")
         if not self._data:
-            rooms = self.client.run(scratch_room)              # address -> (bytes, where)
+            try:
+                rooms = self.client.run(scratch_room)          # address -> (bytes, where)
+            except Exception as exc:        # (no usable TMPDIR there, a worker going away)
+                return 0, f"the workers' scratch room, which they could not report ({exc!r})"
             hosts: dict[str, int] = {}
             for address, (room, _) in rooms.items():  # a host's workers share its disk
                 host = str(self.workers.get(address, {}).get("host", address))
