@@ -130,7 +130,8 @@ def run_bench_gpu(
 
     Raises:
         InputError: CuPy or a CUDA device is missing (before any work), or
-            ``cfg.executor == "dask"`` (see ``cluster/gpu/README.md`` for GPU clusters).
+            the executor runs on Dask (``dask``, ``dask-zarr``; see ``cluster/gpu/README.md``
+            for GPU clusters).
     """
     from .costs import on_device
     from .solver import solve
