@@ -7,21 +7,13 @@ Quick start::
     result.transport_cost, result.marginal_error, result.plan()
 """
 
+from ._version import __version__
 from .assign import assign
-from .costs import BlockGrid, CostSource, DenseCost
-from .errors import ConvergenceWarning, InputError, NumericalError
-from .fused import PrecisionWarning
-from .io import (
-    PlanMarginals,
-    TopK,
-    load_result,
-    plan_marginals,
-    plan_topk,
-    write_cost,
-    write_plan,
-)
-from .pointcloud import PointCloudCost
-from .result import History, MarginalError, SinkhornResult
+from .costs import BlockGrid, CostSource, DenseCost, PointCloudCost, ZarrCost
+from .errors import ConvergenceWarning, InputError, NumericalError, PrecisionWarning
+from .io import write_cost
+from .plans import PlanMarginals, TopK, plan_marginals, plan_topk, write_plan
+from .result import History, MarginalError, SinkhornResult, load_result
 from .solver import solve
 from .sweep import Pairs, SweepResults, SweepRow, sweep
 from .toolbox import (
@@ -31,9 +23,6 @@ from .toolbox import (
     wasserstein,
     wasserstein_1d_exact,
 )
-from .zarr_cost import ZarrCost
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BlockGrid",

@@ -25,6 +25,7 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from .errors import InputError
+from .problem import check_positive
 
 __all__ = ["assign"]
 
@@ -62,8 +63,7 @@ def assign(scores: Any, eps: float = 0.05, n_iter: int = 3, tol: float | None = 
             f"scores: expected a 2-D (samples, prototypes) array, got "
             f"{type(scores).__name__} of shape {getattr(scores, 'shape', None)}."
         )
-    if not (isinstance(eps, int | float) and math.isfinite(eps) and eps > 0):
-        raise InputError(f"eps must be a positive finite number; got {eps!r}.")
+    eps = check_positive("eps", eps)
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
         raise InputError(f"n_iter must be an integer >= 0; got {n_iter!r}.")
     if tol is not None and not (isinstance(tol, int | float) and tol > 0):

@@ -120,7 +120,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     if args.cost.endswith(".npy"):
         cost: Any = _load_npy("COST", args.cost, mmap=True)
     else:
-        from .zarr_cost import ZarrCost
+        from .costs import ZarrCost
 
         cost = ZarrCost(args.cost if "://" in args.cost else os.path.abspath(args.cost))
     a = _load_npy("--a", args.a) if args.a else None

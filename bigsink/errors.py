@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConvergenceWarning", "InputError", "NumericalError"]
+__all__ = ["ConvergenceWarning", "InputError", "NumericalError", "PrecisionWarning"]
 
 
 class InputError(ValueError):
@@ -17,3 +17,7 @@ class NumericalError(RuntimeError):
 
 class ConvergenceWarning(UserWarning):
     """A solve stopped at ``max_iter`` before reaching ``tol``; the message names the error."""
+
+
+class PrecisionWarning(UserWarning):
+    """``tol`` is below what the cost's dtype can resolve (float32 costs)."""

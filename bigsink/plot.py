@@ -7,12 +7,12 @@ figure to ``path`` (written to a temporary name, then renamed), and returns the 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from ._fs import atomic_path
 from .result import SinkhornResult
 
 __all__ = ["convergence", "plan", "save_figure", "sweep"]
@@ -33,16 +33,8 @@ def _axes(ax: Any) -> Any:
 
 def save_figure(ax: Any, path: str | os.PathLike[str]) -> None:
     """Save the figure of ``ax`` as PNG to ``path`` atomically (temporary name, then rename)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         ax.figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def convergence(result: SinkhornResult, ax: Any = None, path: Any = None) -> Any:

@@ -14,7 +14,9 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Problem", "check_max_iter", "check_positive", "make_problem"]
+__all__ = [
+    "Problem", "check_eps", "check_max_iter", "check_positive", "log0", "make_problem",
+]
 
 #: Relative tolerance on ``|sum(a) - sum(b)|`` for a balanced problem.
 MASS_RTOL = 1e-6
@@ -30,6 +32,22 @@ def check_positive(name: str, value: Any, *, allow_inf: bool = False) -> float:
         finite = " (or inf)" if allow_inf else " and finite"
         raise InputError(f"{name} must be positive{finite}; got {value!r}.")
     return x
+
+
+def check_eps(eps: Any) -> tuple[float, ...]:
+    """One eps or a sequence of them as a tuple of positive finite floats, or an InputError
+    (the one check of ``eps`` for :func:`~bigsink.solve`, sweeps, divergences and ``bench``)."""
+    values = (eps,) if np.ndim(eps) == 0 else tuple(np.asarray(eps, dtype=object).ravel())
+    if not values:
+        raise InputError("eps must be a positive number or a non-empty sequence of them; got "
+                         f"{eps!r}.")
+    return tuple(check_positive("eps", e) for e in values)
+
+
+def log0(w: np.ndarray) -> np.ndarray:
+    """``log(w)`` with ``log(0) = -inf`` and no warning (log weights of zero-weight rows)."""
+    with np.errstate(divide="ignore"):
+        return np.log(w)
 
 
 def check_max_iter(max_iter: Any) -> int:

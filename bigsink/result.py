@@ -1,16 +1,22 @@
-"""The result of a solve: plain, picklable data plus plan helpers."""
+"""The result of a solve: plain, picklable data, plan helpers, and its own save and load
+(a Zarr group, written atomically, readable without a cluster)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._fs import FORMAT, atomic_path, check_target, local_path
+from ._version import __version__
+from ._xp import to_numpy
 from .costs import CostSource, as_cost
 from .errors import InputError
+from .kernels import plan_strip
 
-__all__ = ["History", "MarginalError", "SinkhornResult"]
+__all__ = ["History", "MarginalError", "SinkhornResult", "load_result", "save_result"]
 
 
 class MarginalError(NamedTuple):
@@ -126,9 +132,6 @@ class SinkhornResult:
                 f"plan(): cost has shape {(n, m)} but the potentials are for "
                 f"{(np.shape(self.f)[0], np.shape(self.g)[0])}."
             )
-        from ._xp import to_numpy
-        from .kernels import plan_strip
-
         C = np.asarray(to_numpy(src.rows(0, n)), dtype=np.float64)
         f = np.asarray(to_numpy(self.f), dtype=np.float64).reshape(n, -1)    # (n, K)
         g = np.asarray(to_numpy(self.g), dtype=np.float64).reshape(m, -1)    # (m, K)
@@ -139,10 +142,8 @@ class SinkhornResult:
         """Write this result to a Zarr group at ``path`` (atomically); returns the path.
 
         Read it back with :func:`bigsink.load_result` (no cluster needed). See
-        :func:`bigsink.io.save_result`.
+        :func:`save_result`.
         """
-        from .io import save_result
-
         return save_result(self, path, overwrite=overwrite)
 
     def summary(self) -> str:
@@ -160,3 +161,97 @@ class SinkhornResult:
             f"  plan mass        {self.mass}",
         ]
         return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# save and load
+
+
+_ARRAY_FIELDS = ("f", "g", "transport_cost", "reg_cost", "dual_cost", "mass")
+_SCALAR_FIELDS = ("eps", "rho_a", "rho_b", "tol", "seconds")
+
+
+def _put(group: Any, name: str, value: Any) -> str:
+    """Store ``value`` (float or array) as a float/int array; returns its kind for loading."""
+    arr = np.asarray(to_numpy(value))
+    kind = "float" if arr.ndim == 0 else "array"
+    chunks = arr.shape if arr.ndim and all(arr.shape) else None
+    z = group.create_array(name, shape=arr.shape, dtype=arr.dtype, compressors=None,
+                           chunks=chunks if chunks is not None else "auto")
+    z[...] = arr
+    return kind
+
+
+def _get(group: Any, name: str, kind: str) -> Any:
+    """Read back what :func:`_put` stored."""
+    arr = np.asarray(group[name][...])
+    return float(arr) if kind == "float" else arr
+
+
+def save_result(result: SinkhornResult, path: Any, *, overwrite: bool = False) -> str:
+    """Write ``result`` to a Zarr group at ``path`` (atomically); returns the path.
+
+    Arrays ``f``, ``g``, the costs, the marginal errors, the history and the eps stages are
+    stored as arrays (exactly, float64); ``n_iter``, ``converged`` and how to read each field
+    back are attributes. :func:`load_result` reads it without any cluster.
+    """
+    import zarr
+
+    target = local_path("path", path)
+    check_target("path", target, overwrite)
+    kinds: dict[str, str] = {}
+    with atomic_path(target, overwrite) as tmp:
+        group = zarr.open_group(tmp, mode="w")
+        for name in (*_ARRAY_FIELDS, *_SCALAR_FIELDS):
+            kinds[name] = _put(group, name, getattr(result, name))
+        kinds["marginal_error_row"] = _put(group, "marginal_error_row", result.marginal_error.row)
+        kinds["marginal_error_col"] = _put(group, "marginal_error_col", result.marginal_error.col)
+        _put(group, "eps_stages", np.asarray(result.eps_stages, dtype=np.float64))
+        _put(group, "history_iteration", np.asarray(result.history.iteration, dtype=np.int64))
+        _put(group, "history_eps", np.asarray(result.history.eps, dtype=np.float64))
+        _put(group, "history_error", np.asarray(result.history.error, dtype=np.float64))
+        group.attrs.update({
+            "format": FORMAT, "kind": "result", "bigsink_version": __version__,
+            "n_iter": int(result.n_iter), "converged": bool(result.converged),
+            "batched": bool(result.batched), "kinds": kinds,
+        })
+    return target
+
+
+def load_result(path: Any) -> SinkhornResult:
+    """Read a result written by :meth:`SinkhornResult.save` / :func:`save_result`.
+
+    The result has no cost attached: pass the cost to ``plan(C)`` and the plan helpers.
+    """
+    import zarr
+
+    where = os.fspath(path) if hasattr(path, "__fspath__") else str(path)
+    if "://" not in where and not os.path.isdir(where):
+        raise InputError(f"path: no saved result at {where!r} (not a directory).")
+    try:
+        group: Any = zarr.open_group(where, mode="r")
+    except Exception as exc:
+        raise InputError(f"path: {where!r} is not a Zarr group: {exc}") from exc
+    attrs: dict[str, Any] = dict(group.attrs)
+    if attrs.get("format") != FORMAT or attrs.get("kind") != "result":
+        raise InputError(
+            f"path: {where!r} is not a saved bigsink result (no format/kind attributes)."
+        )
+    kinds = attrs["kinds"]
+    values = {name: _get(group, name, kinds[name]) for name in (*_ARRAY_FIELDS, *_SCALAR_FIELDS)}
+    history = History(
+        np.asarray(group["history_iteration"][...]),
+        np.asarray(group["history_eps"][...]),
+        np.asarray(group["history_error"][...]),
+    )
+    return SinkhornResult(
+        **values,
+        marginal_error=MarginalError(
+            _get(group, "marginal_error_row", kinds["marginal_error_row"]),
+            _get(group, "marginal_error_col", kinds["marginal_error_col"]),
+        ),
+        n_iter=int(attrs["n_iter"]),
+        converged=bool(attrs["converged"]),
+        history=history,
+        eps_stages=tuple(float(e) for e in group["eps_stages"][...]),
+    )

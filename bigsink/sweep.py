@@ -26,18 +26,22 @@ from __future__ import annotations
 import csv
 import math
 import os
-import shutil
 import warnings
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import astuple, dataclass, fields
 from typing import Any
 
 import numpy as np
 
-from ._xp import to_numpy
+from ._fs import atomic_path
+from ._progress import progress_bar
+from ._xp import import_cupy, to_numpy
 from .costs import CostSource, DenseCost, as_cost
 from .errors import ConvergenceWarning, InputError, NumericalError
-from .problem import check_max_iter, check_positive, make_problem
+from .executors import LocalExecutor
+from .problem import check_eps, check_max_iter, check_positive, make_problem
+from .solver import solve
 
 __all__ = ["Pairs", "SweepResults", "SweepRow", "sweep"]
 
@@ -198,8 +202,7 @@ class SweepResults:
         Written to a temporary name and renamed when complete.
         """
         path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
+        with atomic_path(path) as tmp:
             if path.endswith(".parquet"):
                 try:
                     import pyarrow as pa
@@ -218,10 +221,6 @@ class SweepResults:
                     for r in self.rows:
                         w.writerow(["" if v is None else repr(v) if isinstance(v, float) else v
                                     for v in astuple(r)])
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SweepResults:
@@ -260,9 +259,6 @@ def solve_chain(
     ``(k, eps, transport, reg, n_iter, converged, row_err, col_err, seconds, error, f, g)``.
     A batch that fails numerically is re-solved pair by pair so the failure stays with its pair.
     """
-    from .executors import LocalExecutor
-    from .solver import solve
-
     K = A.shape[1]
     executor = LocalExecutor(threads=1)
     out: list[Any] = []
@@ -305,10 +301,8 @@ class _DeviceSolver:
     """
 
     def __init__(self, cost: CostSource) -> None:
-        import cupy as cp
-
         if isinstance(cost, DenseCost):
-            cost = DenseCost(cp.asarray(cost.array), cost.grid.block_shape)
+            cost = cost.to_namespace(import_cupy())
         self.cost = cost
 
     def solve(self, A: np.ndarray, B: np.ndarray, eps: Sequence[float], tol: float,
@@ -327,11 +321,9 @@ def _reason(exc: BaseException) -> str:
 
 
 def _check_eps(eps: Any) -> tuple[float, ...]:
-    """eps values as floats, coarsest first, without duplicates."""
-    values = [eps] if isinstance(eps, int | float) else list(eps)
-    if not values:
-        raise InputError("eps must list at least one value, e.g. eps=[0.1, 0.01].")
-    return tuple(sorted({check_positive("eps", e) for e in values}, reverse=True))
+    """eps values as floats (:func:`~bigsink.problem.check_eps`), coarsest first, without
+    duplicates."""
+    return tuple(sorted(set(check_eps(eps)), reverse=True))
 
 
 def _check_pair(shape: tuple[int, int], a: Any, b: Any, eps: float) -> tuple[np.ndarray,
@@ -346,16 +338,13 @@ def _check_pair(shape: tuple[int, int], a: Any, b: Any, eps: float) -> tuple[np.
 
 
 class _PotentialStore:
-    """Potentials ``f`` (P, E, n) and ``g`` (P, E, m) in a Zarr group written as results come
-    in, under a temporary name renamed on :meth:`commit`."""
+    """Potentials ``f`` (P, E, n) and ``g`` (P, E, m) in a Zarr group at ``path`` (the
+    temporary name of :func:`~bigsink._fs.atomic_path`), written as results come in."""
 
     def __init__(self, path: str, P: int, eps: Sequence[float], shape: tuple[int, int]) -> None:
         import zarr
 
-        self.path = os.fspath(path)
-        self.tmp = f"{self.path}.tmp-{os.getpid()}"
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        group = zarr.open_group(self.tmp, mode="w")
+        group = zarr.open_group(path, mode="w")
         group.attrs["eps"] = list(eps)
         E, (n, m) = len(eps), shape
         self.f = group.create_array("f", shape=(P, E, n), chunks=(1, E, n), dtype="float64",
@@ -370,10 +359,6 @@ class _PotentialStore:
         self.f[p, i, :] = f
         self.g[p, i, :] = g
 
-    def commit(self) -> None:
-        """Rename the finished group to its final path."""
-        shutil.rmtree(self.path, ignore_errors=True)
-        os.replace(self.tmp, self.path)
 
 
 def sweep(
@@ -463,69 +448,63 @@ def sweep(
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     store: _PotentialStore | None = None
     try:
-        resources = ray.cluster_resources()
-        if num_gpus and resources.get("GPU", 0) < num_gpus:
-            raise InputError(
-                f"num_gpus={num_gpus} but the Ray cluster has {resources.get('GPU', 0):g} "
-                "GPU(s); lower num_gpus or add GPU nodes."
-            )
-        if save_potentials is not None:
-            store = _PotentialStore(os.fspath(save_potentials), P, eps_list, src.shape)
-        workers = int(num_gpus) or max(1, int(resources.get("CPU", 1)))
-        K = int(batch_size) if batch_size else max(1, min(MAX_BATCH,
-                                                          math.ceil(len(valid) / (2 * workers))))
-        batches = [valid[i:i + K] for i in range(0, len(valid), K)]
-        cost_ref = ray.put(src)
-        keep = store is not None
-        args = (eps_list, tol, max_iter, keep)
-        pending: dict[Any, list[tuple[int, np.ndarray, np.ndarray]]] = {}
-        if num_gpus:
-            actor_cls = ray.remote(num_gpus=1, max_restarts=max_retries,
-                                   max_task_retries=max_retries)(_DeviceSolver)
-            actors: list[Any] = [actor_cls.remote(cost_ref) for _ in range(int(num_gpus))]
-            for i, batch in enumerate(batches):
-                A, B = (np.stack([x[j] for x in batch], axis=1) for j in (1, 2))
-                pending[actors[i % len(actors)].solve.remote(A, B, *args)] = batch
-        else:
-            task = ray.remote(solve_chain).options(num_cpus=1, max_retries=max_retries)
-            for batch in batches:
-                A, B = (np.stack([x[j] for x in batch], axis=1) for j in (1, 2))
-                pending[task.remote(cost_ref, A, B, *args)] = batch
+        with ExitStack() as outputs:
+            resources = ray.cluster_resources()
+            if num_gpus and resources.get("GPU", 0) < num_gpus:
+                raise InputError(
+                    f"num_gpus={num_gpus} but the Ray cluster has {resources.get('GPU', 0):g} "
+                    "GPU(s); lower num_gpus or add GPU nodes."
+                )
+            if save_potentials is not None:         # renamed into place once complete
+                store = _PotentialStore(outputs.enter_context(atomic_path(save_potentials)),
+                                        P, eps_list, src.shape)
+            workers = int(num_gpus) or max(1, int(resources.get("CPU", 1)))
+            per_worker = math.ceil(len(valid) / (2 * workers))
+            K = int(batch_size) if batch_size else max(1, min(MAX_BATCH, per_worker))
+            batches = [valid[i:i + K] for i in range(0, len(valid), K)]
+            cost_ref = ray.put(src)
+            keep = store is not None
+            args = (eps_list, tol, max_iter, keep)
+            pending: dict[Any, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+            if num_gpus:
+                actor_cls = ray.remote(num_gpus=1, max_restarts=max_retries,
+                                       max_task_retries=max_retries)(_DeviceSolver)
+                actors: list[Any] = [actor_cls.remote(cost_ref) for _ in range(int(num_gpus))]
+                for i, batch in enumerate(batches):
+                    A, B = (np.stack([x[j] for x in batch], axis=1) for j in (1, 2))
+                    pending[actors[i % len(actors)].solve.remote(A, B, *args)] = batch
+            else:
+                task = ray.remote(solve_chain).options(num_cpus=1, max_retries=max_retries)
+                for batch in batches:
+                    A, B = (np.stack([x[j] for x in batch], axis=1) for j in (1, 2))
+                    pending[task.remote(cost_ref, A, B, *args)] = batch
 
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=P, desc="sweep", unit="pair", leave=False,
-                   disable=None if progress is None else not progress)
-        bar.update(P - len(valid))
-        try:
-            while pending:
-                [done], _ = ray.wait(list(pending), num_returns=1)
-                batch = pending.pop(done)
-                try:
-                    records = ray.get(done)
-                except Exception as exc:  # the task failed beyond its retries
-                    for p, _, _ in batch:
+            bar = progress_bar("sweep", "pair", progress, P)
+            bar.update(P - len(valid))
+            try:
+                while pending:
+                    [done], _ = ray.wait(list(pending), num_returns=1)
+                    batch = pending.pop(done)
+                    try:
+                        records = ray.get(done)
+                    except Exception as exc:  # the task failed beyond its retries
+                        for p, _, _ in batch:
+                            ids = (int(index.index[p, 0]), int(index.index[p, 1]))
+                            for e in eps_list:
+                                rows[p, e] = _failed(p, ids, e, _reason(exc))
+                        bar.update(len(batch))
+                        continue
+                    for k, e, tc, rc, it, ok, re_, ce, sec, err, f, g in records:
+                        p = batch[k][0]
                         ids = (int(index.index[p, 0]), int(index.index[p, 1]))
-                        for e in eps_list:
-                            rows[p, e] = _failed(p, ids, e, _reason(exc))
+                        rows[p, e] = SweepRow(p, ids[0], ids[1], e, tc, rc, it, ok, re_, ce, sec,
+                                              err)
+                        if store is not None and f is not None:
+                            store.write(p, e, f, g)
                     bar.update(len(batch))
-                    continue
-                for k, e, tc, rc, it, ok, re_, ce, sec, err, f, g in records:
-                    p = batch[k][0]
-                    ids = (int(index.index[p, 0]), int(index.index[p, 1]))
-                    rows[p, e] = SweepRow(p, ids[0], ids[1], e, tc, rc, it, ok, re_, ce, sec,
-                                          err)
-                    if store is not None and f is not None:
-                        store.write(p, e, f, g)
-                bar.update(len(batch))
-        finally:
-            bar.close()
-        if store is not None:
-            store.commit()
-            store = None
+            finally:
+                bar.close()
     finally:
-        if store is not None:  # failed before completion: leave no partial group behind
-            shutil.rmtree(store.tmp, ignore_errors=True)
         if started:
             ray.shutdown()
     ordered = tuple(rows[p, e] for p in range(P) for e in eps_list)

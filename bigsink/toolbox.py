@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from .costs import CostSource, MappedCost, as_cost
+from ._xp import to_numpy
+from .costs import CostSource, MappedCost, PointCloudCost, as_cost
 from .errors import InputError
-from .pointcloud import PointCloudCost
+from .problem import check_positive
 from .result import SinkhornResult
 from .solver import solve
 
@@ -42,17 +43,6 @@ class DivergenceResult:
     ab: SinkhornResult = field(repr=False)
     aa: SinkhornResult = field(repr=False)
     bb: SinkhornResult = field(repr=False)
-
-
-def _check_eps(eps: Any) -> float:
-    """``eps`` as a positive finite float, or an InputError."""
-    try:
-        e = float(eps)
-    except (TypeError, ValueError):
-        raise InputError(f"eps must be a positive number; got {eps!r}.") from None
-    if not (math.isfinite(e) and e > 0):
-        raise InputError(f"eps must be positive and finite; got {eps!r}.")
-    return e
 
 
 def divergence(
@@ -95,7 +85,7 @@ def divergence(
     Raises:
         InputError: on inconsistent inputs, before any solve.
     """
-    eps = _check_eps(eps)
+    eps = check_positive("eps", eps)
     for bad in ("rho", "rho_a", "rho_b", "init"):
         if bad in options:
             raise InputError(
@@ -255,7 +245,7 @@ def wasserstein(
     Returns:
         A :class:`WassersteinResult`.
     """
-    eps = _check_eps(eps)
+    eps = check_positive("eps", eps)
     if not (isinstance(p, int | float) and math.isfinite(p) and p >= 1):
         raise InputError(f"p must be a finite number >= 1; got {p!r}.")
     xa = x if hasattr(x, "ndim") else np.asarray(x, dtype=np.float64)
@@ -265,7 +255,6 @@ def wasserstein(
     one_d = xa.ndim == 1 or (xa.ndim == 2 and xa.shape[1] == 1)
     exact = None
     if exact_1d and one_d:
-        from ._xp import to_numpy
 
         exact = wasserstein_1d_exact(to_numpy(xa), to_numpy(ya), wa, wb, p)
     if debias:

@@ -92,7 +92,9 @@ def _close(x, y, rtol: float, atol: float = 1e-300) -> None:
                          [(300, 1000, 1, 1.0, 1.0), (77, 513, 2, 0.8, 1.4),
                           (5, 70000, 1, 0.9, 0.7)])
 def test_cuda_sinkhorn_strip_matches_generic(dtype, r, m, K, tau, omega) -> None:
-    from bigsink import _cuda, fused, kernels
+    import bigsink.kernels as fused
+    from bigsink.kernels import cuda as _cuda
+    from bigsink.kernels import reference as kernels
 
     C, log_a, f_prev, g = _strip_problem(r, m, K, dtype)
     args = [cupy.asarray(x) for x in (C, log_a, f_prev, g)]
@@ -114,7 +116,8 @@ def test_cuda_sinkhorn_strip_matches_generic(dtype, r, m, K, tau, omega) -> None
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_cuda_evaluate_strip_matches_generic(dtype) -> None:
-    from bigsink import fused, kernels
+    import bigsink.kernels as fused
+    from bigsink.kernels import reference as kernels
 
     C, log_a, f_prev, g = _strip_problem(120, 3000, 2, dtype, seed=1)
     f, _ = kernels.sinkhorn_strip(C, 0, log_a, f_prev, g, 0.05, 1.0)
@@ -145,8 +148,8 @@ def test_zarr_gpu_reads_ahead_and_matches_cpu(problem, tmp_path, monkeypatch) ->
     import zarr
 
     from bigsink.costs import DeviceCost, on_device
+    from bigsink.costs.device import PinnedCopier
     from bigsink.executors import LocalExecutor
-    from bigsink.prefetch import PinnedCopier
 
     x, y, a, b = problem
     C = ((x[:, None] - y[None]) ** 2).sum(-1).astype("float32")

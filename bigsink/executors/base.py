@@ -6,10 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from .. import fused
 from .._xp import array_namespace
 from ..costs import CostSource
-from ..kernels import tree_reduce
+from ..kernels import runs_whole, tree_reduce
 
 __all__ = [
     "Executor", "Held", "HeldLost", "Session", "StripJob", "apply_kernel", "concat_rows",
@@ -70,9 +69,16 @@ class Session(Protocol):
         ``threads`` the cores it may use. Raises HeldLost if a group's process is lost."""
         ...
 
-    def call(self, held: list[Held], method: str, args: list[tuple[Any, ...]]) -> list[Any]:
-        """``held[k].obj.method(*args[k])`` for every k, run where each object is, and
-        their results in order. Raises HeldLost if an object is gone."""
+    def hold_room(self) -> tuple[int, str]:
+        """Bytes that held objects may take, and where they would be (for messages)."""
+        ...
+
+    def call(
+        self, held: list[Held], method: Callable[..., Any], args: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        """``method(held[k].obj, *args[k])`` for every k, run where each object is, and
+        their results in order; ``method`` is a method of the held objects' class (e.g.
+        ``KernelRows.sweep``), never a name. Raises HeldLost if an object is gone."""
         ...
 
     def release(self, held: list[Held]) -> None:
@@ -120,10 +126,10 @@ def apply_kernel(
 
     Chunks bound the kernel's temporaries (a generic kernel makes (r, m, K) arrays)
     independently of the strip, which an executor sizes for scheduling. A fused kernel
-    (:func:`bigsink.fused.runs_whole`) needs O(r + m) and takes the strip whole.
+    (:func:`bigsink.kernels.runs_whole`) needs O(r + m) and takes the strip whole.
     """
     r = C.shape[0]
-    if chunk_rows is None or chunk_rows >= r or fused.runs_whole(job.kernel, C):
+    if chunk_rows is None or chunk_rows >= r or runs_whole(job.kernel, C):
         return job.kernel(C, start, *row_args, *shared)
     outs = [
         job.kernel(C[c0:c1, ...], start + c0, *(x[c0:c1, ...] for x in row_args), *shared)

@@ -33,7 +33,7 @@ Workers can also **hold** objects next to C's rows (:meth:`DaskSession.hold`): o
 actor per worker, made there from the strips dealt to it (resident), or from the cost
 source, which it reads those strips from (streaming a Zarr store), and called directly (a
 few ms per round, no scheduler in the way). The scaling path keeps its kernels so
-(:class:`bigsink.scaling.KernelRows`: in memory next to resident strips, in a scratch file
+(:class:`bigsink.kernels.scaling.KernelRows`: in memory next to resident strips, in a scratch file
 on the worker's disk when streaming); actors are not recomputed after a worker loss (a
 call then raises HeldLost, and the solver goes on in the log domain).
 
@@ -53,20 +53,25 @@ import itertools
 import math
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from .._xp import like, to_numpy
-from ..costs import CostSource, DenseCost, strip_module
+from ..costs import CostSource, DenseCost, reads_store, strip_module
 from ..errors import InputError
 from ..kernels import tree_reduce
 from ..scratch import scratch_room
-from ..zarr_cost import reads_store
 from .base import Held, HeldLost, StripJob, apply_kernel, strip_rows
 
-__all__ = ["MODES", "DaskExecutor", "DaskSession", "plan_strip_rows"]
+__all__ = [
+    "CONNECT_TIMEOUT_S", "MODES", "DaskExecutor", "DaskSession", "connect", "local_cluster",
+    "plan_strip_rows", "run_items",
+]
+
+#: Seconds to wait for a scheduler given by address (and for its first worker).
+CONNECT_TIMEOUT_S = 5.0
 
 #: What ``mode=`` accepts.
 MODES = ("auto", "resident", "streaming")
@@ -123,6 +128,11 @@ def _strip_task(
     row_out, partial = apply_kernel(StripJob(kernel, merge), C, start, row_in, shared_in,
                                     chunk_rows)
     return to_numpy(row_out), to_numpy(partial)
+
+
+def _close(obj: Any) -> None:
+    """A held object's ``close`` (what :meth:`DaskSession.release` calls on each actor)."""
+    obj.close()
 
 
 def _merge_task(left: tuple[Any, Any], right: tuple[Any, Any], merge: Any) -> tuple[Any, Any]:
@@ -312,20 +322,23 @@ class DaskSession:
         except Exception as exc:        # (distributed raises several types for a lost worker)
             raise HeldLost(f"a held object could not be made: {exc!r}") from exc
 
-    def call(self, held: list[Held], method: str, args: list[tuple[Any, ...]]) -> list[Any]:
-        """Call the actors at once and wait for all; see
-        :class:`~bigsink.executors.base.Session`."""
+    def call(
+        self, held: list[Held], method: Callable[..., Any], args: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        """Call the actors at once (``method`` by its name on each actor handle) and wait
+        for all; see :class:`~bigsink.executors.base.Session`."""
+        name = method.__name__
         try:
-            futures = [getattr(h.obj, method)(*a) for h, a in zip(held, args, strict=True)]
+            futures = [getattr(h.obj, name)(*a) for h, a in zip(held, args, strict=True)]
             return [f.result() for f in futures]
         except Exception as exc:        # "Worker holding Actor was lost" is a RuntimeError
-            raise HeldLost(f"{method}: a held object was lost ({exc!r})") from exc
+            raise HeldLost(f"{name}: a held object was lost ({exc!r})") from exc
 
     def release(self, held: list[Held]) -> None:
         """Close the actors (their memory is freed on the workers now, not when this
         process's garbage collector gets to the handles) and release their futures."""
         try:
-            self.call(held, "close", [()] * len(held))
+            self.call(held, _close, [()] * len(held))
         except HeldLost:                        # gone already
             pass
         for h in held:             # ours, and the handle's own (handles sit in reference
@@ -394,7 +407,7 @@ class DaskExecutor:
 
     def __init__(
         self, client: Any, mode: str = "auto", strip_bytes: int | None = None,
-        connect_timeout: float = 5.0, retries: int = 2,
+        connect_timeout: float = CONNECT_TIMEOUT_S, retries: int = 2,
     ) -> None:
         if mode not in MODES:
             raise InputError(f"mode must be one of {MODES}; got {mode!r}.")
@@ -415,20 +428,7 @@ class DaskExecutor:
 
     def _connect(self) -> tuple[Any, bool]:
         """The client to use, and whether this executor opened it (and must close it)."""
-        if not isinstance(self.client, str):
-            return self.client, False
-        from distributed import Client
-
-        address = self.client
-        try:
-            client = Client(address, timeout=self.connect_timeout, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise InputError(
-                f"client: could not connect to a Dask scheduler at {address!r} within "
-                f"{self.connect_timeout:g} s ({type(exc).__name__}: {exc}). Check the address "
-                "and that `dask scheduler` is running there (see cluster/)."
-            ) from None
-        return client, True
+        return connect(self.client, self.connect_timeout)
 
     def open(self, cost: CostSource, width: int) -> DaskSession:
         """Bind to ``cost``: choose the mode and the strips, load resident strips."""
@@ -475,3 +475,74 @@ class DaskExecutor:
             if owns:
                 client.close()
             raise
+
+
+# ---------------------------------------------------------------------------- other work
+
+
+def connect(client: Any, timeout: float = CONNECT_TIMEOUT_S) -> tuple[Any, bool]:
+    """``(Client, owned)`` from a ``distributed.Client`` or a scheduler address.
+
+    ``owned`` is True when this call opened the connection (the caller closes it). An address
+    that does not answer within ``timeout`` seconds is an InputError.
+    """
+    from distributed import Client
+
+    if isinstance(client, Client):
+        return client, False
+    if not isinstance(client, str):
+        raise InputError(
+            f"client must be a distributed.Client or a scheduler address such as "
+            f"'tcp://127.0.0.1:8786'; got {client!r}."
+        )
+    try:
+        return Client(client, timeout=timeout, set_as_default=False), True
+    except (OSError, TimeoutError) as exc:
+        raise InputError(
+            f"client: could not reach a Dask scheduler at {client!r} within {timeout:g} s "
+            f"({type(exc).__name__}: {exc}). Check the address and that `dask scheduler` is "
+            "running there (cluster/local.sh starts one)."
+        ) from None
+
+
+def run_items(
+    client: Any,
+    fn: Callable[[Any], Any],
+    items: Sequence[Any],
+    on_done: Callable[[], None] | None = None,
+) -> list[Any]:
+    """Run ``fn(item)`` for every item as one task each; results in the items' order.
+
+    ``client`` is a Client or an address (connected and closed here). ``on_done`` is called
+    once per finished task (progress). The first failing task's exception is raised after
+    the remaining tasks are cancelled.
+    """
+    from distributed import as_completed
+
+    cl, owned = connect(client)
+    try:
+        futures = [cl.submit(fn, item, pure=False) for item in items]
+        index = {f.key: k for k, f in enumerate(futures)}
+        out: list[Any] = [None] * len(futures)
+        try:
+            for fut in as_completed(futures, loop=cl.loop):
+                out[index[fut.key]] = fut.result()
+                if on_done is not None:
+                    on_done()
+        except BaseException:
+            cl.cancel(futures)
+            raise
+        return out
+    finally:
+        if owned:
+            cl.close()
+
+
+def local_cluster(n_workers: int = 2, threads_per_worker: int = 1) -> tuple[Any, Any]:
+    """A ``LocalCluster`` of worker processes on 127.0.0.1 (no dashboard) and a client of
+    it, for benchmarks and examples: ``(client, cluster)``; close both when done."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                           processes=True, host="127.0.0.1", dashboard_address=None)
+    return Client(cluster), cluster

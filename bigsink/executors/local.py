@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from .._xp import like, to_numpy
-from ..costs import CostSource, DenseCost, strip_module
+from ..costs import CostSource, DenseCost, reads_store, strip_module
 from ..kernels import tree_reduce
-from ..zarr_cost import reads_store
+from ..scratch import kernel_budget, scratch_room
 from .base import (
     STRIP_BYTES,
     Held,
@@ -24,7 +24,9 @@ from .base import (
     strip_rows,
 )
 
-__all__ = ["DEVICE_STRIP_BYTES", "DEVICE_VIEW_BYTES", "LocalExecutor", "LocalSession"]
+__all__ = [
+    "DEVICE_STRIP_BYTES", "DEVICE_VIEW_BYTES", "LocalExecutor", "LocalSession", "kernel_room",
+]
 
 #: GPU strips run the CUDA kernels, whose temporaries are O(r + m): a strip read or computed
 #: per use holds this many bytes of C on the device (and one more is read ahead).
@@ -47,6 +49,17 @@ MIN_STRIP_ELEMENTS = 1 << 18
 #: A strip of a store-backed cost takes a whole block row (each piece of a cut chunk would
 #: read and decode all of it) when the block row holds at most this many bytes.
 STORE_BLOCK_BYTES = 256 << 20
+
+
+def kernel_room(cost: CostSource) -> tuple[int, str]:
+    """Bytes the scaling path's kernel of ``cost`` may take in this process, and where it
+    would live (for messages): a scratch file (:func:`~bigsink.scratch.scratch_room`, the
+    free space of the temporary directory) for a cost read from a Zarr store, which is never
+    held whole in one process; memory (:func:`~bigsink.scratch.kernel_budget`) otherwise."""
+    if reads_store(cost):
+        return scratch_room()
+    budget = kernel_budget()
+    return budget, f"40% of memory ({budget / 2**30:.1f} GiB)"
 
 
 def run_strip(
@@ -100,10 +113,16 @@ class LocalSession:
         obj = factory(self.cost, self.pieces, threads=self.threads)
         return [Held(0, self.cost.shape[0], obj)]
 
-    def call(self, held: list[Held], method: str, args: list[tuple[Any, ...]]) -> list[Any]:
+    def hold_room(self) -> tuple[int, str]:
+        """Bytes held objects may take in this process, and where: :func:`kernel_room`."""
+        return kernel_room(self.cost)
+
+    def call(
+        self, held: list[Held], method: Callable[..., Any], args: list[tuple[Any, ...]]
+    ) -> list[Any]:
         """Call the held objects in turn (each runs in parallel itself); see
         :class:`~bigsink.executors.base.Session`."""
-        return [getattr(h.obj, method)(*a) for h, a in zip(held, args, strict=True)]
+        return [method(h.obj, *a) for h, a in zip(held, args, strict=True)]
 
     def release(self, held: list[Held]) -> None:
         """Close the objects; see :class:`~bigsink.executors.base.Session`."""

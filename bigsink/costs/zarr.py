@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from .costs import BlockGrid, CostSource, MappedCost
-from .errors import InputError
+from ..errors import InputError
+from .base import BlockGrid
 
-__all__ = ["ZarrCost", "open_zarr_array", "raw_chunk_dir", "reads_store"]
+__all__ = ["ZarrCost", "open_zarr_array", "raw_chunk_dir"]
 
 
 def open_zarr_array(path: Any, storage_options: dict[str, Any] | None = None) -> Any:
@@ -119,6 +119,9 @@ class ZarrCost:
         """Blocks = the store's chunks."""
         return self._grid
 
+    #: Strips are read from the store (a solve never holds C whole in one process).
+    reads_store = True
+
     def block(self, i: int, j: int) -> np.ndarray:
         """Block ``(i, j)`` read from the store."""
         r0, r1 = self._grid.row_range(i)
@@ -179,11 +182,3 @@ class ZarrCost:
         return (f"ZarrCost({self.path!r}, shape={self.shape}, dtype={self.dtype}, "
                 f"chunks={self.grid.block_shape})")
 
-
-def reads_store(cost: CostSource) -> bool:
-    """Whether ``cost`` reads its strips from a Zarr store, possibly through a map
-    (:class:`~bigsink.costs.MappedCost`): then a solve never holds the whole matrix in one
-    process, and a strip should not cut a chunk (a partial read decodes the whole chunk)."""
-    while isinstance(cost, MappedCost):
-        cost = cost.source
-    return isinstance(cost, ZarrCost)

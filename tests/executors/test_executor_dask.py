@@ -26,8 +26,8 @@ import zarr
 
 import bigsink
 from bigsink import InputError, ZarrCost
-from bigsink.checkpoint import exists as checkpoint_exists
 from bigsink.executors.dask import DaskExecutor
+from bigsink.solver.checkpoint import exists as checkpoint_exists
 
 pytestmark = pytest.mark.dask
 # Workers cannot import this test module: ship its classes and functions by value.

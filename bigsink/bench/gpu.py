@@ -26,8 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._xp import device_namespace
-from .bench import (
+from .._xp import device_namespace
+from ..errors import InputError
+from .common import (
     BenchConfig,
     _line,
     _run_bigsink,
@@ -35,7 +36,6 @@ from .bench import (
     machine_figures,
     make_problem,
 )
-from .errors import InputError
 
 __all__ = ["device_figures", "run_bench_gpu"]
 
@@ -133,9 +133,8 @@ def run_bench_gpu(
             the executor runs on Dask (``dask``, ``dask-zarr``; see ``cluster/gpu/README.md``
             for GPU clusters).
     """
-    from .costs import on_device
-    from .solver import solve
-    from .zarr_cost import ZarrCost
+    from ..costs import ZarrCost, on_device
+    from ..solver import solve
 
     if cfg.on_dask:
         raise InputError("bench --device gpu runs in this process: use --executor local or "

@@ -1,9 +1,9 @@
-"""Run the CUDA C of :mod:`bigsink._cuda` on the CPU: g++ with a small shim, one std::thread
+"""Run the CUDA C of :mod:`bigsink.kernels.cuda` on the CPU: g++ with a small shim, one std::thread
 per CUDA thread and a std::barrier for ``__syncthreads``, blocks one after another.
 
 Only for tests on machines without a GPU: it checks the kernels' own source (indexing,
 reductions, -inf handling) against the generic kernels, through the same host code that
-runs them on CuPy (:func:`bigsink._cuda.sinkhorn_with`).
+runs them on CuPy (:func:`bigsink.kernels.cuda.sinkhorn_with`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bigsink import _cuda
+from bigsink.kernels import cuda as _cuda
 
 SHIM = r"""
 #include <algorithm>
@@ -109,7 +109,7 @@ def build(where: Path) -> Any:
 
 
 def launcher(lib: Any) -> _cuda.Launch:
-    """A ``launch`` for :func:`bigsink._cuda.sinkhorn_with` running the emulated kernels."""
+    """A ``launch`` for :func:`bigsink.kernels.cuda.sinkhorn_with` running the emulated kernels."""
 
     def launch(name: str, dtype: str, grid: tuple[int, ...], block: int,
                args: tuple[Any, ...]) -> None:

@@ -13,16 +13,16 @@ import pytest
 import bigsink
 from bigsink import scratch
 from bigsink.executors import LocalExecutor
-from bigsink.scaling import (
+from bigsink.executors.local import kernel_room
+from bigsink.kernels.scaling import (
     ABSORB_BOUND,
     FLUSH,
-    ScalingStep,
     _fill_kernel,
     _scaling_pass,
     chunk_rows,
     kernel_dtype,
-    kernel_room,
 )
+from bigsink.solver.steps import LogStep, ScalingStep
 
 ABSORB = ABSORB_BOUND[np.dtype(np.float64)]
 
@@ -82,7 +82,7 @@ def test_breakdown_is_reported_not_returned() -> None:
     a, b = np.full((20, 1), 1 / 20), np.full((10, 1), 1 / 10)
     f = np.full((20, 1), -1e4)                  # kernel rows exp(-1e4/eps): all zero
     step = ScalingStep(session, a, b, 1e-2, np.dtype(np.float64), f, np.zeros((10, 1)))
-    assert step(f, np.zeros((10, 1))) is None
+    assert step.step(f, np.zeros((10, 1))) is None
     session.close()
 
 
@@ -95,13 +95,13 @@ def test_resident_kernel_true_says_why_it_is_impossible() -> None:
 def _log_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count the solver's log-domain iterations (the scaling path's fallback)."""
     calls: list[int] = []
-    real = bigsink.solver.sinkhorn_step
+    real = LogStep.step
 
     def counted(*args, **kw):
         calls.append(1)
         return real(*args, **kw)
 
-    monkeypatch.setattr(bigsink.solver, "sinkhorn_step", counted)
+    monkeypatch.setattr(LogStep, "step", counted)
     return calls
 
 
@@ -187,7 +187,7 @@ def test_far_apart_problems_get_their_own_kernels_or_the_log_domain() -> None:
     assert step.Kmat is not None and step.Kmat.shape == (3, 60, 50)  # one per problem
     small = ScalingStep(session, A, B, 1e-2, np.dtype(np.float64), f, np.zeros(B.shape),
                         budget=2 * 60 * 50 * 8)                      # room for two kernels
-    assert small.Kmat is None and small(f, np.zeros(B.shape)) is None   # -> log domain
+    assert small.Kmat is None and small.step(f, np.zeros(B.shape)) is None   # -> log domain
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -242,8 +242,8 @@ def test_mixed_precision_widens_to_float64_when_tol_is_beyond_float32() -> None:
     f, g = np.zeros((200, 1)), np.zeros((150, 1))
     step = ScalingStep(session, a, b, 1e-2, np.dtype(np.float32), f, g)
     assert step.Kmat is not None and step.Kmat.dtype == np.float32
-    assert step.widen(f, g) and step.Kmat.dtype == np.float64
-    assert not step.widen(f, g)                               # already the cost's dtype
+    assert step.refine(f, g) and step.Kmat.dtype == np.float64
+    assert not step.refine(f, g)                               # already the cost's dtype
     session.close()
     forced = bigsink.solve(C, eps=1e-2, tol=1e-11, mixed_precision=True)
     exact = bigsink.solve(C, eps=1e-2, tol=1e-11, resident_kernel=False)
@@ -335,7 +335,7 @@ def test_a_scratch_file_that_cannot_be_made_means_the_log_domain(tmp_path, monke
     with pytest.warns(RuntimeWarning, match="no room for the kernel's scratch file"):
         step = ScalingStep(session, a, b, 0.05, np.dtype(np.float64), np.zeros((60, 1)),
                            np.zeros((50, 1)), budget=1 << 40)
-    assert step.Kmat is None and step(np.zeros((60, 1)), np.zeros((50, 1))) is None
+    assert step.Kmat is None and step.step(np.zeros((60, 1)), np.zeros((50, 1))) is None
 
 
 def _rss_anon() -> int:

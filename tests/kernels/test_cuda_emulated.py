@@ -1,4 +1,4 @@
-"""The CUDA kernels of :mod:`bigsink._cuda`, run on the CPU (no GPU needed).
+"""The CUDA kernels of :mod:`bigsink.kernels.cuda`, run on the CPU (no GPU needed).
 
 Their CUDA C is compiled with g++ under a shim (``tests/cuda_emulator.py``: one thread per
 CUDA thread, a barrier for ``__syncthreads``) and driven by the same host code as on CuPy,
@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bigsink import _cuda, fused, kernels
+import bigsink.kernels as fused
+from bigsink.kernels import cuda as _cuda
+from bigsink.kernels import reference as kernels
 
 sys.path.insert(0, str(Path(__file__).parent))
 import cuda_emulator
@@ -129,8 +131,8 @@ def test_fused_sends_cupy_strips_to_the_cuda_kernels(monkeypatch) -> None:
 
 
 def test_import_bigsink_never_imports_cupy() -> None:
-    code = ("import sys, bigsink, bigsink.fused, bigsink._cuda, bigsink.bench, bigsink.costs; "
+    code = ("import sys, bigsink, bigsink.kernels.cuda, bigsink.bench, bigsink.costs; "
             "assert 'cupy' not in sys.modules")
-    root = str(Path(__file__).parents[1])
+    root = str(Path(__file__).parents[2])
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root,
                    env={"PYTHONPATH": root, "PATH": "/usr/bin:/bin"})

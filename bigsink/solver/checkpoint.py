@@ -14,18 +14,17 @@ deleted. A crash at any point leaves either ``PATH`` or ``PATH.old-*`` complete,
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import math
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .._fs import atomic_path, old_copies
+from ..errors import InputError
+from ..problem import Problem
 
 __all__ = ["Checkpoint", "Checkpointer", "fingerprint", "load_checkpoint", "save_checkpoint"]
 
@@ -77,7 +76,7 @@ def _complete_copy(path: str) -> str | None:
     """``path`` if it exists, else a complete older copy left by an interrupted rename."""
     if os.path.exists(path):
         return path
-    old = sorted(glob.glob(glob.escape(path) + ".old-*"), key=os.path.getmtime)
+    old = old_copies(path)
     return old[-1] if old else None
 
 
@@ -93,10 +92,7 @@ def save_checkpoint(
     """Write a checkpoint to ``path`` atomically (see the module docstring)."""
     import zarr
 
-    where = check_path(path)
-    tag = uuid.uuid4().hex[:8]
-    tmp, old = f"{where}.tmp-{tag}", f"{where}.old-{tag}"
-    try:
+    with atomic_path(check_path(path)) as tmp:
         group = zarr.open_group(tmp, mode="w")
         hist = np.asarray(history, dtype=np.float64).reshape(-1, 3)     # (N, 3)
         arrays = {"g": g, "history": hist, "schedule": np.asarray(schedule, np.float64)}
@@ -110,12 +106,6 @@ def save_checkpoint(
             "format": FORMAT, "version": VERSION, "stage": int(stage), "n_iter": int(n_iter),
             "fingerprint": fp, "cost_range": [repr(float(c)) for c in cost_range],
         })
-        if os.path.exists(where):
-            os.rename(where, old)
-        os.rename(tmp, where)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _read(group: Any, name: str) -> np.ndarray:
@@ -192,3 +182,22 @@ class Checkpointer:
         if math.isnan(err) or state.n_iter % self.every == 0:
             save_checkpoint(self.path, state.stage, state.f, state.g, state.n_iter,
                             state.history, self.schedule, self.fp, self.cost_range)
+
+
+def check_arguments(
+    path: Any, every: Any, resume: bool, problem: Problem
+) -> tuple[Checkpoint | None, dict[str, Any]]:
+    """Validate the checkpoint arguments; the checkpoint to resume from (if any) and the
+    problem's fingerprint."""
+    fp = fingerprint(problem.shape, problem.a, problem.b, problem.eps,
+                          problem.rho_a, problem.rho_b)
+    if path is None:
+        if resume:
+            raise InputError("resume=True needs checkpoint=<the directory to resume from>.")
+        return None, fp
+    check_path(path)
+    if isinstance(every, bool) or not isinstance(every, int | np.integer) or every < 1:
+        raise InputError(f"checkpoint_every must be a positive integer; got {every!r}.")
+    if resume and exists(path):
+        return load_checkpoint(path, fp), fp
+    return None, fp

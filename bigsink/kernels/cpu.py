@@ -1,12 +1,11 @@
 """Fused numba CPU strip kernels: one read of C and one ``exp`` per element per iteration.
 
-Drop-in replacements for :func:`bigsink.kernels.sinkhorn_strip` and
-:func:`bigsink.kernels.evaluate_strip` (same signatures, same maths, same results to
-~1e-12 relative for float64 costs, to float32 precision, ~1e-8, for float32 costs) for
-NumPy ``float32``/``float64`` cost strips. CuPy float32/float64 strips go to the CUDA
-kernels of :mod:`bigsink._cuda` (same contract, CuPy outputs); any other strip
-(array-api-strict, integer costs) goes to the generic kernels unchanged, so the solver
-can always use the functions of this module.
+Twins of :func:`bigsink.kernels.reference.sinkhorn_strip` and
+:func:`~bigsink.kernels.reference.evaluate_strip` (same signatures, same maths, same
+results to ~1e-12 relative for float64 costs, to float32 precision, ~1e-8, for float32
+costs) for NumPy ``float32``/``float64`` cost strips (:func:`fits`). The dispatcher
+:mod:`bigsink.kernels` sends such strips here, CuPy strips to :mod:`bigsink.kernels.cuda`
+and anything else to the reference kernels.
 
 Design:
 
@@ -52,15 +51,13 @@ Accuracy by cost dtype (the tolerance a solve can reach):
   and ``<P, C>`` and the potentials differ
   from the float64-cost answer by about ``6e-8 * max|C| / eps`` relative at worst; a ``tol``
   below :data:`FLOAT32_TOL` asks for more precision than the data carries, and
-  :func:`check_tolerance` warns (:class:`PrecisionWarning`).
+  :func:`bigsink.kernels.check_tolerance` warns (:class:`~bigsink.errors.PrecisionWarning`).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numba as nb
@@ -69,25 +66,10 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
-from . import _cuda, kernels
-from ._xp import is_cupy_array
+from . import reference
+from .reference import Pair
 
-__all__ = [
-    "FLOAT32_TOL",
-    "PrecisionWarning",
-    "check_tolerance",
-    "evaluate_strip",
-    "exp",
-    "fused_available",
-    "merge_pairs",
-    "runs_whole",
-    "sinkhorn_strip",
-    "strip_kernels",
-]
-
-#: Below this L1 tolerance a float32 cost cannot tell the answer apart (float32 epsilon
-#: ~1.2e-7, accumulated over the rounding of C against eps): :func:`check_tolerance` warns.
-FLOAT32_TOL = 1e-7
+__all__ = ["evaluate_strip", "exp", "fits", "merge_pairs", "sinkhorn_strip"]
 
 _LOG2E = 1.4426950408889634
 _LN2_HI = 0.693147180369123816490          # ln2 with its low 32 mantissa bits zero
@@ -126,10 +108,6 @@ _JIT: dict[str, Any] = dict(nogil=True, cache=True, fastmath={"contract"}, error
 _JIT_SUM: dict[str, Any] = dict(
     nogil=True, cache=True, fastmath={"contract", "reassoc", "nsz", "nnan"}, error_model="numpy"
 )
-
-
-class PrecisionWarning(UserWarning):
-    """``tol`` is below what the cost's dtype can resolve (float32 costs)."""
 
 
 @nb.njit(inline="always", **_JIT)
@@ -384,7 +362,7 @@ def _merge_flat(
     m1: np.ndarray, s1: np.ndarray, m2: np.ndarray, s2: np.ndarray, m: np.ndarray,
     s: np.ndarray,
 ) -> None:  # pragma: no cover - jit
-    """:func:`bigsink.kernels.merge_pairs` on flat float64 arrays, in L1-sized chunks."""
+    """:func:`bigsink.kernels.reference.merge_pairs` on flat float64 arrays, in L1-sized chunks."""
     shift = np.empty(_CHUNK)
     e1 = np.empty(_CHUNK)
     e2 = np.empty(_CHUNK)
@@ -402,8 +380,8 @@ def _merge_flat(
             so[j] = t1[j] * e1[j] + t2[j] * e2[j]
 
 
-def merge_pairs(p: kernels.Pair, q: kernels.Pair) -> kernels.Pair:
-    """Fused drop-in for :func:`bigsink.kernels.merge_pairs` (same maths, exp to 1 ulp):
+def merge_pairs(p: Pair, q: Pair) -> Pair:
+    """Fused drop-in for :func:`bigsink.kernels.reference.merge_pairs` (same maths, exp to 1 ulp):
     NumPy float64 pairs of one shape in one vectorised pass with two output arrays, where
     NumPy makes five full-size temporaries (an iteration merges one pair per strip, ~200
     of them at m = 20 000 in process); others go to the generic merge."""
@@ -411,14 +389,14 @@ def merge_pairs(p: kernels.Pair, q: kernels.Pair) -> kernels.Pair:
     arrays = (m1, s1, m2, s2)
     if not all(isinstance(x, np.ndarray) and x.dtype == np.float64 and x.shape == m1.shape
                for x in arrays):
-        return kernels.merge_pairs(p, q)
+        return reference.merge_pairs(p, q)
     m, s = np.empty(m1.shape), np.empty(m1.shape)
     flat = [np.ascontiguousarray(x).reshape(-1) for x in arrays]
     _merge_flat(*flat, m.reshape(-1), s.reshape(-1))
     return m, s
 
 
-def _fits(C: Any, *others: Any) -> bool:
+def fits(C: Any, *others: Any) -> bool:
     """Whether the fused kernels apply: NumPy float32/float64 strip and NumPy arguments."""
     return (
         isinstance(C, np.ndarray)
@@ -446,19 +424,12 @@ def _scratch(size: int) -> np.ndarray:
 
 
 def sinkhorn_strip(
-    C: Any, start: int, log_a: Any, f_prev: Any, g: Any, eps: float, tau: float,
-    omega: float = 1.0,
-) -> tuple[Any, kernels.Pair]:
-    """Fused drop-in for :func:`bigsink.kernels.sinkhorn_strip` (same maths and outputs).
-
-    NumPy float32/float64 strips run the numba kernel (one read of C, one exp per element);
-    CuPy float32/float64 strips the CUDA kernels (:mod:`bigsink._cuda`); anything else the
-    generic kernel.
+    C: np.ndarray, start: int, log_a: np.ndarray, f_prev: np.ndarray, g: np.ndarray,
+    eps: float, tau: float, omega: float = 1.0,
+) -> tuple[np.ndarray, Pair]:
+    """The numba :func:`bigsink.kernels.reference.sinkhorn_strip` (same maths and outputs):
+    one read of C and one exp per element, for a NumPy float32/float64 strip (:func:`fits`).
     """
-    if is_cupy_array(C) and _cuda.fits(C):
-        return _cuda.sinkhorn_strip(C, start, log_a, f_prev, g, eps, tau, omega)
-    if not _fits(C, log_a, f_prev, g):
-        return kernels.sinkhorn_strip(C, start, log_a, f_prev, g, eps, tau, omega)
     r, m = C.shape
     K = g.shape[1]
     f_new = np.empty((r, K))
@@ -475,16 +446,10 @@ def sinkhorn_strip(
 
 
 def evaluate_strip(
-    C: Any, start: int, f: Any, g: Any, eps: float
-) -> tuple[Any, tuple[Any, Any]]:
-    """Fused drop-in for :func:`bigsink.kernels.evaluate_strip` (one exp per element).
-
-    CuPy float32/float64 strips run the CUDA kernels (:mod:`bigsink._cuda`).
-    """
-    if is_cupy_array(C) and _cuda.fits(C):
-        return _cuda.evaluate_strip(C, start, f, g, eps)
-    if not _fits(C, f, g):
-        return kernels.evaluate_strip(C, start, f, g, eps)
+    C: np.ndarray, start: int, f: np.ndarray, g: np.ndarray, eps: float
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The numba :func:`bigsink.kernels.reference.evaluate_strip` (one exp per element),
+    for a NumPy float32/float64 strip (:func:`fits`)."""
     r, m = C.shape
     K = g.shape[1]
     rows = np.empty((r, K))
@@ -494,45 +459,3 @@ def evaluate_strip(
                    C.dtype == np.float32)
     return rows, (np.ascontiguousarray(cols.T), pc)
 
-
-def runs_whole(kernel: Any, C: Any) -> bool:
-    """Whether ``kernel`` on the strip ``C`` is a fused kernel that needs only O(r + m)
-    temporaries (numba or CUDA), so that an executor need not cut the strip into chunks."""
-    return kernel in (sinkhorn_strip, evaluate_strip) and (
-        (is_cupy_array(C) and _cuda.fits(C)) or _fits(C)
-    )
-
-
-def fused_available(dtype: Any, namespace: Any = np) -> bool:
-    """Whether strips of ``dtype`` in ``namespace`` get fused kernels (numba for NumPy,
-    CUDA for CuPy)."""
-    return (
-        (namespace is np or getattr(namespace, "__name__", "") == "cupy")
-        and np.dtype(dtype) in (np.float32, np.float64)
-    )
-
-
-def strip_kernels(
-    dtype: Any, namespace: Any = np
-) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
-    """``(sinkhorn, evaluate, column)`` strip kernels for costs of ``dtype`` in ``namespace``.
-
-    NumPy and CuPy float32/float64 get the fused kernels (the column fallback, rare, stays
-    generic); other namespaces (array-api-strict) and dtypes get :mod:`bigsink.kernels`.
-    """
-    if fused_available(dtype, namespace):
-        return sinkhorn_strip, evaluate_strip, kernels.column_pair
-    return kernels.sinkhorn_strip, kernels.evaluate_strip, kernels.column_pair
-
-
-def check_tolerance(dtype: Any, tol: float, stacklevel: int = 2) -> None:
-    """Warn (:class:`PrecisionWarning`) when ``tol`` is below what a ``dtype`` cost resolves."""
-    if np.dtype(dtype) == np.float32 and tol < FLOAT32_TOL:
-        warnings.warn(
-            PrecisionWarning(
-                f"tol={tol:g} is below the precision of a float32 cost (~{FLOAT32_TOL:g}): "
-                "the marginals still converge, but <P, C> and the potentials only carry "
-                "float32 accuracy. Use a float64 cost, or tol >= 1e-7."
-            ),
-            stacklevel=stacklevel + 1,
-        )

@@ -1,15 +1,16 @@
-"""Fused CuPy strip kernels: the GPU twins of :mod:`bigsink.fused` (CUDA C via ``cupy.RawKernel``).
+"""Fused CuPy strip kernels: the GPU twins of :mod:`bigsink.kernels.cpu` (CUDA C via
+``cupy.RawKernel``).
 
 Drop-in replacements for :func:`bigsink.kernels.sinkhorn_strip` and
 :func:`bigsink.kernels.evaluate_strip` on CuPy strips: same signatures, same maths, same
 outputs (CuPy float64 arrays), to ~1e-12 relative for float64 costs and to float32 precision
-for float32 costs. :func:`bigsink.fused.sinkhorn_strip` and
-:func:`~bigsink.fused.evaluate_strip` send CuPy strips here; CuPy is imported only when one
+for float32 costs. :func:`bigsink.kernels.sinkhorn_strip` and
+:func:`~bigsink.kernels.evaluate_strip` send CuPy strips here; CuPy is imported only when one
 of them runs (:func:`bigsink._xp.import_cupy`).
 
 Layout: ``C`` (r, m) float32 or float64, rows contiguous (any row stride); potentials and
 every accumulator float64, whatever the cost dtype (a float32 cost is widened on load).
-Arguments are formed as ``(g_j - C_ij) * (1/eps)`` as in :mod:`bigsink.fused` (a double
+Arguments are formed as ``(g_j - C_ij) * (1/eps)`` as in :mod:`bigsink.kernels.cpu` (a double
 division per element would cost as much as the exp). The per-element exp is CUDA's double
 ``exp`` (~1 ulp) for float64 costs; for float32 costs a Cody-Waite + degree-7 polynomial in
 double (``exp_poly7``, relative error ~5e-9, as the CPU kernels' float32 exp): about half the
@@ -54,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from ._xp import import_cupy
+from .._xp import import_cupy
 
 Array = Any
 
@@ -287,8 +288,8 @@ def sinkhorn_strip(
     C: Array, start: int, log_a: Array, f_prev: Array, g: Array, eps: float, tau: float,
     omega: float = 1.0,
 ) -> tuple[Array, tuple[Array, Array]]:
-    """CUDA :func:`bigsink.kernels.sinkhorn_strip`: new ``f`` rows (r, K) and the column pair
-    ``(col_m, col_s)`` ((m, K) each), all CuPy float64.
+    """CUDA :func:`bigsink.kernels.reference.sinkhorn_strip`: new ``f`` rows (r, K) and the
+    column pair ``(col_m, col_s)`` ((m, K) each), all CuPy float64.
 
     Two passes over C (module docstring): ``sinkhorn_rows`` gives ``f_new``, the finite row
     max ``M`` and ``lw = f_new/eps + M``; with ``W = max_i lw_i`` and ``w = exp(lw - W)``
@@ -345,7 +346,7 @@ def _weighted_cols(
 def evaluate_strip(
     C: Array, start: int, f: Array, g: Array, eps: float
 ) -> tuple[Array, tuple[Array, Array]]:
-    """CUDA :func:`bigsink.kernels.evaluate_strip`: row sums of P (r, K) and the partial
+    """CUDA :func:`bigsink.kernels.reference.evaluate_strip`: row sums of P (r, K) and the partial
     ``(col_sums (m, K), <P, C>_strip (K,))``, all CuPy float64. Two passes over C."""
     return evaluate_with(import_cupy(), _launch, C, f, g, eps)
 

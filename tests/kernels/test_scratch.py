@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import bigsink
-from bigsink import scaling
-from bigsink.scaling import KernelRows
+from bigsink.kernels import scaling
+from bigsink.kernels.scaling import KernelRows
 from bigsink.scratch import release_pages, scratch_array
 
 linux = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")

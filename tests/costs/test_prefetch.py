@@ -1,4 +1,4 @@
-"""Strip prefetching (bigsink.prefetch, DeviceCost) on the CPU, NumPy as the target namespace."""
+"""Strip prefetching (bigsink.costs.device) on the CPU, NumPy as the target namespace."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import zarr
 
 import bigsink
 from bigsink.costs import DeviceCost, strip_module
+from bigsink.costs.device import StripPrefetcher
 from bigsink.executors import LocalExecutor
-from bigsink.prefetch import StripPrefetcher
 
 
 @pytest.fixture()

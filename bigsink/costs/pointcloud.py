@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from .costs import BlockGrid, default_block_shape
-from .errors import InputError
+from ..errors import InputError
+from .base import BlockGrid, default_block_shape
 
 __all__ = ["METRICS", "PointCloudCost", "pairwise_cost"]
 
@@ -88,6 +88,15 @@ class PointCloudCost:
         """The same cost over other arrays of the same points (e.g. moved to a GPU)."""
         return PointCloudCost(x, y, self.metric, p=self.p, scale=self.scale,
                               block_shape=self._grid.block_shape, dtype=self._dtype)
+
+    def to_namespace(self, xp: Any) -> PointCloudCost:
+        """The points moved to ``xp``: blocks are then computed there."""
+        return self.with_points(xp.asarray(self.x), xp.asarray(self.y))
+
+    @property
+    def namespace(self) -> str:
+        """The points' array module."""
+        return type(self.x).__module__.split(".")[0]
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 from bigsink import InputError
-from bigsink.zarr_cost import ZarrCost, raw_chunk_dir
+from bigsink.costs.zarr import ZarrCost, raw_chunk_dir
 
 
 def _store(tmp_path: Path, shape: tuple[int, int], chunks: tuple[int, int], dtype: str,

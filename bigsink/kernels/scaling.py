@@ -1,4 +1,4 @@
-"""The scaling fast path: Sinkhorn on a resident kernel with absorption (Schmitzer 2019).
+"""The scaling path's kernel side: resident-kernel passes with absorption (Schmitzer 2019).
 
 When the kernel fits in this process's memory, an iteration needs no ``exp``. With offsets
 ``alpha`` (n, K), ``beta`` (m, K) (the potentials at the last absorption) the kernel
@@ -24,20 +24,20 @@ float32 when the tolerance allows (mixed precision, :func:`kernel_dtype`): the p
 memory-bound, so half the bytes is about half the time, while scalings, potentials and
 every sum stay float64. Rounding moves each entry by at most 2**-24 relative, so the fixed
 point moves by at most ~6e-8 in the L1 marginal error; the solver's exact float64
-evaluation decides convergence, and :meth:`ScalingStep.widen` rebuilds in float64 if it
-ever misses ``tol``.
+evaluation decides convergence, and the scaling step's ``refine``
+(:class:`bigsink.solver.steps.ScalingStep`) rebuilds in float64 if it ever misses ``tol``.
 
-Where the kernel lives (:func:`kernel_room`): in memory, within 40% of it, for a cost held
-or computed in this process; in a **scratch file** for a cost read from a Zarr store, which
-is never held whole in one process. The file is created in ``tempfile.gettempdir()`` (set
-``TMPDIR`` to choose the disk; a tmpfs there, which holds its files in memory, is held to
-the memory budget), unlinked at once (nothing is left behind, even by a killed
-process), its blocks reserved up front (a full disk is an error before the build, not a
-crash while writing), and mapped: a pass reads it through the OS's file cache with no copy,
-so it streams like the store itself, at the speed of memory while the file stays cached
-and of the disk when it does not. The iteration then reads the kernel instead of C: one
-read per iteration, no ``exp``, the same bytes as C for a float32 store, half for a
-float64 one in mixed precision. A pass drops each window of the file's pages from its
+Where the kernel lives (:func:`bigsink.executors.local.kernel_room`): in memory, within 40%
+of it, for a cost held or computed in this process; in a **scratch file** for a cost read
+from a Zarr store, which is never held whole in one process. The file is created in
+``tempfile.gettempdir()`` (set ``TMPDIR`` to choose the disk; a tmpfs there, which holds its
+files in memory, is held to the memory budget), unlinked at once (nothing is left behind,
+even by a killed process), its blocks reserved up front (a full disk is an error before the
+build, not a crash while writing), and mapped: a pass reads it through the OS's file cache
+with no copy, so it streams like the store itself, at the speed of memory while the file
+stays cached and of the disk when it does not. The iteration then reads the kernel instead
+of C: one read per iteration, no ``exp``, the same bytes as C for a float32 store, half for
+a float64 one in mixed precision. A pass drops each window of the file's pages from its
 mapping once done (:func:`~bigsink.scratch.release_pages`), so the process's resident set
 stays near one window whatever the kernel's size.
 
@@ -52,30 +52,24 @@ and the stage goes on in the log domain, whose jobs recompute (or re-read) the l
 of C.
 
 Scope: balanced and unbalanced problems, NumPy kernels, kernel bytes within
-:func:`kernel_space` (in process; on the workers next to resident strips, or in their
+the session's ``hold_room()`` (in process; on the workers next to resident strips, or in their
 scratch room for a streamed store). Everything else runs in the log domain.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numba as nb
 import numpy as np
 
-from . import fused
-from .costs import CostSource
-from .executors import LocalSession, Session
-from .executors.base import Held, HeldLost
-from .scratch import kernel_budget, release_pages, scratch_array, scratch_room
-from .zarr_cost import reads_store
+from ..costs import CostSource, reads_store
+from ..scratch import release_pages, scratch_array
+from . import cpu
 
-__all__ = ["ABSORB_BOUND", "MIXED_TOL", "KernelRows", "ScalingStep", "kernel_dtype",
-           "kernel_room", "kernel_space"]
+__all__ = ["ABSORB_BOUND", "FLUSH", "MIXED_TOL", "KernelRows", "chunk_rows", "kernel_dtype"]
 
 #: Absorb when ``|log u|`` or ``|log v|`` exceeds this, by storage dtype.
 ABSORB_BOUND = {np.dtype(np.float32): 10.0, np.dtype(np.float64): 100.0}
@@ -113,8 +107,8 @@ def kernel_dtype(
     True: whenever the cost is float64; False: never) stores a float64 cost's kernel in
     float32: half the bytes, and so about half the time, per iteration of the
     memory-bound pass. A batch keeps float64 so that it can share one kernel (BLAS-3
-    products would sum in float32). :meth:`ScalingStep.widen` returns to float64 if the
-    exact evaluation ever misses ``tol``.
+    products would sum in float32). The scaling step's ``refine`` returns to float64 if
+    the exact evaluation ever misses ``tol``.
     """
     dtype = np.dtype(cost_dtype)
     if mixed is None:
@@ -135,18 +129,6 @@ def chunk_rows(n: int, row_bytes: int | None = None) -> int:
     return -(-rows // ROWS_PER_STEP) * ROWS_PER_STEP
 
 
-def kernel_room(cost: CostSource) -> tuple[int, str]:
-    """Bytes the kernel of ``cost`` may take, and where it would live (for messages).
-
-    A cost read from a Zarr store gets a scratch file (:func:`~bigsink.scratch.scratch_room`:
-    the free space of the temporary directory). Any other cost gets memory:
-    :func:`~bigsink.scratch.kernel_budget`."""
-    if reads_store(cost):
-        return scratch_room()
-    budget = kernel_budget()
-    return budget, f"40% of memory ({budget / 2**30:.1f} GiB)"
-
-
 @nb.njit(inline="always", fastmath=True, cache=True)
 def _update_row(
     a: np.ndarray, u: np.ndarray, i: int, hi: int, s: float, omega: float, tau: float
@@ -155,7 +137,7 @@ def _update_row(
     the new ``u_i`` (0 for a 0-weight row, and for ``i >= hi``: a padding row, left alone).
 
     ``a``: the row weights (their unbalanced form when ``tau != 1``:
-    :meth:`ScalingStep._weights`)."""
+    ``ScalingStep._weights``)."""
     if i >= hi:
         return 0.0
     if a[i] <= 0.0:
@@ -177,7 +159,7 @@ def _scaling_pass(
 ) -> None:  # pragma: no cover - compiled
     """``u = u**(1 - omega) * (a / (Kmat v)**tau)**omega`` and ``cols[c] = sum_{i in chunk c}
     u_i Kmat_i`` in one read of ``Kmat``, for one problem: Kmat (n, m) float32 or float64;
-    v (m,); a (n,) (unbalanced form when ``tau != 1``: :meth:`ScalingStep._weights`);
+    v (m,); a (n,) (unbalanced form when ``tau != 1``: ``ScalingStep._weights``);
     u (n,) holds the previous scalings on entry; cols (ceil(n / rows), m); all sums in
     float64.
 
@@ -232,7 +214,7 @@ def _fill_kernel(
     """``out[k, i, j] = exp((alpha[i, k] + betaT[k, j] - C[i, j]) / eps)``, 0 below ``flush``,
     for a strip: C (r, m); alpha (r, K); betaT (K, m); out (K, r, m) in the storage dtype.
 
-    The fused kernels' vectorised exp (:mod:`bigsink.fused`), row by row: ``low`` takes its
+    The fused kernels' vectorised exp (:mod:`bigsink.kernels.cpu`), row by row: ``low`` takes its
     float32-accurate variant (5e-9 relative, below a float32 kernel's own rounding)."""
     r, m = C.shape
     inv = 1.0 / eps
@@ -242,21 +224,9 @@ def _fill_kernel(
             c = C[i]
             for k in range(out.shape[0]):
                 ak, bk, o = alpha[i, k], betaT[k], out[k, i]
-                fused._exp_to(bk, c, inv, -ak * inv, e, low)  # exp((beta_j - C_ij + alpha_i)/eps)
+                cpu._exp_to(bk, c, inv, -ak * inv, e, low)  # exp((beta_j - C_ij + alpha_i)/eps)
                 for j in range(m):
                     o[j] = e[j] if e[j] >= flush else 0.0
-
-
-def _shared_offset(pot: np.ndarray, w: np.ndarray, eps: float) -> tuple[np.ndarray, float]:
-    """Per-row midpoint (r, 1) of a batch's finite potentials (r, K) and the largest
-    ``|pot - midpoint| / eps`` it leaves (0-weight entries, at ``-inf``, ignored)."""
-    fin = np.where(w > 0, pot, np.nan)                               # (r, K)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)               # all-NaN rows
-        lo, hi = np.nanmin(fin, axis=1), np.nanmax(fin, axis=1)       # (r,)
-    mid = np.where(np.isfinite(lo), (lo + hi) / 2, 0.0)
-    half = np.where(np.isfinite(lo), (hi - lo) / 2, 0.0)
-    return mid[:, None], float(half.max(initial=0.0)) / eps
 
 
 @contextmanager
@@ -329,7 +299,7 @@ class KernelRows:
         """One pass: ``u = u_prev**(1 - omega) * (a / (K v)**tau)**omega`` (r, K) for this
         group's rows and its share ``t = K^T u`` (m, K) of the column sums: v (m, K),
         a (r, K) (the weights; their unbalanced form when ``tau != 1``:
-        :meth:`ScalingStep._weights`), u_prev (r, K)."""
+        ``ScalingStep._weights``), u_prev (r, K)."""
         assert self.K is not None
         Kmat = self.K
         if Kmat.shape[0] == 1 and v.shape[1] > 1:                        # shared kernel: BLAS-3
@@ -395,224 +365,3 @@ class KernelRows:
                 pc[ks] += np.einsum("ik,ik->k", up, (Kp * self._rows(p)) @ vk)  # sum P_ij C_ij
                 release_pages(Kp)
         return rows, cols * v, pc
-
-
-def kernel_space(session: Session) -> tuple[int, str]:
-    """Bytes the scaling path's kernels may take in ``session`` and where they would be
-    (for messages): :func:`kernel_room` in this process; on a cluster the session's
-    ``hold_room()`` (the workers' memory next to resident strips, their scratch room when
-    they stream a store)."""
-    if isinstance(session, LocalSession):
-        return kernel_room(session.cost)
-    room = getattr(session, "hold_room", None)
-    return room() if room is not None else (0, "this executor's memory (it holds nothing)")
-
-
-@dataclass
-class ScalingStep:
-    """One eps stage of scaling-domain iterations; called like the log-domain step.
-
-    ``step(f, g, omega) -> (f_new, g_new)`` is the same map as
-    :func:`bigsink.solver.sinkhorn_step`, or None when the scaling domain cannot continue
-    (the caller then uses the log domain for the rest of the stage).
-
-    The kernels are :class:`KernelRows` that the session holds next to C's rows (all of
-    them in this process; one group per worker on Dask, whose partial column sums are added
-    here in row order). This step keeps the potentials' side: offsets, scalings, absorption.
-
-    Unbalanced problems (``tau = rho / (rho + eps) < 1`` for a side, DESIGN.md §2) take the
-    same pass: the log-domain update ``f = eps log a - tau eps LSE_j((g_j - C_ij) / eps)``
-    is, with ``s = Kmat v`` and ``LSE = log s - alpha / eps``,
-    ``u = a exp(-(1 - tau) alpha / eps) / s**tau``, and likewise for ``v`` with ``t`` and
-    ``beta``. Near a solution ``u`` is near 1 and so is the factor's share; where the factor
-    leaves the float range (an update that moves ``f`` by far more than the absorption
-    bound: a warm start shifted by thousands of eps, say), so does ``u``, and the step
-    reports the breakdown like any other.
-
-    A float64 batch of K problems shares **one** kernel when its potentials stay within the
-    absorption bound of common offsets (the per-row midpoints of the batch): an iteration is
-    then two matrix products ``Kmat (n, m) @ v (m, K)`` and ``Kmat^T @ u`` (BLAS-3, one
-    kernel in memory). Otherwise each problem gets its own kernel, within ``budget`` bytes
-    (None: :func:`kernel_space`; float32 kernels always: their fused pass accumulates in
-    float64).
-    """
-
-    session: Session
-    a: np.ndarray
-    b: np.ndarray
-    eps: float
-    dtype: np.dtype[Any]
-    f: InitVar[np.ndarray]
-    g: InitVar[np.ndarray]
-    budget: int | None = None
-    tau: tuple[float, float] = (1.0, 1.0)
-    absorptions: int = 0
-    alpha: np.ndarray = field(init=False, repr=False)
-    beta: np.ndarray = field(init=False, repr=False)
-    held: list[Held] | None = field(init=False, repr=False, default=None)
-    _layout: tuple[int, np.dtype[Any]] | None = field(init=False, repr=False, default=None)
-
-    def __post_init__(self, f: np.ndarray, g: np.ndarray) -> None:
-        self._build(f, g)
-
-    @property
-    def Kmat(self) -> np.ndarray | None:
-        """The kernels (J, n, m) when they are held whole in this process, else None."""
-        if self.held and isinstance(self.held[0].obj, KernelRows):
-            return self.held[0].obj.K
-        return None
-
-    def close(self) -> None:
-        """Let the kernels go (on a cluster, the workers free them now)."""
-        held, self.held = self.held, None
-        if held is not None:
-            self.session.release(held)
-
-    def _lost(self, exc: HeldLost) -> None:
-        """The kernels are gone with a worker: say so, and leave the stage to the log domain
-        (its jobs recompute lost strips of C)."""
-        self.close()
-        warnings.warn(f"the scaling path's kernels were lost ({exc}): going on in the log "
-                      "domain", RuntimeWarning, stacklevel=4)
-
-    def _build(self, f: np.ndarray, g: np.ndarray) -> None:
-        """(Re)build the kernel, absorbing the potentials ``(f, g)``: one pass over C.
-
-        Shared offsets for a batch whose spread around them is within half the absorption
-        bound (room to move before the next absorption), else one kernel per problem; none
-        (``held = None``: the step then reports a breakdown) if those exceed the budget,
-        cannot be made, or are lost.
-        """
-        (n, K), m = f.shape, g.shape[0]
-        alpha, beta = f, g
-        if K > 1 and self.dtype == np.float64:   # (float32 products would sum in float32)
-            mid_f, spread_f = _shared_offset(f, self.a, self.eps)
-            mid_g, spread_g = _shared_offset(g, self.b, self.eps)
-            if max(spread_f, spread_g) <= ABSORB_BOUND[self.dtype] / 2:
-                alpha, beta = mid_f, mid_g                            # (n, 1), (m, 1)
-        layout = (alpha.shape[1], self.dtype)
-        try:
-            if self.held is None or self._layout != layout:
-                self.close()                                          # free before allocating
-                budget = kernel_space(self.session)[0] if self.budget is None else self.budget
-                if layout[0] * n * m * self.dtype.itemsize > budget:
-                    return
-                self.held, self._layout = self.session.hold(KernelRows), layout
-            betaT = np.ascontiguousarray(beta.T)                      # (J, m)
-            why = self.session.call(self.held, "build", [
-                (alpha[h.lo:h.hi], betaT, self.eps, self.dtype) for h in self.held])
-        except HeldLost as exc:
-            self._lost(exc)
-            return
-        if any(why):                               # the scratch disk filled up meanwhile
-            warnings.warn(f"{next(w for w in why if w)}: going on in the log domain",
-                          RuntimeWarning, stacklevel=3)
-            self.close()
-            return
-        self.alpha, self.beta = alpha, beta
-        self.absorptions += 1
-
-    def widen(self, f: np.ndarray, g: np.ndarray) -> bool:
-        """Store the kernel in the cost's own dtype from now on, rebuilt at ``(f, g)``: for a
-        mixed-precision kernel whose fixed point missed ``tol`` in the exact evaluation.
-        False (nothing done) when the kernel already has the cost's dtype."""
-        cost_dtype = np.dtype(self.session.cost.dtype)
-        if self.dtype == cost_dtype:
-            return False
-        self.dtype = cost_dtype
-        self._build(f, g)
-        return True
-
-    def _scalings(self, pot: np.ndarray, offset: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """``exp((pot - offset) / eps)``, 0 where the weight ``w`` is 0."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            x = np.exp((pot - offset) / self.eps)
-        return np.where(w > 0, x, 0.0)
-
-    def _weights(self) -> np.ndarray:
-        """The pass's row weights (n, K): ``a`` when balanced on the rows, else
-        ``a exp(-(1 - tau) alpha / eps)`` (see the class)."""
-        tau = self.tau[0]
-        if tau == 1.0:
-            return self.a
-        with np.errstate(over="ignore", invalid="ignore"):
-            w = self.a * np.exp(-(1.0 - tau) * self.alpha / self.eps)   # (n, K)
-        return np.where(self.a > 0, w, 0.0)
-
-    def _pass(
-        self, held: list[Held], f: np.ndarray, g: np.ndarray, omega: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Scalings ``(u, t = Kmat^T u)`` for potentials ``(f, g)``, ``u`` over-relaxed:
-        each group's sweep, its column shares added in row order."""
-        v = self._scalings(g, self.beta, self.b)                         # (m, K)
-        u_prev = self._scalings(f, self.alpha, self.a)                   # (n, K)
-        w, tau = self._weights(), self.tau[0]
-        outs = self.session.call(held, "sweep", [
-            (v, w[h.lo:h.hi], u_prev[h.lo:h.hi], omega, tau) for h in held])
-        u = outs[0][0] if len(outs) == 1 else np.concatenate([o[0] for o in outs])
-        t = outs[0][1]
-        for o in outs[1:]:
-            t = t + o[1]                                                 # (m, K), fixed order
-        return u, t
-
-    def evaluate(
-        self, f: np.ndarray, g: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Row sums (n, K), column sums (m, K) and ``<P, C>`` (K,) of the plan of ``(f, g)``
-        from a float64 kernel, ``P_ij = u_i Kmat_ij v_j`` (:meth:`KernelRows.evaluate`).
-        None for float32 kernels (the log-domain evaluation then keeps the sums in float64),
-        without a kernel, or when it is lost."""
-        if self.held is None or self.dtype != np.float64:
-            return None
-        held = self.held
-        u, v = self._scalings(f, self.alpha, self.a), self._scalings(g, self.beta, self.b)
-        try:
-            outs = self.session.call(held, "evaluate", [(u[h.lo:h.hi], v) for h in held])
-        except HeldLost as exc:
-            self._lost(exc)
-            return None
-        rows = np.concatenate([o[0] for o in outs])
-        cols, pc = outs[0][1], outs[0][2]
-        for o in outs[1:]:
-            cols, pc = cols + o[1], pc + o[2]                            # row order
-        return rows, cols, pc
-
-    def __call__(
-        self, f: np.ndarray, g: np.ndarray, omega: float = 1.0
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(f_new, g_new)`` from ``(f, g)``, over-relaxed by ``omega`` (None on breakdown,
-        or when the kernel is lost with a worker); absorbs when scalings grow."""
-        for attempt in range(2):
-            if self.held is None:                                        # over the budget
-                return None
-            try:
-                u, t = self._pass(self.held, f, g, omega)
-            except HeldLost as exc:
-                self._lost(exc)
-                return None
-            ok = (np.all(np.isfinite(u)) and np.all(u[self.a > 0] > 0)
-                  and np.all(t[self.b > 0] > 0) and np.all(np.isfinite(t)))
-            if ok:
-                break
-            if attempt == 0:   # rebuild at the incoming potentials
-                self._build(f, g)
-                continue
-            return None
-        tau_b = self.tau[1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_u = np.log(u)                                            # -inf where a_i = 0
-            log_v = np.log(np.where(self.b > 0, self.b, 1.0) / t ** tau_b)
-            if tau_b != 1.0:                                             # unbalanced: see class
-                log_v = log_v - (1.0 - tau_b) * self.beta / self.eps
-        f_new = np.where(self.a > 0, self.alpha + self.eps * log_u, -np.inf)
-        g_sink = self.beta + self.eps * log_v                            # plain g-update
-        with np.errstate(invalid="ignore"):                              # -inf where b_j = 0
-            g_rel = g + omega * (g_sink - g) if omega != 1.0 else g_sink
-        g_new = np.where(self.b > 0, g_rel, -np.inf)
-        bound = ABSORB_BOUND[self.dtype]
-        with np.errstate(invalid="ignore"):                              # -inf - -inf
-            log_v_new = (g_new - self.beta)[self.b > 0] / self.eps
-        if max(np.abs(log_u[self.a > 0]).max(initial=0.0),
-               np.abs(log_v_new).max(initial=0.0)) > bound:
-            self._build(f_new, g_new)
-        return f_new, g_new

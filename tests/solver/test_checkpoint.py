@@ -13,8 +13,8 @@ import pytest
 
 import bigsink
 from bigsink import DenseCost, InputError
-from bigsink.checkpoint import load_checkpoint
 from bigsink.executors import LocalExecutor
+from bigsink.solver.checkpoint import load_checkpoint
 
 
 class Crash(RuntimeError):
@@ -74,7 +74,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(r3_problem: Any, tmp_path
 
 
 def _fp(a: np.ndarray, b: np.ndarray, shape: tuple[int, int], eps: float = EPS) -> Any:
-    from bigsink.checkpoint import fingerprint
+    from bigsink.solver.checkpoint import fingerprint
 
     return fingerprint(shape, a[:, None], b[:, None], eps, np.inf, np.inf)
 

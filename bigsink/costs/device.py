@@ -1,4 +1,8 @@
-"""Read the next strip of a cost source while the current one is being computed on.
+"""Costs whose strips are made in another array namespace (a GPU), read one strip ahead.
+
+:class:`DeviceCost` moves each strip of a source to the device when it is read;
+:func:`on_device` gives any cost source in a namespace (asking its ``to_namespace`` member
+first: a matrix moves once, a point cloud moves its points).
 
 :class:`StripPrefetcher` serves ``rows(start, stop)`` requests from one background thread
 that reads (and moves to the device) the strip expected next. Solvers ask for the same strips
@@ -31,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PinnedCopier", "PrefetchStats", "StripPrefetcher"]
+from .base import CostSource, MappedCost
+
+__all__ = ["DeviceCost", "PinnedCopier", "PrefetchStats", "StripPrefetcher", "on_device"]
 
 Array = Any
 Key = tuple[int, int]
@@ -163,3 +169,81 @@ class PinnedCopier:
                 out.set(host, stream=self._stream)
             self._stream.synchronize()
         return out
+
+
+class DeviceCost(MappedCost):
+    """A cost source whose strips are moved into another array namespace (e.g. CuPy).
+
+    Each strip is read from ``source`` and copied to the device once per use; the kernels
+    then run there. Used by ``solve(..., device="gpu")`` for stored and streamed costs.
+    With ``prefetch`` (default), strips come from a :class:`~bigsink.prefetch.StripPrefetcher`:
+    the next strip is read (and, for CuPy, copied to the GPU through a pinned buffer on its
+    own stream, :class:`~bigsink.prefetch.PinnedCopier`) on a background thread while the
+    current one is computed on.
+
+    Args:
+        source: any cost source.
+        xp: the target array namespace (``cupy``; any array-API namespace works).
+        prefetch: read one strip ahead on a background thread (in this process; a copy
+            unpickled elsewhere reads on request).
+    """
+
+    def __init__(self, source: CostSource, xp: Any, prefetch: bool = True) -> None:
+        super().__init__(source)
+        self.xp = xp
+        self.prefetch = prefetch
+        self._prefetcher: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"source": self.source, "xp": self.xp.__name__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (on a Dask worker): no read-ahead, as tasks there come in no
+        predictable order and a wrong guess would read a strip for nothing."""
+        import importlib
+
+        self.__init__(  # type: ignore[misc]
+            state["source"], importlib.import_module(state["xp"]), prefetch=False
+        )
+
+    def apply(self, x: Array) -> Array:
+        """``x`` on the device."""
+        return self.xp.asarray(x)
+
+    @property
+    def prefetcher(self) -> Any:
+        """The :class:`~bigsink.prefetch.StripPrefetcher` serving :meth:`rows` (made on first
+        use, so each process that unpickles this cost gets its own thread)."""
+        if self._prefetcher is None:
+            if getattr(self.xp, "__name__", "") == "cupy":
+                copier = PinnedCopier(self.xp)
+                self._prefetcher = StripPrefetcher(self.source, copier.move, copier.staging)
+            else:
+                self._prefetcher = StripPrefetcher(self.source, self.apply)
+        return self._prefetcher
+
+    def rows(self, start: int, stop: int) -> Array:
+        """Rows ``[start, stop)`` of the source on the device (read ahead with ``prefetch``)."""
+        if not self.prefetch:
+            return self.apply(self.source.rows(start, stop))
+        return self.prefetcher.rows(start, stop)
+
+    @property
+    def namespace(self) -> str:
+        """The target namespace's module name."""
+        return str(getattr(self.xp, "__name__", "")).split(".")[0]
+
+    def to_namespace(self, xp: Any) -> CostSource:
+        """The source itself in ``xp`` (no second wrapper)."""
+        return on_device(self.source, xp)
+
+    def __repr__(self) -> str:
+        return f"DeviceCost({self.source!r}, xp={self.xp.__name__})"
+
+
+def on_device(cost: CostSource, xp: Any) -> CostSource:
+    """``cost`` with its strips produced in namespace ``xp``: its own ``to_namespace(xp)``
+    when it has one (an in-memory matrix moves once, a point cloud moves its coordinates),
+    else a :class:`DeviceCost`, which moves each strip when it is read."""
+    to_namespace = getattr(cost, "to_namespace", None)
+    return to_namespace(xp) if to_namespace is not None else DeviceCost(cost, xp)

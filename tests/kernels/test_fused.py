@@ -9,7 +9,9 @@ import ot
 import pytest
 
 import bigsink
-from bigsink import fused, kernels
+import bigsink.kernels as fused
+from bigsink.kernels import cpu
+from bigsink.kernels import reference as kernels
 
 #: float64 costs: the fused kernels match the reference to 1e-12; float32 costs use a
 #: float32-accurate exp (~5e-9), i.e. they match to float32 precision.
@@ -34,9 +36,9 @@ def _lse(pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 def test_exp_matches_numpy() -> None:
     x = np.concatenate([np.linspace(-708, 709.4, 200_001), [0.0, -1e-300, 1e-300]])
-    rel = np.abs(fused.exp(x) - np.exp(x)) / np.exp(x)
+    rel = np.abs(cpu.exp(x) - np.exp(x)) / np.exp(x)
     assert rel.max() < 5e-16
-    special = fused.exp(np.array([-np.inf, -1000.0, -709.0, 710.0, np.inf]))
+    special = cpu.exp(np.array([-np.inf, -1000.0, -709.0, 710.0, np.inf]))
     assert list(special[:3]) == [0.0, 0.0, 0.0] and np.all(np.isinf(special[3:]))
 
 
@@ -157,13 +159,13 @@ def test_solve_fused_equals_generic_and_pot(eps: float, monkeypatch: pytest.Monk
 def test_solve_float32_cost_and_precision_warning() -> None:
     C = _points(200, 2)
     r64 = bigsink.solve(C, eps=1e-2, tol=1e-8, progress=False)
-    with pytest.warns(fused.PrecisionWarning, match="float32"):
+    with pytest.warns(bigsink.PrecisionWarning, match="float32"):
         r32 = bigsink.solve(C.astype(np.float32), eps=1e-2, tol=1e-8, progress=False)
     assert r32.converged
     # the float32 rounding of C (<= 6e-8 relative) moves <P, C> by about that much
     np.testing.assert_allclose(r32.transport_cost, r64.transport_cost, rtol=1e-5)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", fused.PrecisionWarning)
+        warnings.simplefilter("error", bigsink.PrecisionWarning)
         bigsink.solve(C.astype(np.float32), eps=1e-2, tol=1e-6, progress=False)
 
 
@@ -180,13 +182,13 @@ def test_batched_solve_matches_single() -> None:
 def test_exp_variants_have_their_own_cache_entries() -> None:
     # closures of one factory share a qualified name, hence numba's on-disk cache index,
     # where concurrent processes once swapped the two polynomials' machine code
-    names = {f.py_func.__qualname__ for f in (fused._exp_row, fused._exp_row_f32)}
+    names = {f.py_func.__qualname__ for f in (cpu._exp_row, cpu._exp_row_f32)}
     assert len(names) == 2
     x = np.linspace(-5.0, 5.0, 1001)
     out = np.empty_like(x)
-    fused._exp_row(x, np.zeros_like(x), 1.0, 0.0, out)
+    cpu._exp_row(x, np.zeros_like(x), 1.0, 0.0, out)
     np.testing.assert_allclose(out, np.exp(x), rtol=4e-16)
-    fused._exp_row_f32(x, np.zeros_like(x), 1.0, 0.0, out)
+    cpu._exp_row_f32(x, np.zeros_like(x), 1.0, 0.0, out)
     assert 1e-12 < np.max(np.abs(out / np.exp(x) - 1)) < 1e-8      # the cheaper variant
 
 

@@ -1,0 +1,101 @@
+"""The one atomic writer: every file or directory bigsink writes appears whole or not at all.
+
+An output is built under a temporary name next to its destination (``PATH.tmp-XXXX``) and
+renamed into place only once complete, so a crash or an error never leaves a partial file,
+array or group at the requested path. Replacing a directory moves the old one aside first
+(``PATH.old-XXXX``, removed after the rename): for an instant neither is at ``PATH``, and a
+reader that finds nothing there can use :func:`old_copies` (checkpoints do). Outputs are
+local (a rename is atomic there; object stores have no such operation).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .errors import InputError
+
+__all__ = ["FORMAT", "atomic_path", "check_target", "local_path", "old_copies", "remove"]
+
+#: Format marker stored in the attributes of every Zarr group or array bigsink writes.
+FORMAT = "bigsink"
+
+
+def local_path(name: str, path: Any) -> str:
+    """``path`` as an absolute local file-system path, or an InputError naming ``name`` for
+    a URL or something that is not a path."""
+    if not isinstance(path, str | bytes) and not hasattr(path, "__fspath__"):
+        raise InputError(f"{name} must be a local path; got {path!r}.")
+    where = os.fsdecode(os.fspath(path))
+    if "://" in where:
+        raise InputError(
+            f"{name}: {where!r} is a URL; bigsink writes outputs to local directories only "
+            "(a rename is atomic there). Write locally, then copy to the object store."
+        )
+    return os.path.abspath(where)
+
+
+def check_target(name: str, path: str, overwrite: bool) -> None:
+    """InputError unless ``path`` may be written (free, or ``overwrite``) in an existing
+    directory."""
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise InputError(f"{name}: the parent directory {parent!r} does not exist; create it.")
+    if os.path.lexists(path) and not overwrite:
+        raise InputError(
+            f"{name}: {path!r} already exists. Choose another path or pass overwrite=True "
+            "(--overwrite on the command line)."
+        )
+
+
+def remove(path: str) -> None:
+    """Remove a file, link or directory tree if it is there."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def old_copies(path: str) -> list[str]:
+    """Older copies of ``path`` left by an interrupted replacement, oldest first."""
+    return sorted(glob.glob(glob.escape(path) + ".old-*"), key=os.path.getmtime)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], overwrite: bool = True) -> Iterator[str]:
+    """Yield a temporary name next to ``path`` to write a file or directory under; when the
+    block ends without an exception, move it to ``path``.
+
+    On an exception the temporary output is removed and nothing changes at ``path``. An
+    existing ``path`` is replaced when ``overwrite`` (a file in one atomic rename; a
+    directory is moved aside first and removed after), else InputError: it appeared while
+    the output was being written.
+    """
+    target = os.path.abspath(os.fspath(path))
+    tag = uuid.uuid4().hex[:12]
+    tmp = f"{target}.tmp-{tag}"
+    try:
+        yield tmp
+    except BaseException:
+        remove(tmp)
+        raise
+    old = None
+    if os.path.lexists(target):
+        if not overwrite:
+            remove(tmp)
+            raise InputError(f"{target!r} appeared while it was being written; not replacing it.")
+        if (os.path.isdir(target) and not os.path.islink(target)) or os.path.isdir(tmp):
+            old = f"{target}.old-{tag}"
+            os.rename(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        remove(tmp)
+        raise
+    if old is not None:
+        remove(old)

@@ -1,0 +1,44 @@
+"""Where C comes from: the cost-source protocol and its sources.
+
+Every source follows :class:`CostSource` (``shape``, ``dtype``, ``grid``, ``block``,
+``rows``; optionally ``namespace``, ``reads_store``, ``to_namespace``). The sources:
+:class:`DenseCost` (an in-memory array), :class:`ZarrCost` (a Zarr v3 store),
+:class:`PointCloudCost` (two point clouds and a metric, computed block by block) and
+:class:`DeviceCost` (any source's strips moved to a GPU, read one ahead). Nothing in this
+wing imports the kernels, the executors or the solver.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import (
+    BlockGrid,
+    CostSource,
+    MappedCost,
+    default_block_shape,
+    reads_store,
+    strip_module,
+)
+from .dense import DenseCost
+from .device import DeviceCost, on_device
+from .pointcloud import METRICS, PointCloudCost, pairwise_cost
+from .zarr import ZarrCost
+
+__all__ = [
+    "METRICS", "BlockGrid", "CostSource", "DenseCost", "DeviceCost", "MappedCost",
+    "PointCloudCost", "ZarrCost", "as_cost", "default_block_shape", "on_device",
+    "pairwise_cost", "reads_store", "strip_module",
+]
+
+
+def as_cost(cost: Any) -> CostSource:
+    """Turn what the user passed as ``cost`` into a cost source.
+
+    Accepts a cost source, an (n, m) array, or a path/URL string to a Zarr array.
+    """
+    if isinstance(cost, CostSource):
+        return cost
+    if isinstance(cost, str | bytes) or hasattr(cost, "__fspath__"):
+        return ZarrCost(cost)
+    return DenseCost(cost)

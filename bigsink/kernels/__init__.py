@@ -1,0 +1,128 @@
+"""Pure per-strip Sinkhorn maths, and the one dispatcher that picks an implementation.
+
+Three implementations of the same strip kernels (signatures and conventions in
+:mod:`bigsink.kernels.reference`):
+
+* :mod:`~bigsink.kernels.reference`: array-API code for any namespace (NumPy, CuPy,
+  array-api-strict) and dtype;
+* :mod:`~bigsink.kernels.cpu`: fused numba kernels for NumPy float32/float64 strips (one
+  read of C, one ``exp`` per element);
+* :mod:`~bigsink.kernels.cuda`: their CUDA twins for CuPy float32/float64 strips.
+
+:func:`sinkhorn_strip`, :func:`evaluate_strip` and :func:`merge_pairs` here send each strip
+to the fastest implementation that fits it, so executors and the solver call these names
+only. :mod:`~bigsink.kernels.scaling` holds the resident-kernel passes of the scaling path.
+Nothing in this wing imports Dask, Zarr, Ray, the executors or the solver.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .._xp import is_cupy_array
+from ..errors import PrecisionWarning
+from . import cpu, cuda, reference
+from .reference import (
+    Pair,
+    add_partials,
+    column_pair,
+    lse_pair,
+    merge_scan,
+    pair_to_lse,
+    plan_strip,
+    potential_update,
+    scan_strip,
+    topk_strip,
+    tree_reduce,
+)
+
+__all__ = [
+    "FLOAT32_TOL", "Pair", "add_partials", "check_tolerance", "column_pair", "evaluate_strip",
+    "fused_available", "lse_pair", "merge_pairs", "merge_scan", "pair_to_lse", "plan_strip",
+    "potential_update", "runs_whole", "scan_strip", "sinkhorn_strip", "strip_kernels",
+    "topk_strip", "tree_reduce",
+]
+
+#: Below this L1 tolerance a float32 cost cannot tell the answer apart (float32 epsilon
+#: ~1.2e-7, accumulated over the rounding of C against eps): :func:`check_tolerance` warns.
+FLOAT32_TOL = 1e-7
+
+
+def _implementation(C: Any, *others: Any) -> ModuleType:
+    """The module whose kernels run on the strip ``C`` with arguments ``others``: CUDA for
+    CuPy float32/float64 strips, numba for NumPy ones, else the reference kernels."""
+    if is_cupy_array(C) and cuda.fits(C):
+        return cuda
+    if cpu.fits(C, *others):
+        return cpu
+    return reference
+
+
+def sinkhorn_strip(
+    C: Any, start: int, log_a: Any, f_prev: Any, g: Any, eps: float, tau: float,
+    omega: float = 1.0,
+) -> tuple[Any, Pair]:
+    """One fused Sinkhorn pass over a strip, new ``f`` rows and column partials
+    (:func:`bigsink.kernels.reference.sinkhorn_strip`), by the implementation that fits."""
+    impl = _implementation(C, log_a, f_prev, g)
+    return impl.sinkhorn_strip(C, start, log_a, f_prev, g, eps, tau, omega)
+
+
+def evaluate_strip(C: Any, start: int, f: Any, g: Any, eps: float) -> tuple[Any, Any]:
+    """Plan marginals and ``<P, C>`` of a strip
+    (:func:`bigsink.kernels.reference.evaluate_strip`), by the implementation that fits."""
+    return _implementation(C, f, g).evaluate_strip(C, start, f, g, eps)
+
+
+def merge_pairs(p: Pair, q: Pair) -> Pair:
+    """The stable pair merge (DESIGN.md §2; :func:`bigsink.kernels.reference.merge_pairs`):
+    one vectorised numba pass for NumPy float64 pairs (:func:`bigsink.kernels.cpu.merge_pairs`),
+    the reference merge otherwise."""
+    return cpu.merge_pairs(p, q)
+
+
+def runs_whole(kernel: Any, C: Any) -> bool:
+    """Whether ``kernel`` on the strip ``C`` is a fused kernel that needs only O(r + m)
+    temporaries (numba or CUDA), so that an executor need not cut the strip into chunks."""
+    return kernel in (sinkhorn_strip, evaluate_strip) and _implementation(C) is not reference
+
+
+def fused_available(dtype: Any, namespace: Any = np) -> bool:
+    """Whether strips of ``dtype`` in ``namespace`` get fused kernels (numba for NumPy,
+    CUDA for CuPy)."""
+    return (
+        (namespace is np or getattr(namespace, "__name__", "") == "cupy")
+        and np.dtype(dtype) in (np.float32, np.float64)
+    )
+
+
+def strip_kernels(
+    dtype: Any, namespace: Any = np
+) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    """``(sinkhorn, evaluate, column)`` strip kernels for costs of ``dtype`` in ``namespace``.
+
+    NumPy and CuPy float32/float64 get the fused kernels (the column fallback, rare, stays
+    generic); other namespaces (array-api-strict) and dtypes get the reference kernels.
+    """
+    if fused_available(dtype, namespace):
+        return sinkhorn_strip, evaluate_strip, column_pair
+    return reference.sinkhorn_strip, reference.evaluate_strip, column_pair
+
+
+def check_tolerance(dtype: Any, tol: float, stacklevel: int = 2) -> None:
+    """Warn (:class:`~bigsink.errors.PrecisionWarning`) when ``tol`` is below what a ``dtype``
+    cost resolves."""
+    if np.dtype(dtype) == np.float32 and tol < FLOAT32_TOL:
+        warnings.warn(
+            PrecisionWarning(
+                f"tol={tol:g} is below the precision of a float32 cost (~{FLOAT32_TOL:g}): "
+                "the marginals still converge, but <P, C> and the potentials only carry "
+                "float32 accuracy. Use a float64 cost, or tol >= 1e-7."
+            ),
+            stacklevel=stacklevel + 1,
+        )

@@ -1,0 +1,205 @@
+"""The solver wing: :func:`solve`, written once over four parts.
+
+* :mod:`~bigsink.solver.config`: the frozen :class:`SinkhornConfig`, the eps schedule and
+  the resident-kernel policy;
+* :mod:`~bigsink.solver.steps`: the :class:`~bigsink.solver.steps.Step` contract and its
+  steps (log domain, scaling path, fallback);
+* :mod:`~bigsink.solver.loop`: the one loop, written against that contract;
+* :mod:`~bigsink.solver.finish`: costs, errors and checks of the returned potentials;
+  :mod:`~bigsink.solver.checkpoint` and :mod:`~bigsink.solver.hooks` beside them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .._xp import device_namespace
+from ..costs import as_cost, on_device
+from ..errors import InputError
+from ..executors import StripJob, make_executor
+from ..kernels import check_tolerance, column_pair, merge_pairs, pair_to_lse, potential_update
+from ..problem import Problem, log0, make_problem
+from ..result import SinkhornResult
+from .checkpoint import Checkpointer, check_cost_range
+from .checkpoint import check_arguments as checkpoint_arguments
+from .config import SinkhornConfig, eps_schedule, resident_dtype
+from .finish import finish
+from .hooks import chain, user_hook
+from .hooks import progress as progress_hook
+from .loop import SolverState, iterate, scan, translate
+from .steps import Evaluation, evaluate, stage_steps
+
+__all__ = ["Evaluation", "SinkhornConfig", "SolverState", "eps_schedule", "evaluate", "solve",
+           "translate"]
+
+
+def _check_init(init: Any, problem: Problem) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Validate warm-start potentials ``(f, g)``; either may be None."""
+    if init is None:
+        return None, None
+    try:
+        f0, g0 = init
+    except (TypeError, ValueError):
+        raise InputError("init must be a pair (f, g) of potentials (either may be None).") from None
+    out: list[np.ndarray | None] = []
+    for name, x, size in (("f", f0, problem.shape[0]), ("g", g0, problem.shape[1])):
+        if x is None:
+            out.append(None)
+            continue
+        arr = np.asarray(x, dtype=np.float64)
+        arr = arr[:, None] if arr.ndim == 1 else arr                      # (size, 1 or K)
+        if arr.ndim != 2 or arr.shape[0] != size or arr.shape[1] not in (1, problem.K):
+            raise InputError(
+                f"init {name}: expected {size} potentials (or ({size}, {problem.K})), "
+                f"got shape {np.shape(x)}."
+            )
+        if not np.isfinite(arr).all():
+            raise InputError(f"init {name} contains non-finite potentials.")
+        out.append(np.broadcast_to(arr, (size, problem.K)).copy())
+    return out[0], out[1]
+
+
+def solve(
+    cost: Any,
+    a: Any = None,
+    b: Any = None,
+    *,
+    eps: float,
+    tol: float = 1e-6,
+    max_iter: int = 10_000,
+    rho: float = math.inf,
+    rho_a: float | None = None,
+    rho_b: float | None = None,
+    init: tuple[Any, Any] | None = None,
+    eps_scaling: bool | None = None,
+    eps_decay: float | None = None,
+    executor: Any = None,
+    client: Any = None,
+    device: str | None = None,
+    progress: bool | None = None,
+    checkpoint: Any = None,
+    checkpoint_every: int = 50,
+    resume: bool = False,
+    resident_kernel: bool | None = None,
+    omega: float | None = None,
+    mixed_precision: bool | None = None,
+    callback: Callable[[int, float], None] | None = None,
+) -> SinkhornResult:
+    """Solve entropic optimal transport ``min <P,C> + eps*KL(P || a b^T)`` (DESIGN.md §1).
+
+    Args:
+        cost: an (n, m) array (NumPy/CuPy), a cost source (:class:`DenseCost`, ...) or a
+            path/URL of a Zarr array.
+        a, b: marginals (n,) and (m,), or (n, K) / (m, K) to solve K problems with one pass
+            over C per iteration; default uniform.
+        eps: entropic regularisation (> 0).
+        tol: stop when the L1 marginal error is at most this (for unbalanced problems: the
+            L1 change of the row scaling between iterations).
+        max_iter: iteration budget over all eps stages.
+        rho, rho_a, rho_b: KL marginal penalties for unbalanced transport (``inf`` = balanced;
+            ``rho_a``/``rho_b`` override ``rho`` for one side). The problem solved is then
+            ``min_P <P,C> + eps*KL(P || a b^T) + rho_a*KL(P 1 || a) + rho_b*KL(P^T 1 || b)``
+            (POT ``sinkhorn_unbalanced(reg_type="kl")``), by the updates
+            ``f = eps*log a - tau*eps*LSE_j((g_j - C_ij)/eps)``, ``tau = rho/(rho + eps)``.
+            ``reg_cost`` then includes the two penalty terms and ``dual_cost`` is the
+            matching dual (see :class:`SinkhornResult`). Each iteration ends with the
+            translation ``(f + lam, g - lam)`` that maximises the dual along that line
+            (:func:`translate`): without it, the shift mode is damped only by ``1 - tau``
+            per iteration, and large ``rho/eps`` took thousands of iterations.
+        init: warm start ``(f, g)`` potentials (either may be None).
+        eps_scaling: None (auto: on when ``spread(C)/eps`` exceeds 1000 with adaptive
+            over-relaxation, else 16, and no ``init``), True, False.
+        eps_decay: ratio between consecutive eps stages (0 < eps_decay < 1); None: 0.1 with
+            adaptive over-relaxation, else 0.5.
+        executor: ``"local"`` (default) or an :class:`~bigsink.executors.Executor`.
+        client: a ``distributed.Client`` or scheduler address: run on Dask.
+        device: None (where the cost lives), "cpu", or "gpu" (CuPy; strips are moved to the
+            GPU once per use and kernels run there). Results are NumPy either way.
+        progress: progress bar; None shows it on a terminal only.
+        checkpoint: a local directory: every ``checkpoint_every`` iterations and at each eps
+            stage the state (f, g, stage, schedule, history) is written there atomically as
+            a Zarr group (:mod:`bigsink.checkpoint`).
+        checkpoint_every: iterations between checkpoints.
+        resume: continue from the checkpoint at ``checkpoint`` (its eps schedule and state;
+            ``init`` and ``eps_scaling`` are then ignored) to the same answer as an
+            uninterrupted run; without a checkpoint there yet, start from the beginning.
+        resident_kernel: the scaling fast path (:mod:`bigsink.kernels.scaling`): keep the kernel
+            ``exp((f + g - C)/eps)``, so an iteration is one read of it and no ``exp``,
+            with absorption keeping it stable. It is kept in memory, or, for a cost read
+            from a Zarr store (never held whole in one process), in a mapped scratch file
+            in ``TMPDIR``; on Dask, by the workers next to their resident strips of C.
+            None (auto): on for NumPy problems whose kernel fits (local executor:
+            40% of memory, or the scratch disk's free space less 1 GiB, and 40% of memory
+            at most if ``TMPDIR`` is a tmpfs; Dask: resident mode, within half of the
+            workers' memory limits less C); True: require it (InputError if not
+            possible); False: log domain only.
+            Same iterates either way (up to the kernel's precision, see
+            ``mixed_precision``).
+        omega: over-relaxation of the updates, ``f <- f + omega*(f_sinkhorn - f)`` (same for
+            g). None (default): adaptive, starting plain and raising
+            omega towards the SOR optimum estimated from the observed convergence rate
+            (:class:`Relaxation`); a number in (0, 2): fixed; 1: plain Sinkhorn. The fixed
+            point, and so the answer, is the same for every omega.
+        mixed_precision: store a float64 cost's resident kernel in float32 (half the bytes
+            read per iteration; potentials and sums stay float64). None (auto): when
+            ``tol >= 1e-7`` and one problem is solved; True: always; False: never. If the
+            exact float64 evaluation misses ``tol``, the kernel is rebuilt in float64 and
+            the iterations go on, so the answer meets ``tol`` either way
+            (:func:`bigsink.kernels.scaling.kernel_dtype`).
+        callback: called after every iteration as ``callback(n_iter, err)``: the
+            iterations so far and the L1 row marginal error before the last one (for
+            logging, or timing iterations apart from the solve's one-off costs).
+
+    Returns:
+        A :class:`SinkhornResult`. Warns (ConvergenceWarning) when not converged.
+
+    Raises:
+        InputError: on bad input, before any iteration.
+        NumericalError: instead of returning non-finite potentials or a vanished plan.
+    """
+    t0 = time.perf_counter()
+    src = as_cost(cost)
+    if device is not None:
+        src = on_device(src, device_namespace(device))
+    problem = make_problem(src.shape, a, b, eps, rho, rho_a, rho_b)
+    config = SinkhornConfig.make(tol, max_iter, omega, eps_scaling, eps_decay, resident_kernel,
+                                 mixed_precision)
+    check_tolerance(src.dtype, config.tol, stacklevel=2)
+    f0, g0 = _check_init(init, problem)
+    resumed, fp = checkpoint_arguments(checkpoint, checkpoint_every, resume, problem)
+    user = user_hook(callback)
+    session = make_executor(executor, client).open(src, problem.K)
+    try:
+        stats = scan(session, src)
+        schedule = config.schedule(problem.eps, stats.spread, init is not None)
+        if resumed is not None:
+            check_cost_range(resumed, (stats.lo, stats.hi), checkpoint)
+            schedule = resumed.schedule
+            f0, g0 = resumed.f, resumed.g
+        if g0 is None and f0 is not None:  # g from the given f: one column pass
+            _, col = session.run(StripJob(column_pair, merge_pairs, (f0,), (schedule[0],)))
+            g0 = potential_update(log0(problem.b), pair_to_lse(col), schedule[0],
+                                  problem.tau(schedule[0])[1])
+        start = SolverState(0, f0, g0 if g0 is not None else np.zeros(problem.b.shape), 0)
+        if resumed is not None:
+            start = SolverState(resumed.stage, f0, resumed.g, resumed.n_iter, resumed.history)
+        hooks = [progress_hook(progress), user]
+        if checkpoint is not None:
+            hooks.append(Checkpointer(checkpoint, checkpoint_every, schedule, fp,
+                                      (stats.lo, stats.hi)))
+        kernel = resident_dtype(config.resident_kernel, session, src, problem, config.tol,
+                                config.mixed_precision)
+        state, ev, converged = iterate(session, problem, schedule, start, config,
+                                       stage_steps(session, problem, kernel), chain(hooks))
+        if ev is None:
+            assert state.f is not None
+            ev = evaluate(session, state.f, state.g, schedule[-1])
+    finally:
+        session.close()
+    return finish(problem, state, ev, schedule, config.tol, converged,
+                  time.perf_counter() - t0, src)

@@ -1,0 +1,105 @@
+"""From the final potentials to a :class:`~bigsink.result.SinkhornResult`: costs, dual,
+marginal errors and the checks that no non-finite or massless plan is ever returned."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..costs import CostSource
+from ..errors import ConvergenceWarning, NumericalError
+from ..problem import Problem, log0
+from ..result import History, MarginalError, SinkhornResult
+from .loop import SolverState
+from .steps import Evaluation
+
+__all__ = ["finish"]
+
+
+def _dot(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``sum_i w_i x_i`` per batch column, with ``0 * inf`` counted as 0."""
+    return np.where(w == 0, 0.0, w * np.where(w == 0, 0.0, x)).sum(axis=0)
+
+
+def _kl(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Generalised KL ``sum x log(x/y) - x + y`` per batch column."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(x > 0, x * (np.log(x) - log0(y)), 0.0)
+    return (t - x + y).sum(axis=0)
+
+
+def finish(
+    problem: Problem,
+    state: SolverState,
+    ev: Evaluation,
+    schedule: Sequence[float],
+    tol: float,
+    converged: bool,
+    seconds: float,
+    cost: CostSource | None,
+) -> SinkhornResult:
+    """Costs, errors and checks of the final potentials, as a :class:`SinkhornResult`.
+
+    Raises NumericalError rather than return non-finite potentials or a vanished plan.
+    """
+    f, g, eps = state.f, state.g, schedule[-1]
+    assert f is not None
+    a, b = problem.a, problem.b
+    mass = ev.rows.sum(axis=0)                                        # (K,)
+    finite = np.all(np.isfinite(f[a > 0])) and np.all(np.isfinite(g[b > 0]))
+    if not finite or not np.all(np.isfinite(mass)) or np.any(mass <= 1e-12 * a.sum(axis=0)):
+        raise NumericalError(
+            f"the solve at eps={eps:g} produced non-finite potentials or a plan with no mass "
+            f"(mass {mass}); this is a bug in bigsink, please report it with the problem."
+        )
+    pc = ev.transport_cost                                            # (K,) <P, C>
+    p_log_p = (_dot(ev.rows, f) + _dot(ev.cols, g) - pc) / eps        # sum P log P
+    kl = p_log_p - _dot(ev.rows, log0(a)) - _dot(ev.cols, log0(b)) - mass + a.sum(0) * b.sum(0)
+    reg = pc + eps * kl                                               # (K,) balanced part
+    dual = -eps * (mass - a.sum(0) * b.sum(0))                        # (K,) -eps<ab^T, e^.-1>
+    for w, pot, marg, rho in ((a, f, ev.rows, problem.rho_a), (b, g, ev.cols, problem.rho_b)):
+        if problem.balanced:
+            dual = dual + _dot(w, pot)                                # <a, f> + <b, g>
+            continue
+        with np.errstate(invalid="ignore"):
+            pot_kl = pot - eps * log0(w)                              # potential of the KL form
+        if math.isinf(rho):
+            dual = dual + _dot(w, pot_kl)
+        else:
+            reg = reg + rho * _kl(marg, w)                            # + rho*KL(P1 || a)
+            with np.errstate(invalid="ignore", over="ignore"):
+                dual = dual - rho * _dot(w, np.expm1(-pot_kl / rho))  # - rho<a, e^{-f/rho}-1>
+    row_err, col_err = ev.errors(problem)
+    if problem.balanced:
+        converged = bool(max(row_err.max(), col_err.max()) <= tol)
+    hist = np.array(state.history, dtype=float).reshape(-1, 3)
+
+    def sq(x: np.ndarray) -> Any:
+        """Drop the batch axis of an unbatched problem: (., 1) -> (.,), (1,) -> float."""
+        if problem.batched:
+            return x
+        return x[..., 0] if x.ndim > 1 else float(x[0])
+
+    result = SinkhornResult(
+        f=sq(f), g=sq(g), eps=float(eps),
+        transport_cost=sq(pc), reg_cost=sq(reg), dual_cost=sq(dual),
+        marginal_error=MarginalError(sq(row_err), sq(col_err)), mass=sq(mass),
+        n_iter=state.n_iter, converged=converged,
+        history=History(hist[:, 0].astype(int), hist[:, 1], hist[:, 2]),
+        eps_stages=tuple(float(e) for e in schedule), rho_a=problem.rho_a, rho_b=problem.rho_b,
+        tol=tol, seconds=seconds, cost=cost,
+    )
+    if not converged:
+        warnings.warn(
+            ConvergenceWarning(
+                f"Sinkhorn did not converge in {state.n_iter} iterations: marginal error "
+                f"row {row_err.max():.3g}, col {col_err.max():.3g} > tol {tol:g} "
+                f"(eps={eps:g}). Raise max_iter, or use eps-scaling (eps_scaling=True)."
+            ),
+            stacklevel=3,
+        )
+    return result

@@ -1,0 +1,430 @@
+"""The Step contract and its steps: one eps stage's Sinkhorn map, written once each.
+
+A :class:`Step` is what :func:`bigsink.solver.loop.iterate` runs; the loop knows nothing
+else about it::
+
+    step(f, g, omega) -> (f, g) | None   one pass over C: f, then g (None: breakdown)
+    evaluate(f, g) -> Evaluation | None  exact marginal sums when the step has them for free
+    refine(f, g) -> bool                 make later iterates more exact (wider precision)
+    close()                              release what the step holds (worker memory, scratch)
+
+* :class:`LogStep`: the log-domain iteration, one fused pass over C per call
+  (:func:`bigsink.kernels.sinkhorn_strip`: one read of C and one ``exp`` per element);
+* :class:`ScalingStep`: the scaling domain on a resident kernel with absorption (the kernel
+  itself, built and swept where C's rows are, is :class:`bigsink.kernels.scaling.KernelRows`;
+  this is the coordinator's side: offsets, scalings, absorption);
+* :class:`Fallback`: a primary step and a backup; the breakdown rule (close the primary,
+  go on with the backup for the rest of the stage) lives here and nowhere else.
+
+:func:`stage_steps` makes the factory the loop opens each stage's step with, from the
+resident-kernel policy (:func:`bigsink.solver.config.resident_dtype`). A new kind of
+iteration (truncated, multiscale, GPU-resident) is a new Step; the loop does not change.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import InitVar, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..executors import Session, StripJob
+from ..executors.base import Held, HeldLost
+from ..kernels import (
+    add_partials,
+    column_pair,
+    evaluate_strip,
+    merge_pairs,
+    pair_to_lse,
+    potential_update,
+    reference,
+    sinkhorn_strip,
+)
+from ..kernels.scaling import ABSORB_BOUND, KernelRows
+from ..problem import Problem, log0
+
+__all__ = [
+    "TINY", "Evaluation", "Fallback", "LogStep", "ScalingStep", "Step", "StepFactory",
+    "evaluate", "stage_steps",
+]
+
+#: A merged column sum below this (relative to its max-shift) is recomputed exactly.
+TINY = 1e-280
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Exact marginals and costs of a pair of potentials."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    transport_cost: np.ndarray
+
+    def errors(self, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+        """L1 row and column marginal errors (K,) each."""
+        return (
+            np.abs(self.rows - problem.a).sum(axis=0),
+            np.abs(self.cols - problem.b).sum(axis=0),
+        )
+
+
+def evaluate(session: Session, f: np.ndarray, g: np.ndarray, eps: float) -> Evaluation:
+    """Row/column sums of P and ``<P, C>`` for potentials ``(f, g)`` by one exact pass over
+    C (:func:`bigsink.kernels.evaluate_strip`)."""
+    rows, (cols, pc) = session.run(StripJob(evaluate_strip, add_partials, (f,), (g, eps)))
+    return Evaluation(rows, cols, pc)
+
+
+class Step(Protocol):
+    """One eps stage's Sinkhorn map (see the module docstring)."""
+
+    def step(
+        self, f: np.ndarray, g: np.ndarray, omega: float
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(f_new, g_new)`` from ``(f, g)``, over-relaxed by ``omega``: one pass over C,
+        f then g. None: this step cannot go on (a breakdown)."""
+        ...
+
+    def evaluate(self, f: np.ndarray, g: np.ndarray) -> Evaluation | None:
+        """Exact sums of the plan of ``(f, g)`` when the step has them without a pass."""
+        ...
+
+    def refine(self, f: np.ndarray, g: np.ndarray) -> bool:
+        """Make later iterates more exact (rebuilt at ``(f, g)``); False if it cannot."""
+        ...
+
+    def close(self) -> None:
+        """Release what the step holds."""
+        ...
+
+
+#: ``(eps, f, g) -> Step``: the step of one eps stage, opened at its first iterate.
+StepFactory = Callable[[float, np.ndarray, np.ndarray], Step]
+
+
+@dataclass
+class LogStep:
+    """Log-domain Sinkhorn iterations of one eps stage: each is one pass over C.
+
+    The fused strip kernel yields ``f_new`` from ``g`` and, from the same tile, the column
+    partials that give ``g_new`` (DESIGN.md §3). Columns whose fused partial vanished
+    (possible only far from convergence) are recomputed exactly with a second pass, so no
+    column ever gets an infinite potential.
+    """
+
+    session: Session
+    problem: Problem
+    eps: float
+    log_a: np.ndarray = field(init=False, repr=False)
+    log_b: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.log_a, self.log_b = log0(self.problem.a), log0(self.problem.b)   # (n, K), (m, K)
+
+    def step(
+        self, f: np.ndarray, g: np.ndarray, omega: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(f_new, g_new)`` from ``(f, g)``, over-relaxed by ``omega``
+        (:func:`~bigsink.kernels.potential_update`; ``f`` is read only then)."""
+        problem, eps = self.problem, self.eps
+        tau_a, tau_b = problem.tau(eps)
+        f_new, col = self.session.run(StripJob(sinkhorn_strip, merge_pairs, (self.log_a, f),
+                                               (g, eps, tau_a, omega)))
+        if np.any((col[1] <= TINY) & (problem.b > 0)):
+            _, col = self.session.run(StripJob(column_pair, reference.merge_pairs, (f_new,),
+                                               (eps,)))
+        g_new = potential_update(self.log_b, pair_to_lse(col), eps, tau_b, g, omega)
+        return f_new, g_new
+
+    def evaluate(self, f: np.ndarray, g: np.ndarray) -> Evaluation | None:
+        """None: the log domain has no sums without a pass."""
+        return None
+
+    def refine(self, f: np.ndarray, g: np.ndarray) -> bool:
+        """False: the log domain already works in float64."""
+        return False
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+@dataclass
+class Fallback:
+    """``primary`` until it breaks down, then ``backup`` for the rest of the stage.
+
+    A breakdown is ``primary.step`` returning None: the primary is closed at once (its
+    memory goes back), and the same iteration is run by the backup. Every other call goes
+    to whichever step is active.
+    """
+
+    primary: Step
+    backup: Step
+    active: Step = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.active = self.primary
+
+    def step(
+        self, f: np.ndarray, g: np.ndarray, omega: float
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The active step's iteration; on the primary's breakdown, the backup's."""
+        out = self.active.step(f, g, omega)
+        if out is None and self.active is self.primary:
+            self.primary.close()
+            self.active = self.backup
+            out = self.backup.step(f, g, omega)
+        return out
+
+    def evaluate(self, f: np.ndarray, g: np.ndarray) -> Evaluation | None:
+        """The active step's sums."""
+        return self.active.evaluate(f, g)
+
+    def refine(self, f: np.ndarray, g: np.ndarray) -> bool:
+        """The active step's refinement."""
+        return self.active.refine(f, g)
+
+    def close(self) -> None:
+        """Close both (closing twice is harmless)."""
+        self.primary.close()
+        self.backup.close()
+
+
+def stage_steps(
+    session: Session, problem: Problem, kernel_dtype: np.dtype[Any] | None
+) -> StepFactory:
+    """The factory of each eps stage's step: the log domain, or, with a resident kernel of
+    ``kernel_dtype``, the scaling path falling back to it (:class:`Fallback`)."""
+
+    def open_stage(eps: float, f: np.ndarray, g: np.ndarray) -> Step:
+        log = LogStep(session, problem, eps)
+        if kernel_dtype is None:
+            return log
+        scaling = ScalingStep(session, problem.a, problem.b, eps, kernel_dtype, f, g,
+                              tau=problem.tau(eps))
+        return Fallback(scaling, log)
+
+    return open_stage
+
+
+def _shared_offset(pot: np.ndarray, w: np.ndarray, eps: float) -> tuple[np.ndarray, float]:
+    """Per-row midpoint (r, 1) of a batch's finite potentials (r, K) and the largest
+    ``|pot - midpoint| / eps`` it leaves (0-weight entries, at ``-inf``, ignored)."""
+    fin = np.where(w > 0, pot, np.nan)                               # (r, K)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)               # all-NaN rows
+        lo, hi = np.nanmin(fin, axis=1), np.nanmax(fin, axis=1)       # (r,)
+    mid = np.where(np.isfinite(lo), (lo + hi) / 2, 0.0)
+    half = np.where(np.isfinite(lo), (hi - lo) / 2, 0.0)
+    return mid[:, None], float(half.max(initial=0.0)) / eps
+
+
+@dataclass
+class ScalingStep:
+    """One eps stage of scaling-domain iterations: a :class:`Step` on a resident kernel.
+
+    ``step(f, g, omega) -> (f_new, g_new)`` is the same map as :class:`LogStep`'s, or None
+    when the scaling domain cannot continue (a :class:`Fallback` then goes on with the log
+    domain for the rest of the stage).
+
+    The kernels are :class:`KernelRows` that the session holds next to C's rows (all of
+    them in this process; one group per worker on Dask, whose partial column sums are added
+    here in row order). This step keeps the potentials' side: offsets, scalings, absorption.
+
+    Unbalanced problems (``tau = rho / (rho + eps) < 1`` for a side, DESIGN.md §2) take the
+    same pass: the log-domain update ``f = eps log a - tau eps LSE_j((g_j - C_ij) / eps)``
+    is, with ``s = Kmat v`` and ``LSE = log s - alpha / eps``,
+    ``u = a exp(-(1 - tau) alpha / eps) / s**tau``, and likewise for ``v`` with ``t`` and
+    ``beta``. Near a solution ``u`` is near 1 and so is the factor's share; where the factor
+    leaves the float range (an update that moves ``f`` by far more than the absorption
+    bound: a warm start shifted by thousands of eps, say), so does ``u``, and the step
+    reports the breakdown like any other.
+
+    A float64 batch of K problems shares **one** kernel when its potentials stay within the
+    absorption bound of common offsets (the per-row midpoints of the batch): an iteration is
+    then two matrix products ``Kmat (n, m) @ v (m, K)`` and ``Kmat^T @ u`` (BLAS-3, one
+    kernel in memory). Otherwise each problem gets its own kernel, within ``budget`` bytes
+    (None: the session's ``hold_room()``; float32 kernels always: their fused pass accumulates in
+    float64).
+    """
+
+    session: Session
+    a: np.ndarray
+    b: np.ndarray
+    eps: float
+    dtype: np.dtype[Any]
+    f: InitVar[np.ndarray]
+    g: InitVar[np.ndarray]
+    budget: int | None = None
+    tau: tuple[float, float] = (1.0, 1.0)
+    absorptions: int = 0
+    alpha: np.ndarray = field(init=False, repr=False)
+    beta: np.ndarray = field(init=False, repr=False)
+    held: list[Held] | None = field(init=False, repr=False, default=None)
+    _layout: tuple[int, np.dtype[Any]] | None = field(init=False, repr=False, default=None)
+
+    def __post_init__(self, f: np.ndarray, g: np.ndarray) -> None:
+        self._build(f, g)
+
+    @property
+    def Kmat(self) -> np.ndarray | None:
+        """The kernels (J, n, m) when they are held whole in this process, else None."""
+        if self.held and isinstance(self.held[0].obj, KernelRows):
+            return self.held[0].obj.K
+        return None
+
+    def close(self) -> None:
+        """Let the kernels go (on a cluster, the workers free them now)."""
+        held, self.held = self.held, None
+        if held is not None:
+            self.session.release(held)
+
+    def _lost(self, exc: HeldLost) -> None:
+        """The kernels are gone with a worker: say so, and leave the stage to the log domain
+        (its jobs recompute lost strips of C)."""
+        self.close()
+        warnings.warn(f"the scaling path's kernels were lost ({exc}): going on in the log "
+                      "domain", RuntimeWarning, stacklevel=4)
+
+    def _build(self, f: np.ndarray, g: np.ndarray) -> None:
+        """(Re)build the kernel, absorbing the potentials ``(f, g)``: one pass over C.
+
+        Shared offsets for a batch whose spread around them is within half the absorption
+        bound (room to move before the next absorption), else one kernel per problem; none
+        (``held = None``: the step then reports a breakdown) if those exceed the budget,
+        cannot be made, or are lost.
+        """
+        (n, K), m = f.shape, g.shape[0]
+        alpha, beta = f, g
+        if K > 1 and self.dtype == np.float64:   # (float32 products would sum in float32)
+            mid_f, spread_f = _shared_offset(f, self.a, self.eps)
+            mid_g, spread_g = _shared_offset(g, self.b, self.eps)
+            if max(spread_f, spread_g) <= ABSORB_BOUND[self.dtype] / 2:
+                alpha, beta = mid_f, mid_g                            # (n, 1), (m, 1)
+        layout = (alpha.shape[1], self.dtype)
+        try:
+            if self.held is None or self._layout != layout:
+                self.close()                                          # free before allocating
+                budget = self.session.hold_room()[0] if self.budget is None else self.budget
+                if layout[0] * n * m * self.dtype.itemsize > budget:
+                    return
+                self.held, self._layout = self.session.hold(KernelRows), layout
+            betaT = np.ascontiguousarray(beta.T)                      # (J, m)
+            why = self.session.call(self.held, KernelRows.build, [
+                (alpha[h.lo:h.hi], betaT, self.eps, self.dtype) for h in self.held])
+        except HeldLost as exc:
+            self._lost(exc)
+            return
+        if any(why):                               # the scratch disk filled up meanwhile
+            warnings.warn(f"{next(w for w in why if w)}: going on in the log domain",
+                          RuntimeWarning, stacklevel=3)
+            self.close()
+            return
+        self.alpha, self.beta = alpha, beta
+        self.absorptions += 1
+
+    def refine(self, f: np.ndarray, g: np.ndarray) -> bool:
+        """Store the kernel in the cost's own dtype from now on, rebuilt at ``(f, g)``: for a
+        mixed-precision kernel whose fixed point missed ``tol`` in the exact evaluation.
+        False (nothing done) when the kernel already has the cost's dtype."""
+        cost_dtype = np.dtype(self.session.cost.dtype)
+        if self.dtype == cost_dtype:
+            return False
+        self.dtype = cost_dtype
+        self._build(f, g)
+        return True
+
+    def _scalings(self, pot: np.ndarray, offset: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``exp((pot - offset) / eps)``, 0 where the weight ``w`` is 0."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.exp((pot - offset) / self.eps)
+        return np.where(w > 0, x, 0.0)
+
+    def _weights(self) -> np.ndarray:
+        """The pass's row weights (n, K): ``a`` when balanced on the rows, else
+        ``a exp(-(1 - tau) alpha / eps)`` (see the class)."""
+        tau = self.tau[0]
+        if tau == 1.0:
+            return self.a
+        with np.errstate(over="ignore", invalid="ignore"):
+            w = self.a * np.exp(-(1.0 - tau) * self.alpha / self.eps)   # (n, K)
+        return np.where(self.a > 0, w, 0.0)
+
+    def _pass(
+        self, held: list[Held], f: np.ndarray, g: np.ndarray, omega: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scalings ``(u, t = Kmat^T u)`` for potentials ``(f, g)``, ``u`` over-relaxed:
+        each group's sweep, its column shares added in row order."""
+        v = self._scalings(g, self.beta, self.b)                         # (m, K)
+        u_prev = self._scalings(f, self.alpha, self.a)                   # (n, K)
+        w, tau = self._weights(), self.tau[0]
+        outs = self.session.call(held, KernelRows.sweep, [
+            (v, w[h.lo:h.hi], u_prev[h.lo:h.hi], omega, tau) for h in held])
+        u = outs[0][0] if len(outs) == 1 else np.concatenate([o[0] for o in outs])
+        t = outs[0][1]
+        for o in outs[1:]:
+            t = t + o[1]                                                 # (m, K), fixed order
+        return u, t
+
+    def evaluate(self, f: np.ndarray, g: np.ndarray) -> Evaluation | None:
+        """Row sums (n, K), column sums (m, K) and ``<P, C>`` (K,) of the plan of ``(f, g)``
+        from a float64 kernel, ``P_ij = u_i Kmat_ij v_j`` (:meth:`KernelRows.evaluate`).
+        None for float32 kernels (the log-domain evaluation then keeps the sums in float64),
+        without a kernel, or when it is lost."""
+        if self.held is None or self.dtype != np.float64:
+            return None
+        held = self.held
+        u, v = self._scalings(f, self.alpha, self.a), self._scalings(g, self.beta, self.b)
+        try:
+            outs = self.session.call(held, KernelRows.evaluate,
+                                     [(u[h.lo:h.hi], v) for h in held])
+        except HeldLost as exc:
+            self._lost(exc)
+            return None
+        rows = np.concatenate([o[0] for o in outs])
+        cols, pc = outs[0][1], outs[0][2]
+        for o in outs[1:]:
+            cols, pc = cols + o[1], pc + o[2]                            # row order
+        return Evaluation(rows, cols, pc)
+
+    def step(
+        self, f: np.ndarray, g: np.ndarray, omega: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(f_new, g_new)`` from ``(f, g)``, over-relaxed by ``omega``: one read of the
+        kernel (None on breakdown, or when the kernel is lost with a worker); absorbs when
+        scalings grow."""
+        for attempt in range(2):
+            if self.held is None:                                        # over the budget
+                return None
+            try:
+                u, t = self._pass(self.held, f, g, omega)
+            except HeldLost as exc:
+                self._lost(exc)
+                return None
+            ok = (np.all(np.isfinite(u)) and np.all(u[self.a > 0] > 0)
+                  and np.all(t[self.b > 0] > 0) and np.all(np.isfinite(t)))
+            if ok:
+                break
+            if attempt == 0:   # rebuild at the incoming potentials
+                self._build(f, g)
+                continue
+            return None
+        tau_b = self.tau[1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_u = np.log(u)                                            # -inf where a_i = 0
+            log_v = np.log(np.where(self.b > 0, self.b, 1.0) / t ** tau_b)
+            if tau_b != 1.0:                                             # unbalanced: see class
+                log_v = log_v - (1.0 - tau_b) * self.beta / self.eps
+        f_new = np.where(self.a > 0, self.alpha + self.eps * log_u, -np.inf)
+        g_sink = self.beta + self.eps * log_v                            # plain g-update
+        with np.errstate(invalid="ignore"):                              # -inf where b_j = 0
+            g_rel = g + omega * (g_sink - g) if omega != 1.0 else g_sink
+        g_new = np.where(self.b > 0, g_rel, -np.inf)
+        bound = ABSORB_BOUND[self.dtype]
+        with np.errstate(invalid="ignore"):                              # -inf - -inf
+            log_v_new = (g_new - self.beta)[self.b > 0] / self.eps
+        if max(np.abs(log_u[self.a > 0]).max(initial=0.0),
+               np.abs(log_v_new).max(initial=0.0)) > bound:
+            self._build(f_new, g_new)
+        return f_new, g_new
