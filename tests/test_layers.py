@@ -178,3 +178,16 @@ def test_wings_keep_out_what_they_must_not_import() -> None:
                  if name == wing or name.startswith(wing + ".")
                  for pkg in banned if pkg in pkgs)
     assert bad == []
+
+
+def test_the_loop_names_no_concrete_step() -> None:
+    """The solver loop is written against the Step contract only: no concrete step class is
+    imported or named in it, so a new kind of iteration needs no change there."""
+    from bigsink.solver import steps
+
+    concrete = [name for name, obj in vars(steps).items()
+                if isinstance(obj, type) and obj.__module__ == steps.__name__
+                and hasattr(obj, "step") and name != "Step"]
+    assert {"LogStep", "ScalingStep", "Fallback"} <= set(concrete)
+    source = (PACKAGE / "solver" / "loop.py").read_text()
+    assert [name for name in concrete if name in source] == []

@@ -20,6 +20,7 @@ import numpy as np
 from .._fs import atomic_path
 from ..errors import InputError
 from ..kernels.scaling import kernel_dtype
+from ..problem import check_eps
 
 __all__ = [
     "BenchConfig", "bound_seconds", "format_table", "machine_figures", "make_problem",
@@ -82,8 +83,7 @@ class BenchConfig:
                 raise InputError(f"dtype must be float32 or float64; got {d!r}.")
         if not self.sizes or min(self.sizes) < 2:
             raise InputError(f"sizes must be integers >= 2; got {self.sizes!r}.")
-        if not self.eps or min(self.eps) <= 0:
-            raise InputError(f"eps must be positive; got {self.eps!r}.")
+        check_eps(self.eps)
         if not self.rho > 0:
             raise InputError(f"rho must be positive (inf: balanced); got {self.rho!r}.")
         if self.unbalanced and self.device == "gpu":
