@@ -157,7 +157,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
             "reg_cost": _jsonable(result.reg_cost), "dual_cost": _jsonable(result.dual_cost),
             "marginal_error": {"row": _jsonable(me.row), "col": _jsonable(me.col)},
             "mass": _jsonable(result.mass), "seconds": result.seconds, "out": path,
-            "scheduler": args.scheduler,
+            "scheduler": args.scheduler, "placement": result.placement,
         }))
     elif not args.quiet:
         print(result.summary())
@@ -231,7 +231,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     """Solve the benchmark problems with bigsink and POT; print a table, write JSON."""
-    from .bench import BenchConfig, format_table, parse_list, run_bench, write_json
+    from .bench import BenchConfig, format_report, parse_list, run_bench, write_json
 
     def parsed(text: str, kind: type, name: str) -> tuple[object, ...]:
         try:
@@ -246,10 +246,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         pot=not args.no_pot, reference=not args.no_reference, seed=args.seed,
         methods=(None if args.pot_methods is None
                  else parsed(args.pot_methods, str, "pot-methods")),  # type: ignore[arg-type]
-        device=args.device, rho=args.rho,
+        device=args.device, rho=args.rho, cloud=args.cloud,
+        dims=parsed(args.dims, int, "dims"),  # type: ignore[arg-type]
     )
     report = run_bench(cfg, log=None if args.quiet else lambda s: print(s, flush=True))
-    print(format_table(report))
+    print(format_report(report))
     if args.json:
         write_json(report, args.json)
     return 0
@@ -350,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-reference", action="store_true",
                        help="compare <P,C> to bigsink's result instead of a tighter solve")
     bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--cloud", action="store_true",
+                       help="point clouds: one pass of the fused on-the-fly kernels against "
+                            "the materialised path, per size, dtype and --dims")
+    bench.add_argument("--dims", default="2,3,10,64",
+                       help="point dimensions of --cloud, comma-separated")
     bench.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
                        help="gpu: CuPy arrays, bound from the measured device bandwidth")
     bench.add_argument("--json", default=None, help="write the report as JSON to this path")

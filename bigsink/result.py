@@ -81,6 +81,9 @@ class SinkhornResult:
         eps_stages: the eps schedule that was followed (last entry is ``eps``).
         rho_a, rho_b: marginal penalties (``inf`` when balanced).
         seconds: wall time of the solve.
+        placement: where the scaling path's kernel was kept and why, or why it was not
+            (the solver's :class:`~bigsink.solver.config.Placement`; "" when loaded from an
+            older save).
     """
 
     f: Any
@@ -99,6 +102,7 @@ class SinkhornResult:
     rho_b: float = float("inf")
     tol: float = 0.0
     seconds: float = 0.0
+    placement: str = ""
     cost: CostSource | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -160,6 +164,8 @@ class SinkhornResult:
             f"  marginal error   row {me.row}  col {me.col}  (tol {self.tol:g})",
             f"  plan mass        {self.mass}",
         ]
+        if self.placement:
+            lines.append(f"  kernel           {self.placement}")
         return "\n".join(lines)
 
 
@@ -213,7 +219,7 @@ def save_result(result: SinkhornResult, path: Any, *, overwrite: bool = False) -
         group.attrs.update({
             "format": FORMAT, "kind": "result", "bigsink_version": __version__,
             "n_iter": int(result.n_iter), "converged": bool(result.converged),
-            "batched": bool(result.batched), "kinds": kinds,
+            "batched": bool(result.batched), "kinds": kinds, "placement": result.placement,
         })
     return target
 
@@ -254,4 +260,5 @@ def load_result(path: Any) -> SinkhornResult:
         converged=bool(attrs["converged"]),
         history=history,
         eps_stages=tuple(float(e) for e in group["eps_stages"][...]),
+        placement=str(attrs.get("placement", "")),
     )

@@ -130,3 +130,22 @@ def test_steady_times_round_robin_over_sizes() -> None:
         assert run["bound_s"] == pytest.approx(
             run["n"] ** 2 * run["kernel_itemsize"] / there["read_bytes_per_s"])
     assert "60: " in bench.format_table(report) and "max/min" in bench.format_table(report)
+
+
+def test_bench_cloud_reports_the_fused_pass_beside_the_materialised_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "cloud.json"
+    assert main(["bench", "--cloud", "--n", "300", "--dims", "2,64", "--dtype",
+                 "float32,float64", "--eps", "1e-3", "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["machine"]["exp_f32_per_s"] > 0
+    rows = report["cloud"]
+    assert [(r["d"], r["dtype"]) for r in rows] == [
+        (2, "float32"), (64, "float32"), (2, "float64"), (64, "float64")]
+    for r in rows:
+        assert r["ns_per_element"] > 0 and r["materialised_ns_per_element"] > 0
+        assert r["elements_per_s"] == pytest.approx(300 * 300 / r["pass_s"])
+        assert r["placement"].startswith("resident: ")             # 0.3 MB fits in memory
+    table = capsys.readouterr().out
+    assert "mat ns" in table and "recomputing the cloud's costs" in table

@@ -57,6 +57,10 @@ class BenchConfig:
         rho: KL marginal penalty of both sides (``inf``: balanced). Unbalanced runs compare
             with POT's ``sinkhorn_unbalanced(reg_type="kl")``; see the module for what
             ``time_to_tol`` means then.
+        cloud: the point-cloud benchmark instead (:mod:`bigsink.bench.cloud`): one pass of
+            the fused on-the-fly kernels against the materialised path, for every size,
+            dtype and dimension in ``dims``.
+        dims: point dimensions of the cloud benchmark.
     """
 
     sizes: tuple[int, ...] = (10_000,)
@@ -72,6 +76,8 @@ class BenchConfig:
     methods: tuple[str, ...] | None = None
     device: str = "cpu"
     rho: float = math.inf
+    cloud: bool = False
+    dims: tuple[int, ...] = (2, 3, 10, 64)
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -84,6 +90,8 @@ class BenchConfig:
         if not self.sizes or min(self.sizes) < 2:
             raise InputError(f"sizes must be integers >= 2; got {self.sizes!r}.")
         check_eps(self.eps)
+        if not self.dims or min(self.dims) < 1:
+            raise InputError(f"dims must be integers >= 1; got {self.dims!r}.")
         if not self.rho > 0:
             raise InputError(f"rho must be positive (inf: balanced); got {self.rho!r}.")
         if self.unbalanced and self.device == "gpu":
@@ -158,8 +166,9 @@ def _parallel_time(fn: Callable[[int], Any], threads: int, repeats: int) -> floa
 
 
 def machine_figures(nbytes: int = 256 << 20, repeats: int = 3) -> dict[str, float]:
-    """Measured read bandwidth (bytes/s) and vectorised-exp throughput (exp/s), all cores."""
-    from ..kernels.cpu import _exp_row
+    """Measured read bandwidth (bytes/s) and vectorised-exp throughput (exp/s), all cores:
+    ``exp_per_s`` for the float64 costs' exp, ``exp_f32_per_s`` for the float32 costs' one."""
+    from ..kernels.cpu import _exp_row, _exp_row_f32
 
     threads = _threads()
     rows = max(threads, nbytes // (8 * 4096))
@@ -170,17 +179,20 @@ def machine_figures(nbytes: int = 256 << 20, repeats: int = 3) -> dict[str, floa
     m, reps = 8192, 512
     x = np.linspace(-30.0, 0.0, m)
 
-    def exps(_: int) -> None:
-        out, zero = np.empty(m), np.zeros(m)
-        for _r in range(reps):
-            _exp_row(x, zero, 1.0, 0.0, out)
+    def rate(exp_row: Any) -> float:
+        def exps(_: int) -> None:
+            out, zero = np.empty(m), np.zeros(m)
+            for _r in range(reps):
+                exp_row(x, zero, 1.0, 0.0, out)
 
-    exps(0)
-    exp_t = _parallel_time(exps, threads, repeats)
+        exps(0)
+        return threads * m * reps / _parallel_time(exps, threads, repeats)
+
     return {
         "threads": float(threads),
         "read_bytes_per_s": A.nbytes / bw_t,
-        "exp_per_s": threads * m * reps / exp_t,
+        "exp_per_s": rate(_exp_row),
+        "exp_f32_per_s": rate(_exp_row_f32),
     }
 
 

@@ -17,18 +17,19 @@ from .base import (
     CostSource,
     MappedCost,
     default_block_shape,
+    read_strip,
     reads_store,
     strip_module,
 )
 from .dense import DenseCost
 from .device import DeviceCost, on_device
-from .pointcloud import METRICS, PointCloudCost, pairwise_cost
+from .pointcloud import METRICS, CloudStrip, PointCloudCost, pairwise_cost
 from .zarr import ZarrCost
 
 __all__ = [
-    "METRICS", "BlockGrid", "CostSource", "DenseCost", "DeviceCost", "MappedCost",
+    "METRICS", "BlockGrid", "CloudStrip", "CostSource", "DenseCost", "DeviceCost", "MappedCost",
     "PointCloudCost", "ZarrCost", "as_cost", "default_block_shape", "on_device",
-    "pairwise_cost", "reads_store", "strip_module",
+    "pairwise_cost", "read_strip", "reads_store", "strip_module",
 ]
 
 

@@ -26,8 +26,8 @@ from ..errors import InputError
 Array = Any
 
 __all__ = [
-    "BlockGrid", "CostSource", "MappedCost", "default_block_shape", "reads_store",
-    "strip_module",
+    "BlockGrid", "CostSource", "MappedCost", "default_block_shape", "read_strip",
+    "reads_store", "strip_module",
 ]
 
 
@@ -127,6 +127,14 @@ def strip_module(cost: CostSource) -> str:
     """Top-level module name of the arrays ``cost`` produces (``"numpy"``, ``"cupy"``, ...):
     its ``namespace`` member, ``"numpy"`` for a source without one. Reads no strip."""
     return str(getattr(cost, "namespace", "numpy"))
+
+
+def read_strip(cost: CostSource, start: int, stop: int) -> Array:
+    """Rows ``[start, stop)`` of ``cost`` as its kernels take them: its ``strip`` member when
+    it has one (a point cloud's :class:`~bigsink.costs.pointcloud.CloudStrip`: points, no
+    matrix), else ``rows(start, stop)``."""
+    strip = getattr(cost, "strip", None)
+    return strip(start, stop) if strip is not None else cost.rows(start, stop)
 
 
 def reads_store(cost: CostSource) -> bool:

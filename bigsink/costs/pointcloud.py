@@ -1,7 +1,16 @@
-"""Cost matrices defined by two point clouds and a metric, computed block by block."""
+"""Cost matrices defined by two point clouds and a metric, computed block by block.
+
+A cloud's cost never needs to be stored. :meth:`PointCloudCost.rows` materialises a strip
+(array API, any namespace); :meth:`PointCloudCost.strip` hands the executors a
+:class:`CloudStrip` instead -- the strip's points and the metric, no matrix -- which the
+fused kernels (:mod:`bigsink.kernels.cloud`) turn into costs in registers, tile by tile,
+for every pass over C (scan, iterations, evaluation, plans).
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,7 +19,7 @@ from array_api_compat import array_namespace
 from ..errors import InputError
 from .base import BlockGrid, default_block_shape
 
-__all__ = ["METRICS", "PointCloudCost", "pairwise_cost"]
+__all__ = ["METRICS", "CloudStrip", "PointCloudCost", "metric_code", "pairwise_cost"]
 
 METRICS = ("sqeuclidean", "euclidean", "minkowski")
 
@@ -19,7 +28,7 @@ def pairwise_cost(x: Any, y: Any, metric: str = "sqeuclidean", p: float = 2.0) -
     """Cost block between points ``x`` (r, d) and ``y`` (c, d): (r, c) in their namespace.
 
     ``sqeuclidean``: ``|x - y|^2``; ``euclidean``: ``|x - y|``; ``minkowski``:
-    ``(sum |x - y|^p)^(1/p)``.
+    ``(sum |x - y|^p)^(1/p)`` (``p = inf``: ``max |x - y|``, the Chebyshev distance).
     """
     xp = array_namespace(x, y)
     if metric in ("sqeuclidean", "euclidean"):
@@ -31,6 +40,10 @@ def pairwise_cost(x: Any, y: Any, metric: str = "sqeuclidean", p: float = 2.0) -
         return d2 if metric == "sqeuclidean" else xp.sqrt(d2)
     if metric == "minkowski":
         diff = xp.abs(xp.expand_dims(x, axis=1) - xp.expand_dims(y, axis=0))  # (r, c, d)
+        if math.isinf(p):
+            return xp.max(diff, axis=2)
+        if p == 1:
+            return xp.sum(diff, axis=2)
         return xp.sum(diff**p, axis=2) ** (1.0 / p)
     raise InputError(f"metric must be one of {METRICS}; got {metric!r}.")
 
@@ -74,8 +87,8 @@ class PointCloudCost:
             )
         if metric not in METRICS:
             raise InputError(f"metric must be one of {METRICS}; got {metric!r}.")
-        if not p >= 1:
-            raise InputError(f"p must be >= 1 for a Minkowski metric; got {p!r}.")
+        if not p >= 1:   # (NaN too; inf is the Chebyshev distance)
+            raise InputError(f"p must be >= 1 (or inf) for a Minkowski metric; got {p!r}.")
         if not (np.isfinite(scale) and scale > 0):
             raise InputError(f"scale must be positive and finite; got {scale!r}.")
         self.metric, self.p, self.scale = metric, float(p), float(scale)
@@ -113,21 +126,86 @@ class PointCloudCost:
         """The block partition."""
         return self._grid
 
-    def _cost(self, xs: Any, ys: Any) -> Any:
-        xp = array_namespace(xs, ys)
-        c = pairwise_cost(xs, ys, self.metric, self.p) / self.scale
-        return xp.astype(c, getattr(xp, self._dtype.name))
-
     def block(self, i: int, j: int) -> Any:
         """Block ``(i, j)``, computed."""
         r0, r1 = self._grid.row_range(i)
         c0, c1 = self._grid.col_range(j)
-        return self._cost(self.x[r0:r1, :], self.y[c0:c1, :])
+        return self._strip(self.x[r0:r1, :], self.y[c0:c1, :]).materialise()
 
     def rows(self, start: int, stop: int) -> Any:
         """Rows ``[start, stop)``, computed."""
-        return self._cost(self.x[start:stop, :], self.y)
+        return self.strip(start, stop).materialise()
+
+    def strip(self, start: int, stop: int) -> CloudStrip:
+        """Rows ``[start, stop)`` as a :class:`CloudStrip`: their points, not their costs
+        (the fused kernels compute the costs where they use them)."""
+        return self._strip(self.x[start:stop, :], self.y)
+
+    def _strip(self, x: Any, y: Any) -> CloudStrip:
+        """The costs between points ``x`` and ``y`` of this cloud, as a :class:`CloudStrip`."""
+        return CloudStrip(x, y, metric_code(self.metric, self.p), self.p, self.scale,
+                          self._dtype)
 
     def __repr__(self) -> str:
         return (f"PointCloudCost(n={self.shape[0]}, m={self.shape[1]}, d={self.x.shape[1]}, "
                 f"metric={self.metric!r}, scale={self.scale:g})")
+
+
+#: Metric codes of the fused kernels: sqeuclidean, euclidean (Minkowski p = 2), cityblock
+#: (p = 1), Chebyshev (p = inf), general Minkowski p.
+SQEUCLIDEAN, EUCLIDEAN, CITYBLOCK, CHEBYSHEV, MINKOWSKI = range(5)
+
+
+def metric_code(metric: str, p: float) -> int:
+    """The fused kernels' code of ``metric`` (with its Minkowski ``p``)."""
+    if metric == "sqeuclidean":
+        return SQEUCLIDEAN
+    if metric == "euclidean" or p == 2:
+        return EUCLIDEAN
+    if p == 1:
+        return CITYBLOCK
+    return CHEBYSHEV if math.isinf(p) else MINKOWSKI
+
+
+@dataclass(frozen=True)
+class CloudStrip:
+    """Rows of a point cloud's cost, as points: ``C_ij = metric(x_i, y_j) / scale`` for the
+    strip's source points ``x`` (r, d) and all target points ``y`` (m, d), never formed
+    whole. ``code`` is :func:`metric_code`; ``dtype`` the cost's element type.
+
+    Sliced by rows like a strip (``strip[a:b]``); :meth:`materialise` gives the matrix
+    (array API, in the points' namespace) for code that needs one.
+    """
+
+    x: Any
+    y: Any
+    code: int
+    p: float
+    scale: float
+    dtype: np.dtype[Any]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(r, m)``."""
+        return int(self.x.shape[0]), int(self.y.shape[0])
+
+    @property
+    def ndim(self) -> int:
+        """2, as a strip."""
+        return 2
+
+    def __array_namespace__(self, api_version: str | None = None) -> Any:
+        """The points' array namespace (where inputs of the strip's jobs belong)."""
+        return array_namespace(self.x)
+
+    def __getitem__(self, key: Any) -> CloudStrip:
+        """Rows ``key`` (a slice, or ``(slice, ...)``) of the strip."""
+        rows = key[0] if isinstance(key, tuple) else key
+        return CloudStrip(self.x[rows, :], self.y, self.code, self.p, self.scale, self.dtype)
+
+    def materialise(self) -> Any:
+        """The strip's cost matrix (r, m) in the points' namespace and the cost's dtype."""
+        xp = array_namespace(self.x, self.y)
+        metric = ("sqeuclidean", "euclidean", "minkowski", "minkowski", "minkowski")[self.code]
+        c = pairwise_cost(self.x, self.y, metric, self.p) / self.scale
+        return xp.astype(c, getattr(xp, self.dtype.name))

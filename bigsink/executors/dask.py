@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from .._xp import like, to_numpy
-from ..costs import CostSource, DenseCost, reads_store, strip_module
+from ..costs import CostSource, DenseCost, read_strip, reads_store, strip_module
 from ..errors import InputError
 from ..kernels import tree_reduce
 from ..scratch import scratch_room
@@ -107,7 +107,7 @@ def _to_gpu(x: Any) -> Any:
 
 def _load_strip(cost: CostSource, start: int, stop: int) -> Any:
     """Task body of a resident strip: rows ``[start, stop)`` read from the cost source."""
-    return cost.rows(start, stop)
+    return read_strip(cost, start, stop)
 
 
 def _strip_task(
@@ -122,7 +122,7 @@ def _strip_task(
     (``stream=True``; the strip is dropped when the task ends). Inputs are moved to the
     strip's namespace/device first; results come back as NumPy.
     """
-    C = source.rows(start, stop) if stream else source
+    C = read_strip(source, start, stop) if stream else source
     row_in = [like(x, C) for x in row_args]
     shared_in = [like(x, C) for x in shared]
     row_out, partial = apply_kernel(StripJob(kernel, merge), C, start, row_in, shared_in,

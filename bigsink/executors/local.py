@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._xp import like, to_numpy
-from ..costs import CostSource, DenseCost, reads_store, strip_module
+from ..costs import CostSource, DenseCost, read_strip, reads_store, strip_module
 from ..kernels import tree_reduce
 from ..scratch import kernel_budget, scratch_room
 from .base import (
@@ -70,7 +70,7 @@ def run_strip(
 
     Inputs are moved to the strip's namespace/device (NumPy or CuPy) first.
     """
-    C = cost.rows(start, stop)
+    C = read_strip(cost, start, stop)
     row_args = [like(x[start:stop], C) for x in job.row_args]
     shared = [like(x, C) for x in job.shared]
     row_out, partial = apply_kernel(job, C, start, row_args, shared, chunk_rows)
@@ -175,7 +175,10 @@ class LocalExecutor:
         n, m = cost.shape
         chunk = strip_rows(m, width, self.strip_bytes)                # generic temporaries
         spread = math.ceil(n / (self.threads * STRIPS_PER_THREAD))     # few strips to merge
-        data = STRIP_VIEW_BYTES if isinstance(cost, DenseCost) else STRIP_READ_BYTES
+        # a matrix in memory is cut into views, a cloud into its points (a strip costs
+        # nothing to hold either way); a strip read or computed whole takes a fresh buffer
+        lazy = isinstance(cost, DenseCost) or hasattr(cost, "strip")
+        data = STRIP_VIEW_BYTES if lazy else STRIP_READ_BYTES
         rows = max(math.ceil(MIN_STRIP_ELEMENTS / m),
                    min(spread, max(1, data // (m * dtype.itemsize))))
         block = cost.grid.block_shape[0]

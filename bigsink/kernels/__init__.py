@@ -7,7 +7,9 @@ Three implementations of the same strip kernels (signatures and conventions in
   array-api-strict) and dtype;
 * :mod:`~bigsink.kernels.cpu`: fused numba kernels for NumPy float32/float64 strips (one
   read of C, one ``exp`` per element);
-* :mod:`~bigsink.kernels.cuda`: their CUDA twins for CuPy float32/float64 strips.
+* :mod:`~bigsink.kernels.cuda`: their CUDA twins for CuPy float32/float64 strips;
+* :mod:`~bigsink.kernels.cloud`: the numba kernels again, over a point cloud's strip
+  (:class:`~bigsink.costs.pointcloud.CloudStrip`), its costs computed in registers.
 
 :func:`sinkhorn_strip`, :func:`evaluate_strip` and :func:`merge_pairs` here send each strip
 to the fastest implementation that fits it, so executors and the solver call these names
@@ -26,23 +28,21 @@ import numpy as np
 
 from .._xp import is_cupy_array
 from ..errors import PrecisionWarning
-from . import cpu, cuda, reference
+from . import cloud, cpu, cuda, reference
+from .cloud import as_matrix
 from .reference import (
     Pair,
     add_partials,
-    column_pair,
     lse_pair,
     merge_scan,
     pair_to_lse,
-    plan_strip,
     potential_update,
-    scan_strip,
-    topk_strip,
     tree_reduce,
 )
 
 __all__ = [
-    "FLOAT32_TOL", "Pair", "add_partials", "check_tolerance", "column_pair", "evaluate_strip",
+    "FLOAT32_TOL", "Pair", "add_partials", "as_matrix", "check_tolerance", "column_pair",
+    "evaluate_strip",
     "fused_available", "lse_pair", "merge_pairs", "merge_scan", "pair_to_lse", "plan_strip",
     "potential_update", "runs_whole", "scan_strip", "sinkhorn_strip", "strip_kernels",
     "topk_strip", "tree_reduce",
@@ -53,14 +53,19 @@ __all__ = [
 FLOAT32_TOL = 1e-7
 
 
-def _implementation(C: Any, *others: Any) -> ModuleType:
-    """The module whose kernels run on the strip ``C`` with arguments ``others``: CUDA for
-    CuPy float32/float64 strips, numba for NumPy ones, else the reference kernels."""
+def _implementation(C: Any, *others: Any) -> tuple[ModuleType, Any]:
+    """The module whose kernels run on the strip ``C`` with arguments ``others``, and the
+    strip as that module takes it: the cloud kernels for a NumPy point cloud's strip;
+    CUDA for CuPy float32/float64 strips, numba for NumPy ones, else the reference kernels
+    (another cloud strip is materialised first)."""
+    if cloud.fits(C, *others):
+        return cloud, C
+    C = as_matrix(C)
     if is_cupy_array(C) and cuda.fits(C):
-        return cuda
+        return cuda, C
     if cpu.fits(C, *others):
-        return cpu
-    return reference
+        return cpu, C
+    return reference, C
 
 
 def sinkhorn_strip(
@@ -69,14 +74,38 @@ def sinkhorn_strip(
 ) -> tuple[Any, Pair]:
     """One fused Sinkhorn pass over a strip, new ``f`` rows and column partials
     (:func:`bigsink.kernels.reference.sinkhorn_strip`), by the implementation that fits."""
-    impl = _implementation(C, log_a, f_prev, g)
+    impl, C = _implementation(C, log_a, f_prev, g)
     return impl.sinkhorn_strip(C, start, log_a, f_prev, g, eps, tau, omega)
 
 
 def evaluate_strip(C: Any, start: int, f: Any, g: Any, eps: float) -> tuple[Any, Any]:
     """Plan marginals and ``<P, C>`` of a strip
     (:func:`bigsink.kernels.reference.evaluate_strip`), by the implementation that fits."""
-    return _implementation(C, f, g).evaluate_strip(C, start, f, g, eps)
+    impl, C = _implementation(C, f, g)
+    return impl.evaluate_strip(C, start, f, g, eps)
+
+
+def scan_strip(C: Any, start: int) -> tuple[None, tuple[float, float, int, int]]:
+    """Finite range and first non-finite entry of a strip
+    (:func:`bigsink.kernels.reference.scan_strip`); a NumPy cloud's by its fused kernel."""
+    if cloud.fits(C):
+        return cloud.scan_strip(C, start)
+    return reference.scan_strip(as_matrix(C), start)
+
+
+def column_pair(C: Any, start: int, f: Any, eps: float) -> tuple[None, Pair]:
+    """Exact column partials of a strip (:func:`bigsink.kernels.reference.column_pair`)."""
+    return reference.column_pair(as_matrix(C), start, f, eps)
+
+
+def plan_strip(C: Any, start: int, f: Any, g: Any, eps: float) -> tuple[Any, None]:
+    """The strip's rows of the plan (:func:`bigsink.kernels.reference.plan_strip`)."""
+    return reference.plan_strip(as_matrix(C), start, f, g, eps)
+
+
+def topk_strip(C: Any, start: int, f: Any, g: Any, eps: float, k: int) -> tuple[Any, None]:
+    """Per-row top-``k`` plan entries (:func:`bigsink.kernels.reference.topk_strip`)."""
+    return reference.topk_strip(as_matrix(C), start, f, g, eps, k)
 
 
 def merge_pairs(p: Pair, q: Pair) -> Pair:
@@ -89,7 +118,9 @@ def merge_pairs(p: Pair, q: Pair) -> Pair:
 def runs_whole(kernel: Any, C: Any) -> bool:
     """Whether ``kernel`` on the strip ``C`` is a fused kernel that needs only O(r + m)
     temporaries (numba or CUDA), so that an executor need not cut the strip into chunks."""
-    return kernel in (sinkhorn_strip, evaluate_strip) and _implementation(C) is not reference
+    if kernel is scan_strip:
+        return cloud.fits(C)
+    return kernel in (sinkhorn_strip, evaluate_strip) and _implementation(C)[0] is not reference
 
 
 def fused_available(dtype: Any, namespace: Any = np) -> bool:
@@ -111,7 +142,7 @@ def strip_kernels(
     """
     if fused_available(dtype, namespace):
         return sinkhorn_strip, evaluate_strip, column_pair
-    return reference.sinkhorn_strip, reference.evaluate_strip, column_pair
+    return reference.sinkhorn_strip, reference.evaluate_strip, reference.column_pair
 
 
 def check_tolerance(dtype: Any, tol: float, stacklevel: int = 2) -> None:

@@ -69,7 +69,10 @@ from numba.extending import intrinsic
 from . import reference
 from .reference import Pair
 
-__all__ = ["evaluate_strip", "exp", "fits", "merge_pairs", "sinkhorn_strip"]
+__all__ = [
+    "evaluate_pass", "evaluate_strip", "exp", "fits", "merge_pairs", "sinkhorn_pass",
+    "sinkhorn_strip",
+]
 
 _LOG2E = 1.4426950408889634
 _LN2_HI = 0.693147180369123816490          # ln2 with its low 32 mantissa bits zero
@@ -430,14 +433,28 @@ def sinkhorn_strip(
     """The numba :func:`bigsink.kernels.reference.sinkhorn_strip` (same maths and outputs):
     one read of C and one exp per element, for a NumPy float32/float64 strip (:func:`fits`).
     """
-    r, m = C.shape
+    return sinkhorn_pass(_sinkhorn_rows, (np.ascontiguousarray(C),), C.shape, C.dtype,
+                         log_a, f_prev, g, eps, tau, omega)
+
+
+def sinkhorn_pass(
+    rows_kernel: Any, source: tuple[Any, ...], shape: tuple[int, int], dtype: Any,
+    log_a: np.ndarray, f_prev: np.ndarray, g: np.ndarray, eps: float, tau: float,
+    omega: float,
+) -> tuple[np.ndarray, Pair]:
+    """One fused pass over a strip of ``shape`` whose C rows ``rows_kernel`` reads from
+    ``source`` (a strip in memory: :func:`_sinkhorn_rows`; a point cloud's rows computed in
+    registers: :func:`bigsink.kernels.cloud._cloud_sinkhorn_rows`, same trailing arguments):
+    new ``f`` rows (r, K) and the column pair ((m, K), (m, K)) of
+    :func:`bigsink.kernels.reference.sinkhorn_strip`."""
+    r, m = shape
     K = g.shape[1]
     f_new = np.empty((r, K))
     col_s = np.zeros((K, m))
     W = np.full(K, -np.inf)
-    _sinkhorn_rows(np.ascontiguousarray(C), _f64(log_a), _f64(f_prev), _f64(g.T), float(eps),
-                   float(tau), float(omega), f_new, col_s, W, C.dtype == np.float32,
-                   _scratch(_GROUP * m).reshape(_GROUP, m))
+    rows_kernel(*source, _f64(log_a), _f64(f_prev), _f64(g.T), float(eps), float(tau),
+                float(omega), f_new, col_s, W, np.dtype(dtype) == np.float32,
+                _scratch(_GROUP * m).reshape(_GROUP, m))
     W = np.where(np.isneginf(W), 0.0, W)                             # (K,) as the generic kernel
     col_m = np.multiply(g, -1.0 / eps)                               # (m, K): -g_j/eps, and
     col_m[np.isposinf(col_m)] = 0.0                                  # 0 where b_j = 0
@@ -450,12 +467,21 @@ def evaluate_strip(
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """The numba :func:`bigsink.kernels.reference.evaluate_strip` (one exp per element),
     for a NumPy float32/float64 strip (:func:`fits`)."""
-    r, m = C.shape
+    return evaluate_pass(_evaluate_rows, (np.ascontiguousarray(C),), C.shape, C.dtype, f, g,
+                         eps)
+
+
+def evaluate_pass(
+    rows_kernel: Any, source: tuple[Any, ...], shape: tuple[int, int], dtype: Any,
+    f: np.ndarray, g: np.ndarray, eps: float,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Row sums (r, K) and the partial ``(col_sums (m, K), <P, C> (K,))`` of a strip whose C
+    rows ``rows_kernel`` reads from ``source`` (see :func:`sinkhorn_pass`)."""
+    r, m = shape
     K = g.shape[1]
     rows = np.empty((r, K))
     cols = np.zeros((K, m))
     pc = np.zeros(K)
-    _evaluate_rows(np.ascontiguousarray(C), _f64(f), _f64(g.T), float(eps), rows, cols, pc,
-                   C.dtype == np.float32)
+    rows_kernel(*source, _f64(f), _f64(g.T), float(eps), rows, cols, pc,
+                np.dtype(dtype) == np.float32)
     return rows, (np.ascontiguousarray(cols.T), pc)
-

@@ -65,9 +65,10 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from ..costs import CostSource, reads_store
+from ..costs import CostSource, read_strip, reads_store
 from ..scratch import release_pages, scratch_array
 from . import cpu
+from .cloud import as_matrix
 
 __all__ = ["ABSORB_BOUND", "FLUSH", "MIXED_TOL", "KernelRows", "chunk_rows", "kernel_dtype"]
 
@@ -268,8 +269,8 @@ class KernelRows:
     def _rows(self, k: int) -> Any:
         """C's rows of piece ``k``."""
         if isinstance(self.source, CostSource):
-            return self.source.rows(*self.pieces[k])
-        return self.source[k]
+            return as_matrix(read_strip(self.source, *self.pieces[k]))
+        return as_matrix(self.source[k])
 
     def build(self, alpha: np.ndarray, betaT: np.ndarray, eps: float,
               dtype: np.dtype[Any]) -> str | None:

@@ -22,20 +22,22 @@ from .._xp import device_namespace
 from ..costs import as_cost, on_device
 from ..errors import InputError
 from ..executors import StripJob, make_executor
-from ..kernels import check_tolerance, column_pair, merge_pairs, pair_to_lse, potential_update
+from ..kernels import check_tolerance, column_pair, pair_to_lse, potential_update, reference
 from ..problem import Problem, log0, make_problem
 from ..result import SinkhornResult
 from .checkpoint import Checkpointer, check_cost_range
 from .checkpoint import check_arguments as checkpoint_arguments
-from .config import SinkhornConfig, eps_schedule, resident_dtype
+from .config import Placement, SinkhornConfig, eps_schedule, placement
 from .finish import finish
 from .hooks import chain, user_hook
 from .hooks import progress as progress_hook
 from .loop import SolverState, iterate, scan, translate
 from .steps import Evaluation, evaluate, stage_steps
 
-__all__ = ["Evaluation", "SinkhornConfig", "SolverState", "eps_schedule", "evaluate", "solve",
-           "translate"]
+__all__ = [
+    "Evaluation", "Placement", "SinkhornConfig", "SolverState", "eps_schedule", "evaluate",
+    "solve", "translate",
+]
 
 
 def _check_init(init: Any, problem: Problem) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -175,14 +177,17 @@ def solve(
     user = user_hook(callback)
     session = make_executor(executor, client).open(src, problem.K)
     try:
+        t_scan = time.perf_counter()
         stats = scan(session, src)
+        scan_seconds = time.perf_counter() - t_scan
         schedule = config.schedule(problem.eps, stats.spread, init is not None)
         if resumed is not None:
             check_cost_range(resumed, (stats.lo, stats.hi), checkpoint)
             schedule = resumed.schedule
             f0, g0 = resumed.f, resumed.g
         if g0 is None and f0 is not None:  # g from the given f: one column pass
-            _, col = session.run(StripJob(column_pair, merge_pairs, (f0,), (schedule[0],)))
+            _, col = session.run(StripJob(column_pair, reference.merge_pairs, (f0,),
+                                          (schedule[0],)))
             g0 = potential_update(log0(problem.b), pair_to_lse(col), schedule[0],
                                   problem.tau(schedule[0])[1])
         start = SolverState(0, f0, g0 if g0 is not None else np.zeros(problem.b.shape), 0)
@@ -192,14 +197,14 @@ def solve(
         if checkpoint is not None:
             hooks.append(Checkpointer(checkpoint, checkpoint_every, schedule, fp,
                                       (stats.lo, stats.hi)))
-        kernel = resident_dtype(config.resident_kernel, session, src, problem, config.tol,
-                                config.mixed_precision)
+        place = placement(config.resident_kernel, session, src, problem, config.tol,
+                          config.mixed_precision, scan_seconds)
         state, ev, converged = iterate(session, problem, schedule, start, config,
-                                       stage_steps(session, problem, kernel), chain(hooks))
+                                       stage_steps(session, problem, place.dtype), chain(hooks))
         if ev is None:
             assert state.f is not None
             ev = evaluate(session, state.f, state.g, schedule[-1])
     finally:
         session.close()
     return finish(problem, state, ev, schedule, config.tol, converged,
-                  time.perf_counter() - t0, src)
+                  time.perf_counter() - t0, src, str(place))

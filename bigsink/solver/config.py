@@ -3,6 +3,8 @@ and the resident-kernel policy. Everything here is decided before the first iter
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +16,7 @@ from ..executors import Session
 from ..kernels.scaling import kernel_dtype
 from ..problem import Problem, check_max_iter, check_positive
 
-__all__ = ["SinkhornConfig", "eps_schedule", "resident_dtype"]
+__all__ = ["Placement", "SinkhornConfig", "eps_schedule", "placement"]
 
 #: eps-scaling is on by default when ``spread(C) / eps`` exceeds this: with adaptive
 #: over-relaxation / without it (a fixed ``omega``).
@@ -103,26 +105,80 @@ def eps_schedule(
     return (*stages, eps)
 
 
-def resident_dtype(
+@dataclass(frozen=True)
+class Placement:
+    """Where the scaling path's kernel ``exp((f + g - C)/eps)`` is kept, or why there is
+    none: ``kind`` is ``"resident"`` (memory, a scratch file or the workers, as ``reason``
+    says), ``"recompute"`` (a point cloud's costs computed in registers every pass: the log
+    domain with the fused cloud kernels) or ``"log domain"`` (a stored cost read every pass).
+    ``dtype`` is the kernel's storage dtype when resident."""
+
+    kind: str
+    reason: str
+    dtype: np.dtype[Any] | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.reason}"
+
+
+#: Bytes read to measure this process's read rate for the placement's comparison.
+PROBE_BYTES = 32 << 20
+
+
+def read_seconds_per_byte(threads: int) -> float:
+    """Measured seconds per byte to read memory with ``threads`` threads (one NumPy sum of
+    a PROBE_BYTES array, best of three, assumed to scale with the threads)."""
+    probe = np.ones(PROBE_BYTES // 4, dtype=np.float32)
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        probe.sum()
+        best = min(best, time.perf_counter() - t0)
+    return best / PROBE_BYTES / max(1, threads)
+
+
+def placement(
     flag: bool | None, session: Session, src: CostSource, problem: Problem, tol: float,
-    mixed: bool | None,
-) -> np.dtype[Any] | None:
-    """Storage dtype of a resident kernel for the scaling path (:func:`kernel_dtype`), or
-    None for the log domain."""
-    if flag is False:
-        return None
+    mixed: bool | None, scan_seconds: float,
+) -> Placement:
+    """Where the kernel goes (:func:`kernel_dtype` gives its dtype): resident where the
+    session has room (``hold_room()``) unless ``flag`` is False.
+
+    A point cloud (a cost with a ``strip`` member: its strips are computed, never read) is
+    kept resident only where reading the kernel is measured cheaper than recomputing: the
+    recompute cost per element is the first scan's (``scan_seconds`` over ``n * m``; a
+    scan computes every cost once, as a log-domain pass does before its exp), the read
+    cost the kernel's bytes at this process's measured read rate. ``resident_kernel=True``
+    (``flag``) insists, and is an InputError where no room is.
+    """
     n, m = src.shape
     cost_dtype = np.dtype(src.dtype)
     dtype = kernel_dtype(cost_dtype, tol, problem.K, mixed)
+    computed = hasattr(src, "strip")
+    fallback = "recompute" if computed else "log domain"
+    if flag is False:
+        return Placement(fallback, "resident_kernel=False")
     room, where = session.hold_room()       # memory, a scratch file, or the workers'
+    size = n * m * dtype.itemsize                                    # a batch may share one
     reasons = [
         (cost_dtype not in (np.float32, np.float64), f"the cost dtype is {cost_dtype}"),
-        (n * m * dtype.itemsize > room,                              # a batch may share one
-         f"the kernel ({n * m * dtype.itemsize / 2**30:.1f} GiB) exceeds {where}"),
+        (size > room, f"the kernel ({size / 2**30:.1f} GiB) exceeds {where}"),
     ]
     why = [text for bad, text in reasons if bad]
     if strip_module(src) != "numpy":
         why.append("the cost is not a NumPy array")
     if why and flag:
         raise InputError(f"resident_kernel=True is not possible here: {'; '.join(why)}.")
-    return None if why else dtype
+    if why:
+        return Placement(fallback, "; ".join(why))
+    fits = f"the {dtype} kernel ({size / 2**30:.2g} GiB) fits {where}"
+    if not computed:
+        return Placement("resident", fits, dtype)
+    threads = int(getattr(session, "threads", 1) or 1)
+    read_ns = dtype.itemsize * read_seconds_per_byte(threads) * 1e9
+    recompute_ns = scan_seconds / (n * m) * 1e9
+    compared = (f"reading it costs {read_ns:.2g} ns/element, recomputing the cloud's costs "
+                f"{recompute_ns:.2g} ns/element (measured)")
+    if read_ns < recompute_ns or flag:
+        return Placement("resident", f"{fits}; {compared}", dtype)
+    return Placement("recompute", compared)

@@ -515,3 +515,24 @@ def test_resident_strips_are_dealt_evenly_to_the_workers(dask_client: Any) -> No
             assert max(sizes) - min(sizes) <= 100                     # within one block row
         finally:
             session.close()
+
+
+def test_point_cloud_strips_travel_as_points(dask_client: Any) -> None:
+    """A cloud on Dask: resident strips are CloudStrips (points, no matrix), streamed strips
+    are computed by the fused kernels in the tasks; both equal the in-process solve, in the
+    log domain (recompute) and on the scaling path (kernels held by the workers)."""
+    rng = np.random.default_rng(21)
+    cost = bigsink.PointCloudCost(rng.random((300, 3)), rng.random((260, 3)), "minkowski",
+                                  p=np.inf, block_shape=(40, 260))
+    for resident in (False, None):
+        local = bigsink.solve(cost, eps=0.02, tol=1e-10, progress=False,
+                              resident_kernel=resident)
+        for mode in ("resident", "streaming"):
+            res = bigsink.solve(cost, eps=0.02, tol=1e-10, progress=False,
+                                resident_kernel=resident,
+                                executor=DaskExecutor(dask_client, mode=mode))
+            assert res.converged
+            assert res.transport_cost == pytest.approx(local.transport_cost, rel=1e-9)
+            np.testing.assert_allclose(res.f, local.f, rtol=1e-8, atol=1e-10)
+            if resident is False:
+                assert res.placement.startswith("recompute")
