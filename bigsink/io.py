@@ -151,7 +151,7 @@ def write_cost(
         progress: progress bar of chunks written; None shows it on a terminal only.
 
     Returns:
-        The :class:`~bigsink.zarr_cost.ZarrCost` over the new array. Its attributes record
+        The :class:`~bigsink.costs.ZarrCost` over the new array. Its attributes record
         the metric, p, scale, value range and shapes.
     """
     import zarr

@@ -1,6 +1,6 @@
 """Scratch files for kernels too large to keep in memory: room, creation, page release.
 
-The scaling path (:mod:`bigsink.scaling`) keeps the kernel of a cost read from a Zarr store
+The scaling path (:mod:`bigsink.kernels.scaling`) keeps the kernel of a cost read from a Zarr store
 in a scratch file, mapped, in this process or on a Dask worker. Mapped pages that a pass
 has touched count toward the process's resident set (RSS) -- which a Dask nanny compares
 with the worker's memory limit -- although they are the OS's file cache and cost no

@@ -52,7 +52,7 @@ class BenchConfig:
         seed: random seed of the point clouds.
         methods: POT methods to run; None: all of :data:`POT_METHODS` (balanced) or of
             :data:`POT_UNBALANCED_METHODS` (unbalanced).
-        device: ``"cpu"`` or ``"gpu"`` (CuPy: :func:`bigsink.bench_gpu.run_bench_gpu`, bound
+        device: ``"cpu"`` or ``"gpu"`` (CuPy: :func:`bigsink.bench.gpu.run_bench_gpu`, bound
             from the measured device bandwidth; executor ``local`` or ``zarr``).
         rho: KL marginal penalty of both sides (``inf``: balanced). Unbalanced runs compare
             with POT's ``sinkhorn_unbalanced(reg_type="kl")``; see the module for what

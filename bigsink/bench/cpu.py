@@ -34,10 +34,10 @@ For every size, eps and dtype, each solver runs once and reports
 The **machine bound** is measured in the same run, beside each of bigsink's steady runs (the
 bound reported is the one measured in the phase of its best run, as this machine's
 bandwidth wanders by tens of percent within a minute). Problems take the scaling
-path (:mod:`bigsink.scaling`) on every executor, whose bound is one read of the resident
+path (:mod:`bigsink.kernels.scaling`) on every executor, whose bound is one read of the resident
 kernel at the measured memory read bandwidth (all cores summing a large array),
 ``bytes / bandwidth``, with the kernel's bytes in its storage dtype (float32 for a float64
-cost at ``tol >= 1e-7``: mixed precision, :func:`bigsink.scaling.kernel_dtype`). The log
+cost at ``tol >= 1e-7``: mixed precision, :func:`bigsink.kernels.scaling.kernel_dtype`). The log
 domain's bound (:func:`bound_seconds`) is one pass over C and one exp per element at the
 measured throughput of the fused kernels' vectorised exp: ``max(bytes / bandwidth,
 elements / exp_rate)``. bigsink's per-iteration time is reported over the bound of the path

@@ -4,7 +4,7 @@ The problem is :func:`bigsink.bench.make_problem`'s. The **bound** of one iterat
 read of C at the device bandwidth measured in the same run (a device-to-device copy of
 ``nbytes``, counted as ``2 * nbytes`` moved, read plus write):
 ``bound_s = n * m * itemsize / device_copy_bytes_per_s``. The CUDA strip kernels
-(:mod:`bigsink._cuda`) read C twice per iteration (``reads_per_iter = 2``), so their floor
+(:mod:`bigsink.kernels.cuda`) read C twice per iteration (``reads_per_iter = 2``), so their floor
 is ``2 * bound_s``; ``per_iter_over_bound`` is bigsink's steady per-iteration time over
 ``bound_s``.
 

@@ -176,9 +176,9 @@ class DeviceCost(MappedCost):
 
     Each strip is read from ``source`` and copied to the device once per use; the kernels
     then run there. Used by ``solve(..., device="gpu")`` for stored and streamed costs.
-    With ``prefetch`` (default), strips come from a :class:`~bigsink.prefetch.StripPrefetcher`:
+    With ``prefetch`` (default), strips come from a :class:`StripPrefetcher`:
     the next strip is read (and, for CuPy, copied to the GPU through a pinned buffer on its
-    own stream, :class:`~bigsink.prefetch.PinnedCopier`) on a background thread while the
+    own stream, :class:`PinnedCopier`) on a background thread while the
     current one is computed on.
 
     Args:
@@ -212,7 +212,7 @@ class DeviceCost(MappedCost):
 
     @property
     def prefetcher(self) -> Any:
-        """The :class:`~bigsink.prefetch.StripPrefetcher` serving :meth:`rows` (made on first
+        """The :class:`StripPrefetcher` serving :meth:`rows` (made on first
         use, so each process that unpickles this cost gets its own thread)."""
         if self._prefetcher is None:
             if getattr(self.xp, "__name__", "") == "cupy":

@@ -114,15 +114,9 @@ _JIT_SUM: dict[str, Any] = dict(
 
 
 @nb.njit(inline="always", **_JIT)
-def _poly13(r: float) -> float:  # pragma: no cover - jit
-    """exp(r) for |r| <= ln2/2: Taylor degree 13 (~1 ulp), Horner."""
-    p = _C13
-    p = p * r + _C12
-    p = p * r + _C11
-    p = p * r + _C10
-    p = p * r + _C9
-    p = p * r + _C8
-    p = p * r + _C7
+def _horner_tail(p: float, r: float) -> float:  # pragma: no cover - jit
+    """The last seven Horner steps of exp's Taylor polynomial: ``p`` holds the sum down to
+    the ``1/7!`` term; the terms ``1/6!`` to ``1/0!`` follow."""
     p = p * r + _C6
     p = p * r + _C5
     p = p * r + _C4
@@ -133,16 +127,21 @@ def _poly13(r: float) -> float:  # pragma: no cover - jit
 
 
 @nb.njit(inline="always", **_JIT)
+def _poly13(r: float) -> float:  # pragma: no cover - jit
+    """exp(r) for |r| <= ln2/2: Taylor degree 13 (~1 ulp), Horner."""
+    p = _C13
+    p = p * r + _C12
+    p = p * r + _C11
+    p = p * r + _C10
+    p = p * r + _C9
+    p = p * r + _C8
+    return _horner_tail(p * r + _C7, r)
+
+
+@nb.njit(inline="always", **_JIT)
 def _poly7(r: float) -> float:  # pragma: no cover - jit
     """exp(r) for |r| <= ln2/2: Taylor degree 7 (relative error < 5e-9, for float32 costs)."""
-    p = _C7
-    p = p * r + _C6
-    p = p * r + _C5
-    p = p * r + _C4
-    p = p * r + _C3
-    p = p * r + _C2
-    p = p * r + 1.0
-    return p * r + 1.0
+    return _horner_tail(_C7, r)
 
 
 @intrinsic
