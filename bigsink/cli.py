@@ -292,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--a", default=None, metavar="A.npy", help="row weights (default uniform)")
     solve.add_argument("--b", default=None, metavar="B.npy",
                        help="column weights (default uniform)")
-    solve.add_argument("--eps", type=float, required=True, help="regularisation")
+    solve.add_argument("--eps", required=True,
+                       help="regularisation: a number, or relative to C as std:0.05 / mean:0.05")
     solve.add_argument("--tol", type=float, default=1e-6, help="L1 marginal tolerance")
     solve.add_argument("--max-iter", type=int, default=10_000, help="iteration budget")
     solve.add_argument("--scheduler", default=None, metavar="ADDR",

@@ -15,7 +15,8 @@ import numpy as np
 from .errors import InputError
 
 __all__ = [
-    "Problem", "check_eps", "check_max_iter", "check_positive", "log0", "make_problem",
+    "RELATIVE_EPS", "Problem", "check_eps", "check_max_iter", "check_positive", "log0",
+    "make_problem", "parse_eps",
 ]
 
 #: Relative tolerance on ``|sum(a) - sum(b)|`` for a balanced problem.
@@ -42,6 +43,25 @@ def check_eps(eps: Any) -> tuple[float, ...]:
         raise InputError("eps must be a positive number or a non-empty sequence of them; got "
                          f"{eps!r}.")
     return tuple(check_positive("eps", e) for e in values)
+
+
+#: The statistics of C a relative eps may be taken against (OTT's ``relative_epsilon``).
+RELATIVE_EPS = ("mean", "std")
+
+
+def parse_eps(eps: Any) -> tuple[float, str | None]:
+    """``eps`` as ``(value, rule)``: a positive number is absolute (``rule`` None); a
+    string ``"std:0.05"`` or ``"mean:0.05"`` is relative, ``value`` times the standard
+    deviation or the mean of C's entries (found by a pass over C), as OTT's
+    ``relative_epsilon``. InputError for anything else."""
+    if isinstance(eps, str) and ":" in eps:
+        rule, _, factor = eps.partition(":")
+        if rule.strip() not in RELATIVE_EPS or not factor:
+            raise InputError(
+                f"eps must be a positive number or a relative eps such as 'std:0.05' or "
+                f"'mean:0.05' (a factor of C's standard deviation or mean); got {eps!r}.")
+        return check_positive("eps", factor.strip()), rule.strip()
+    return check_positive("eps", eps), None
 
 
 def log0(w: np.ndarray) -> np.ndarray:

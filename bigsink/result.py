@@ -84,6 +84,8 @@ class SinkhornResult:
         placement: where the scaling path's kernel was kept and why, or why it was not
             (the solver's :class:`~bigsink.solver.config.Placement`; "" when loaded from an
             older save).
+        relative_eps: how a relative ``eps`` (``"std:0.05"``) was set, e.g.
+            ``"std:0.05 (std of C 0.213)"``; "" for an absolute one.
     """
 
     f: Any
@@ -103,6 +105,7 @@ class SinkhornResult:
     tol: float = 0.0
     seconds: float = 0.0
     placement: str = ""
+    relative_eps: str = ""
     cost: CostSource | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -157,7 +160,8 @@ class SinkhornResult:
             f"bigsink Sinkhorn: {'converged' if self.converged else 'NOT converged'} "
             f"in {self.n_iter} iterations over {len(self.eps_stages)} eps stage(s), "
             f"{self.seconds:.3f} s",
-            f"  eps              {self.eps:g}",
+            f"  eps              {self.eps:g}"
+            + (f"  ({self.relative_eps})" if self.relative_eps else ""),
             f"  transport_cost   {self.transport_cost}",
             f"  reg_cost         {self.reg_cost}",
             f"  dual_cost        {self.dual_cost}",
@@ -220,6 +224,7 @@ def save_result(result: SinkhornResult, path: Any, *, overwrite: bool = False) -
             "format": FORMAT, "kind": "result", "bigsink_version": __version__,
             "n_iter": int(result.n_iter), "converged": bool(result.converged),
             "batched": bool(result.batched), "kinds": kinds, "placement": result.placement,
+            "relative_eps": result.relative_eps,
         })
     return target
 
@@ -261,4 +266,5 @@ def load_result(path: Any) -> SinkhornResult:
         history=history,
         eps_stages=tuple(float(e) for e in group["eps_stages"][...]),
         placement=str(attrs.get("placement", "")),
+        relative_eps=str(attrs.get("relative_eps", "")),
     )

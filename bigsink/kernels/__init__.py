@@ -42,10 +42,9 @@ from .reference import (
 
 __all__ = [
     "FLOAT32_TOL", "Pair", "add_partials", "as_matrix", "check_tolerance", "column_pair",
-    "evaluate_strip",
-    "fused_available", "lse_pair", "merge_pairs", "merge_scan", "pair_to_lse", "plan_strip",
-    "potential_update", "runs_whole", "scan_strip", "sinkhorn_strip", "strip_kernels",
-    "topk_strip", "tree_reduce",
+    "evaluate_strip", "fused_available", "lse_pair", "merge_pairs", "merge_scan",
+    "moments_strip", "pair_to_lse", "plan_strip", "potential_update", "runs_whole",
+    "scan_strip", "sinkhorn_strip", "strip_kernels", "topk_strip", "tree_reduce",
 ]
 
 #: Below this L1 tolerance a float32 cost cannot tell the answer apart (float32 epsilon
@@ -91,6 +90,12 @@ def scan_strip(C: Any, start: int) -> tuple[None, tuple[float, float, int, int]]
     if cloud.fits(C):
         return cloud.scan_strip(C, start)
     return reference.scan_strip(as_matrix(C), start)
+
+
+def moments_strip(C: Any, start: int, shift: float) -> tuple[None, tuple[float, float]]:
+    """Shifted sum and sum of squares of a strip's entries
+    (:func:`bigsink.kernels.reference.moments_strip`)."""
+    return reference.moments_strip(as_matrix(C), start, shift)
 
 
 def column_pair(C: Any, start: int, f: Any, eps: float) -> tuple[None, Pair]:

@@ -36,6 +36,7 @@ __all__ = [
     "lse_pair",
     "merge_pairs",
     "merge_scan",
+    "moments_strip",
     "pair_to_lse",
     "plan_strip",
     "potential_update",
@@ -248,6 +249,15 @@ def merge_scan(
     """Merge two :func:`scan_strip` partials (strips are merged in row order)."""
     firsts = [x for x in (p[3], q[3]) if x >= 0]
     return (min(p[0], q[0]), max(p[1], q[1]), p[2] + q[2], min(firsts) if firsts else -1)
+
+
+def moments_strip(C: Array, start: int, shift: float) -> tuple[None, tuple[float, float]]:
+    """``(sum(C - shift), sum((C - shift)^2))`` of a strip in float64 (merged by addition):
+    the mean and variance of C's entries, shifted by ``shift`` (C's minimum) against
+    cancellation."""
+    xp = array_namespace(C)
+    D = xp.astype(C, xp.float64) - shift                             # (r, m)
+    return None, (float(xp.sum(D)), float(xp.sum(D * D)))
 
 
 def plan_strip(C: Array, start: int, f: Array, g: Array, eps: float) -> tuple[Array, None]:

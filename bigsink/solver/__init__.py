@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from ..costs import as_cost, on_device
 from ..errors import InputError
 from ..executors import StripJob, make_executor
 from ..kernels import check_tolerance, column_pair, pair_to_lse, potential_update, reference
-from ..problem import Problem, log0, make_problem
+from ..problem import Problem, log0, make_problem, parse_eps
 from ..result import SinkhornResult
 from .checkpoint import Checkpointer, check_cost_range
 from .checkpoint import check_arguments as checkpoint_arguments
@@ -31,7 +32,7 @@ from .config import Placement, SinkhornConfig, eps_schedule, placement
 from .finish import finish
 from .hooks import chain, user_hook
 from .hooks import progress as progress_hook
-from .loop import SolverState, iterate, scan, translate
+from .loop import SolverState, iterate, relative_eps, scan, translate
 from .steps import Evaluation, evaluate, stage_steps
 
 __all__ = [
@@ -49,10 +50,12 @@ def _check_init(init: Any, problem: Problem) -> tuple[np.ndarray | None, np.ndar
     except (TypeError, ValueError):
         raise InputError("init must be a pair (f, g) of potentials (either may be None).") from None
     out: list[np.ndarray | None] = []
-    for name, x, size in (("f", f0, problem.shape[0]), ("g", g0, problem.shape[1])):
+    sides = (("f", f0, problem.a), ("g", g0, problem.b))
+    for name, x, w in sides:
         if x is None:
             out.append(None)
             continue
+        size = w.shape[0]
         arr = np.asarray(x, dtype=np.float64)
         arr = arr[:, None] if arr.ndim == 1 else arr                      # (size, 1 or K)
         if arr.ndim != 2 or arr.shape[0] != size or arr.shape[1] not in (1, problem.K):
@@ -60,9 +63,16 @@ def _check_init(init: Any, problem: Problem) -> tuple[np.ndarray | None, np.ndar
                 f"init {name}: expected {size} potentials (or ({size}, {problem.K})), "
                 f"got shape {np.shape(x)}."
             )
-        if not np.isfinite(arr).all():
-            raise InputError(f"init {name} contains non-finite potentials.")
-        out.append(np.broadcast_to(arr, (size, problem.K)).copy())
+        arr = np.broadcast_to(arr, (size, problem.K)).copy()
+        # a returned result has potential -inf where the weight is 0 (that row or column
+        # of the plan is exactly 0): accepted there, and only there
+        unused = np.isneginf(arr) & (w == 0)
+        if not np.isfinite(arr[~unused]).all():
+            raise InputError(
+                f"init {name} contains non-finite potentials (NaN, inf, or -inf where the "
+                "weight is not 0).")
+        arr[unused] = 0.0
+        out.append(arr)
     return out[0], out[1]
 
 
@@ -71,7 +81,7 @@ def solve(
     a: Any = None,
     b: Any = None,
     *,
-    eps: float,
+    eps: float | str,
     tol: float = 1e-6,
     max_iter: int = 10_000,
     rho: float = math.inf,
@@ -99,7 +109,11 @@ def solve(
             path/URL of a Zarr array.
         a, b: marginals (n,) and (m,), or (n, K) / (m, K) to solve K problems with one pass
             over C per iteration; default uniform.
-        eps: entropic regularisation (> 0).
+        eps: entropic regularisation (> 0), or relative to the cost as OTT's
+            ``relative_epsilon``: ``"std:0.05"`` (0.05 times the standard deviation of C's
+            entries) or ``"mean:0.05"`` (times their mean), found by one pass over C; the
+            result's ``eps`` is then the absolute value and ``relative_eps`` says how it
+            was set.
         tol: stop when the L1 marginal error is at most this (for unbalanced problems: the
             L1 change of the row scaling between iterations).
         max_iter: iteration budget over all eps stages.
@@ -168,7 +182,8 @@ def solve(
     src = as_cost(cost)
     if device is not None:
         src = on_device(src, device_namespace(device))
-    problem = make_problem(src.shape, a, b, eps, rho, rho_a, rho_b)
+    eps_value, eps_rule = parse_eps(eps)             # absolute, or a factor of C's mean/std
+    problem = make_problem(src.shape, a, b, eps_value, rho, rho_a, rho_b)
     config = SinkhornConfig.make(tol, max_iter, omega, eps_scaling, eps_decay, resident_kernel,
                                  mixed_precision)
     check_tolerance(src.dtype, config.tol, stacklevel=2)
@@ -180,6 +195,10 @@ def solve(
         t_scan = time.perf_counter()
         stats = scan(session, src)
         scan_seconds = time.perf_counter() - t_scan
+        relative = ""
+        if eps_rule is not None:
+            value, relative = relative_eps(session, src, stats, eps_rule, eps_value)
+            problem = dataclasses.replace(problem, eps=value)
         schedule = config.schedule(problem.eps, stats.spread, init is not None)
         if resumed is not None:
             check_cost_range(resumed, (stats.lo, stats.hi), checkpoint)
@@ -207,4 +226,4 @@ def solve(
     finally:
         session.close()
     return finish(problem, state, ev, schedule, config.tol, converged,
-                  time.perf_counter() - t0, src, str(place))
+                  time.perf_counter() - t0, src, str(place), relative)

@@ -42,6 +42,7 @@ def finish(
     seconds: float,
     cost: CostSource | None,
     placement: str = "",
+    relative_eps: str = "",
 ) -> SinkhornResult:
     """Costs, errors and checks of the final potentials, as a :class:`SinkhornResult`.
 
@@ -92,7 +93,8 @@ def finish(
         n_iter=state.n_iter, converged=converged,
         history=History(hist[:, 0].astype(int), hist[:, 1], hist[:, 2]),
         eps_stages=tuple(float(e) for e in schedule), rho_a=problem.rho_a, rho_b=problem.rho_b,
-        tol=tol, seconds=seconds, placement=placement, cost=cost,
+        tol=tol, seconds=seconds, placement=placement,
+        relative_eps=relative_eps, cost=cost,
     )
     if not converged:
         warnings.warn(

@@ -28,13 +28,13 @@ import numpy as np
 from ..costs import CostSource
 from ..errors import InputError, NumericalError
 from ..executors import Session, StripJob
-from ..kernels import merge_scan, scan_strip
+from ..kernels import add_partials, merge_scan, moments_strip, scan_strip
 from ..problem import Problem, log0
 from .config import STAGE_TOL, SinkhornConfig
 from .steps import Evaluation, Step, StepFactory, evaluate
 
-__all__ = ["CostStats", "Relaxation", "SolverState", "iterate", "row_error", "scan",
-           "translate"]
+__all__ = ["CostStats", "Relaxation", "SolverState", "iterate", "relative_eps", "row_error",
+           "scan", "translate"]
 
 #: Iterations per window of the over-relaxation's rate estimate (:class:`Relaxation`).
 RELAX_WINDOW = 8
@@ -93,6 +93,22 @@ def scan(session: Session, cost: CostSource) -> CostStats:
     return CostStats(lo, hi, n_bad, first)
 
 
+def relative_eps(
+    session: Session, cost: CostSource, stats: CostStats, rule: str, factor: float
+) -> tuple[float, str]:
+    """``factor`` times C's mean or standard deviation (``rule``, OTT's
+    ``relative_epsilon``), by one pass over C (shifted sums), and its description."""
+    n, m = cost.shape
+    _, (s1, s2) = session.run(StripJob(moments_strip, add_partials, (), (stats.lo,)))
+    mean = s1 / (n * m)                                              # of C - lo
+    value = stats.lo + mean if rule == "mean" else math.sqrt(max(0.0, s2 / (n * m) - mean**2))
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(
+            f"eps='{rule}:{factor:g}': the {rule} of C is {value:g}, so a relative eps is 0. "
+            "Give an absolute eps.")
+    return factor * value, f"{rule}:{factor:g} ({rule} of C {value:.6g})"
+
+
 def _log_mass(w: np.ndarray, pot: np.ndarray, rho: float, eps: float) -> np.ndarray:
     """``log <w, exp(-(pot - eps log w) / rho)>`` per batch column (K,): the slope of one
     side's KL term of the dual along a translation; ``log <w, 1>`` when ``rho`` is inf."""
@@ -135,9 +151,9 @@ def row_error(
     """
     if f is None:
         return np.full(a.shape[1], np.inf)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):       # 0-weight rows: -inf, unused
         r = np.abs(1.0 - np.exp((f - f_new) / (omega * eps)))
-    return np.where(a > 0, a * r, 0.0).sum(axis=0)
+        return np.where(a > 0, a * r, 0.0).sum(axis=0)
 
 
 @dataclass
