@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
@@ -15,6 +16,7 @@ from ._xp import to_numpy
 from .costs import CostSource, as_cost
 from .errors import InputError
 from .kernels import plan_strip
+from .operators import apply_plan, cost_gradients, log_potentials
 
 __all__ = ["History", "MarginalError", "SinkhornResult", "load_result", "save_result"]
 
@@ -145,6 +147,118 @@ class SinkhornResult:
         P, _ = plan_strip(C, 0, f, g, self.eps)                   # (n, m, K)
         return P if self.batched else P[:, :, 0]
 
+    def _source(self, cost: Any) -> CostSource:
+        """``cost``, or the one the solve ran on, checked against the potentials' shape."""
+        src = as_cost(cost) if cost is not None else self.cost
+        if src is None:
+            raise InputError(
+                "this result was unpickled or loaded, so it has no cost: pass it again, "
+                "e.g. result.apply(v, C).")
+        shape = (np.shape(self.f)[0], np.shape(self.g)[0])
+        if src.shape != shape:
+            raise InputError(f"cost has shape {src.shape} but the potentials are for {shape}; "
+                             "pass the cost the result was solved on.")
+        return src
+
+    def _potentials(self) -> tuple[np.ndarray, np.ndarray]:
+        """``f`` (n, K), ``g`` (m, K) float64 NumPy."""
+        n, m = np.shape(self.f)[0], np.shape(self.g)[0]
+        f = np.asarray(to_numpy(self.f), dtype=np.float64).reshape(n, -1)
+        return f, np.asarray(to_numpy(self.g), dtype=np.float64).reshape(m, -1)
+
+    def _out(self, x: np.ndarray, vector: bool) -> np.ndarray:
+        """(size, d, K) -> (size, d) or (size,) for one problem, (size, d, K) or (size, K)
+        for a batch."""
+        x = x if self.batched else x[..., 0]
+        return x[:, 0] if vector else x
+
+    def apply(self, v: Any, cost: Any = None, axis: int = 1, *, executor: Any = None,
+              client: Any = None) -> np.ndarray:
+        """The plan as an operator, never formed: ``P v`` (``axis=1``; v (m,) or (m, d))
+        or ``P^T u`` (``axis=0``; u (n,) or (n, d)), one pass over C on any executor
+        (:func:`bigsink.operators.apply_plan`). Shape (n,) / (n, d) (a batch: a trailing
+        K axis). At the optimum this is also the gradient of ``reg_cost`` by ``C``,
+        applied to ``v``."""
+        if axis not in (0, 1):
+            raise InputError(f"axis must be 1 (P v) or 0 (P^T u); got {axis!r}.")
+        src = self._source(cost)
+        f, g = self._potentials()
+        V, U = (v, None) if axis == 1 else (None, v)
+        rows, cols = apply_plan(f, g, self.eps, src, V, U, executor, client)
+        return self._out(rows if axis == 1 else cols, np.ndim(v) == 1)
+
+    def map_sources(self, y: Any = None, cost: Any = None, *, executor: Any = None,
+                    client: Any = None) -> np.ndarray:
+        """The barycentric projection of the sources, ``(P Y)_i / (P 1)_i`` (n, d): where
+        the plan sends each source point on average. ``Y`` defaults to the target points
+        of a :class:`~bigsink.costs.PointCloudCost`. One pass (``P [Y, 1]``); dividing by
+        the plan's own row sums (``a`` at convergence) keeps it a weighted mean."""
+        src = self._source(cost)
+        Y = _points(y, getattr(src, "y", None), "y", src.shape[1])
+        f, g = self._potentials()
+        rows, _ = apply_plan(f, g, self.eps, src, np.hstack([Y, np.ones((len(Y), 1))]), None,
+                             executor, client)
+        with np.errstate(invalid="ignore", divide="ignore"):         # 0-weight rows: NaN
+            return self._out(rows[:, :-1] / rows[:, -1:], False)
+
+    def map_targets(self, x: Any = None, cost: Any = None, *, executor: Any = None,
+                    client: Any = None) -> np.ndarray:
+        """The barycentric projection of the targets, ``(P^T X)_j / (P^T 1)_j`` (m, d);
+        ``X`` defaults to the source points of a point cloud."""
+        src = self._source(cost)
+        X = _points(x, getattr(src, "x", None), "x", src.shape[0])
+        f, g = self._potentials()
+        _, cols = apply_plan(f, g, self.eps, src, None, np.hstack([X, np.ones((len(X), 1))]),
+                             executor, client)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self._out(cols[:, :-1] / cols[:, -1:], False)
+
+    def _weight_gradient(self, side: int, cost: Any, centred: bool, executor: Any,
+                         client: Any) -> np.ndarray:
+        """The gradient of ``reg_cost`` by the row (``side`` 0) or column weights: ``F -
+        eps``, where ``F`` is the potential of the KL form (``f - eps log a`` at the
+        optimum; the c-transform of the other side's potential, finite even where a weight
+        is 0: one pass over C); ``centred``: ``F - mean(F)``, the gradient within the
+        simplex (weights that keep their sum), where the constant drops out."""
+        if not (math.isinf(self.rho_a) and math.isinf(self.rho_b)):
+            raise InputError("grad_a / grad_b are derived for balanced results only.")
+        f, g = self._potentials()
+        F = log_potentials(f, g, self.eps, self._source(cost), side, executor, client)
+        F = F - F.mean(axis=0) if centred else F - self.eps
+        return F if self.batched else F[:, 0]
+
+    def grad_a(self, cost: Any = None, *, centred: bool = True, executor: Any = None,
+               client: Any = None) -> np.ndarray:
+        """The gradient of ``reg_cost`` by the source weights ``a`` (n,) (envelope theorem,
+        balanced results); ``centred`` (default) within the simplex."""
+        return self._weight_gradient(0, cost, centred, executor, client)
+
+    def grad_b(self, cost: Any = None, *, centred: bool = True, executor: Any = None,
+               client: Any = None) -> np.ndarray:
+        """The gradient of ``reg_cost`` by the target weights ``b`` (m,); see
+        :meth:`grad_a`."""
+        return self._weight_gradient(1, cost, centred, executor, client)
+
+    def _point_gradients(self, cost: Any, executor: Any, client: Any
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """``(grad_x, grad_y)`` of ``reg_cost`` (envelope theorem: the plan-weighted
+        gradients of the cost), one pass (:func:`bigsink.operators.cost_gradients`)."""
+        f, g = self._potentials()
+        gx, gy = cost_gradients(f, g, self.eps, self._source(cost), executor, client)
+        return self._out(gx, False), self._out(gy, False)
+
+    def grad_x(self, cost: Any = None, *, executor: Any = None, client: Any = None
+               ) -> np.ndarray:
+        """The gradient of ``reg_cost`` by the source points of a
+        :class:`~bigsink.costs.PointCloudCost`, ``sum_j P_ij grad_x c(x_i, y_j)`` (n, d)."""
+        return self._point_gradients(cost, executor, client)[0]
+
+    def grad_y(self, cost: Any = None, *, executor: Any = None, client: Any = None
+               ) -> np.ndarray:
+        """The gradient of ``reg_cost`` by the target points, ``sum_i P_ij grad_y c(x_i,
+        y_j)`` (m, d)."""
+        return self._point_gradients(cost, executor, client)[1]
+
     def save(self, path: Any, *, overwrite: bool = False) -> str:
         """Write this result to a Zarr group at ``path`` (atomically); returns the path.
 
@@ -171,6 +285,19 @@ class SinkhornResult:
         if self.placement:
             lines.append(f"  kernel           {self.placement}")
         return "\n".join(lines)
+
+
+def _points(given: Any, default: Any, name: str, size: int) -> np.ndarray:
+    """Points to map (size, d): ``given``, else the point cloud's own (``default``)."""
+    pts = default if given is None else given
+    if pts is None:
+        raise InputError(f"{name}: pass the points to map ({size}, d); only a point cloud "
+                         "cost has its own.")
+    arr = np.asarray(to_numpy(pts), dtype=np.float64)
+    arr = arr[:, None] if arr.ndim == 1 else arr
+    if arr.ndim != 2 or arr.shape[0] != size:
+        raise InputError(f"{name}: expected ({size}, d) points; got shape {np.shape(pts)}.")
+    return arr
 
 
 # ---------------------------------------------------------------------------------------------

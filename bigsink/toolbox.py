@@ -44,6 +44,17 @@ class DivergenceResult:
     aa: SinkhornResult = field(repr=False)
     bb: SinkhornResult = field(repr=False)
 
+    def grad_x(self, **where: Any) -> np.ndarray:
+        """The gradient of ``value`` by the source points (point-cloud costs):
+        ``ab.grad_x() - aa.grad_x()``. ``OT(a, a)`` depends on ``x`` through both
+        arguments; its plan and cost are symmetric, so the two halves are equal and
+        ``-OT(a, a)/2`` contributes minus one of them. ``where``: ``executor``, ``client``."""
+        return self.ab.grad_x(**where) - self.aa.grad_x(**where)
+
+    def grad_y(self, **where: Any) -> np.ndarray:
+        """The gradient of ``value`` by the target points: ``ab.grad_y() - bb.grad_y()``."""
+        return self.ab.grad_y(**where) - self.bb.grad_y(**where)
+
 
 def divergence(
     x: Any = None,

@@ -17,7 +17,7 @@ LEVELS: tuple[tuple[str, ...], ...] = (
     ("bigsink.costs",),
     ("bigsink.kernels",),
     ("bigsink.executors",),
-    ("bigsink.result",),
+    ("bigsink.result", "bigsink.operators"),
     ("bigsink.solver",),
     ("bigsink.plans", "bigsink.io", "bigsink.toolbox", "bigsink.assign"),
     ("bigsink.sweep", "bigsink.plot", "bigsink.bench", "bigsink.cli", "bigsink"),

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .._xp import is_cupy_array
+from .._xp import is_cupy_array, to_numpy
+from ..costs.pointcloud import CloudStrip
 from ..errors import PrecisionWarning
 from . import cloud, cpu, cuda, reference
 from .cloud import as_matrix
@@ -41,7 +42,8 @@ from .reference import (
 )
 
 __all__ = [
-    "FLOAT32_TOL", "Pair", "add_partials", "as_matrix", "check_tolerance", "column_pair",
+    "FLOAT32_TOL", "Pair", "add_partials", "apply_strip", "as_matrix", "check_tolerance",
+    "column_pair", "cost_grad_strip",
     "evaluate_strip", "fused_available", "lse_pair", "merge_pairs", "merge_scan",
     "moments_strip", "pair_to_lse", "plan_strip", "potential_update", "runs_whole",
     "scan_strip", "sinkhorn_strip", "strip_kernels", "topk_strip", "tree_reduce",
@@ -82,6 +84,26 @@ def evaluate_strip(C: Any, start: int, f: Any, g: Any, eps: float) -> tuple[Any,
     (:func:`bigsink.kernels.reference.evaluate_strip`), by the implementation that fits."""
     impl, C = _implementation(C, f, g)
     return impl.evaluate_strip(C, start, f, g, eps)
+
+
+def apply_strip(
+    C: Any, start: int, f: Any, U: Any, g: Any, eps: float, V: Any
+) -> tuple[Any, tuple[Any]]:
+    """The plan as an operator on a strip, ``P V`` rows and ``P^T U`` partial
+    (:func:`bigsink.kernels.reference.apply_strip`), by the implementation that fits
+    (CUDA strips: the reference kernel)."""
+    impl, C = _implementation(C, f, U, g, V)
+    if impl is cuda:
+        impl = reference
+    return impl.apply_strip(C, start, f, U, g, eps, V)
+
+
+def cost_grad_strip(C: Any, start: int, f: Any, g: Any, eps: float) -> tuple[Any, Any]:
+    """The plan-weighted gradients of a point cloud's cost by its points
+    (:func:`bigsink.kernels.cloud.cost_grad_strip`); a strip of another source has none."""
+    if not isinstance(C, CloudStrip):
+        raise TypeError("cost_grad_strip needs a point cloud's strip (CloudStrip)")
+    return cloud.cost_grad_strip(C, start, to_numpy(f), to_numpy(g), eps)
 
 
 def scan_strip(C: Any, start: int) -> tuple[None, tuple[float, float, int, int]]:
@@ -125,7 +147,10 @@ def runs_whole(kernel: Any, C: Any) -> bool:
     temporaries (numba or CUDA), so that an executor need not cut the strip into chunks."""
     if kernel is scan_strip:
         return cloud.fits(C)
-    return kernel in (sinkhorn_strip, evaluate_strip) and _implementation(C)[0] is not reference
+    impl = _implementation(C)[0]
+    if kernel is apply_strip:                                  # (no CUDA twin of its own)
+        return impl in (cpu, cloud)
+    return kernel in (sinkhorn_strip, evaluate_strip) and impl is not reference
 
 
 def fused_available(dtype: Any, namespace: Any = np) -> bool:

@@ -42,11 +42,19 @@ from ..costs.pointcloud import (
     CloudStrip,
 )
 from . import cpu
-from .cpu import _GROUP, _JIT_SUM, _evaluate_rows, _sinkhorn_rows
+from .cpu import _GROUP, _JIT_SUM, _apply_rows, _evaluate_rows, _sinkhorn_rows
 from .reference import Pair
 
 __all__ = [
-    "as_matrix", "cost_rows", "evaluate_strip", "fits", "scan_strip", "sinkhorn_strip",
+    "apply_strip",
+    "as_matrix",
+    "cost_grad_strip",
+    "cost_rows",
+    "evaluate_strip",
+    "fits",
+    "metric_gradient",
+    "scan_strip",
+    "sinkhorn_strip",
 ]
 
 
@@ -195,6 +203,21 @@ def _cloud_evaluate_rows(
 
 
 @nb.njit(**_JIT_SUM)
+def _cloud_apply_rows(
+    x: np.ndarray, y: np.ndarray, yT: np.ndarray, code: int, p: float, inv_scale: float,
+    tile: np.ndarray, f: np.ndarray, gT: np.ndarray, eps: float, VT: np.ndarray,
+    U: np.ndarray, rows: np.ndarray, cols: np.ndarray, low: bool,
+) -> None:  # pragma: no cover - jit
+    """:func:`bigsink.kernels.cpu._apply_rows` over a cloud strip, a tile at a time."""
+    r = x.shape[0]
+    for i0 in range(0, r, _GROUP):
+        i1 = min(r, i0 + _GROUP)
+        tiles = tile[:i1 - i0]
+        _cost_rows(x[i0:i1], y, yT, code, p, inv_scale, tiles)
+        _apply_rows(tiles, f[i0:i1], gT, eps, VT, U[i0:i1], rows[i0:i1], cols, low)
+
+
+@nb.njit(**_JIT_SUM)
 def _cloud_scan_rows(
     x: np.ndarray, y: np.ndarray, yT: np.ndarray, code: int, p: float, inv_scale: float,
     tile: np.ndarray,
@@ -272,6 +295,59 @@ def evaluate_strip(
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """:func:`bigsink.kernels.reference.evaluate_strip` over a cloud strip."""
     return cpu.evaluate_pass(_cloud_evaluate_rows, _source(C), C.shape, C.dtype, f, g, eps)
+
+
+def apply_strip(
+    C: CloudStrip, start: int, f: np.ndarray, U: np.ndarray, g: np.ndarray, eps: float,
+    V: np.ndarray,
+) -> tuple[np.ndarray, tuple[np.ndarray]]:
+    """:func:`bigsink.kernels.reference.apply_strip` over a cloud strip."""
+    return cpu.apply_pass(_cloud_apply_rows, _source(C), C.shape, C.dtype, f, U, g, eps, V)
+
+
+#: Elements of the (rows, m, d) temporaries of :func:`cost_grad_strip` per chunk of rows.
+GRAD_CHUNK_ELEMENTS = 1 << 22
+
+
+def metric_gradient(diff: np.ndarray, code: int, p: float) -> np.ndarray:
+    """``grad_x metric(x, y)`` at ``diff = x - y`` (..., d), unscaled (``grad_y`` is its
+    negative): ``2 diff`` (squared Euclidean), ``diff / |diff|`` (Euclidean; 0 at 0),
+    ``sign(diff)`` (city block), the sign of the largest coordinate (Chebyshev; a
+    subgradient), ``sign(diff) |diff|^(p-1) / |diff|_p^(p-1)`` (Minkowski)."""
+    a = np.abs(diff)
+    if code == SQEUCLIDEAN:
+        return 2.0 * diff
+    if code == CITYBLOCK:
+        return np.sign(diff)
+    if code == CHEBYSHEV:
+        top = a.argmax(axis=-1)[..., None]                           # first largest
+        return np.where(np.arange(diff.shape[-1]) == top, np.sign(diff), 0.0)
+    q = 2.0 if code == EUCLIDEAN else p
+    norm = (a**q).sum(axis=-1, keepdims=True) ** (1.0 / q)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.sign(diff) * a ** (q - 1) / norm ** (q - 1)
+    return np.where(norm > 0, out, 0.0)
+
+
+def cost_grad_strip(
+    C: CloudStrip, start: int, f: np.ndarray, g: np.ndarray, eps: float
+) -> tuple[np.ndarray, tuple[np.ndarray]]:
+    """``sum_j P_kij grad_x c(x_i, y_j)`` (r, d, K) for the strip's rows and the partial
+    ``(sum_i P_kij grad_y c(x_i, y_j),)`` ((m, d, K), merged by addition), with the plan
+    from the kernels' own costs; rows in chunks of bounded (rows, m, d) temporaries."""
+    x, y = np.asarray(C.x, dtype=np.float64), np.asarray(C.y, dtype=np.float64)
+    (r, d), m, K = x.shape, y.shape[0], g.shape[1]
+    gx, gy = np.zeros((r, d, K)), np.zeros((m, d, K))
+    step = max(1, GRAD_CHUNK_ELEMENTS // (m * d))
+    for a in range(0, r, step):
+        b = min(r, a + step)
+        G = metric_gradient(x[a:b, None, :] - y[None, :, :], C.code, C.p) / C.scale
+        Cq = np.asarray(as_matrix(C[a:b]), dtype=np.float64)         # (q, m)
+        for k in range(K):
+            P = np.exp((f[a:b, k, None] + g[None, :, k] - Cq) / eps)  # (q, m)
+            gx[a:b, :, k] = np.einsum("qm,qmd->qd", P, G)
+            gy[:, :, k] -= np.einsum("qm,qmd->md", P, G)
+    return gx, (gy,)
 
 
 def scan_strip(C: CloudStrip, start: int) -> tuple[None, tuple[float, float, int, int]]:

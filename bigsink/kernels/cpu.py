@@ -70,7 +70,8 @@ from . import reference
 from .reference import Pair
 
 __all__ = [
-    "evaluate_pass", "evaluate_strip", "exp", "fits", "merge_pairs", "sinkhorn_pass",
+    "apply_pass", "apply_strip", "evaluate_pass", "evaluate_strip", "exp", "fits",
+    "merge_pairs", "sinkhorn_pass",
     "sinkhorn_strip",
 ]
 
@@ -360,6 +361,45 @@ def _evaluate_rows(
 
 
 @nb.njit(**_JIT_SUM)
+def _apply_rows(
+    C: np.ndarray, f: np.ndarray, gT: np.ndarray, eps: float, VT: np.ndarray,
+    U: np.ndarray, rows: np.ndarray, cols: np.ndarray, low: bool,
+) -> None:  # pragma: no cover - jit
+    """The plan as an operator, one exp per element: ``rows[i, t, k] = sum_j P_kij VT[t, j]``
+    (set) and ``cols[k, t, j] += sum_i P_kij U[i, t]`` (accumulated), with
+    ``P_kij = exp((f_ik + g_jk - C_ij) / eps)``; C (r, m), f (r, K), gT (K, m), VT (dv, m),
+    U (r, du), rows (r, dv, K), cols (K, du, m); L1-sized chunks of each row."""
+    r, m = C.shape
+    K, dv, du = gT.shape[0], VT.shape[0], U.shape[1]
+    inv = 1.0 / eps
+    buf = np.empty(_CHUNK)
+    for i in range(r):
+        crow = C[i]
+        for k in range(K):
+            fi = f[i, k]
+            for t in range(dv):
+                rows[i, t, k] = 0.0
+            if fi == -np.inf:                                        # a_i = 0: row of zeros
+                continue
+            g = gT[k]
+            for lo in range(0, m, _CHUNK):
+                hi = min(m, lo + _CHUNK)
+                e = buf[: hi - lo]
+                _exp_to(g[lo:hi], crow[lo:hi], inv, -fi * inv, e, low)  # P_ij
+                for t in range(dv):
+                    v = VT[t, lo:hi]
+                    s = 0.0
+                    for j in range(e.shape[0]):
+                        s += e[j] * v[j]
+                    rows[i, t, k] += s
+                for t in range(du):
+                    ui = U[i, t]
+                    acc = cols[k, t, lo:hi]
+                    for j in range(e.shape[0]):
+                        acc[j] += e[j] * ui
+
+
+@nb.njit(**_JIT_SUM)
 def _merge_flat(
     m1: np.ndarray, s1: np.ndarray, m2: np.ndarray, s2: np.ndarray, m: np.ndarray,
     s: np.ndarray,
@@ -468,6 +508,30 @@ def evaluate_strip(
     for a NumPy float32/float64 strip (:func:`fits`)."""
     return evaluate_pass(_evaluate_rows, (np.ascontiguousarray(C),), C.shape, C.dtype, f, g,
                          eps)
+
+
+def apply_strip(
+    C: np.ndarray, start: int, f: np.ndarray, U: np.ndarray, g: np.ndarray, eps: float,
+    V: np.ndarray,
+) -> tuple[np.ndarray, tuple[np.ndarray]]:
+    """The numba :func:`bigsink.kernels.reference.apply_strip` (one exp per element)."""
+    return apply_pass(_apply_rows, (np.ascontiguousarray(C),), C.shape, C.dtype, f, U, g,
+                      eps, V)
+
+
+def apply_pass(
+    rows_kernel: Any, source: tuple[Any, ...], shape: tuple[int, int], dtype: Any,
+    f: np.ndarray, U: np.ndarray, g: np.ndarray, eps: float, V: np.ndarray,
+) -> tuple[np.ndarray, tuple[np.ndarray]]:
+    """``P V`` rows (r, dv, K) and the partial ``(P^T U,)`` ((m, du, K)) of a strip whose C
+    rows ``rows_kernel`` reads from ``source`` (see :func:`sinkhorn_pass`)."""
+    r, m = shape
+    K = g.shape[1]
+    rows = np.empty((r, V.shape[1], K))
+    cols = np.zeros((K, U.shape[1], m))
+    rows_kernel(*source, _f64(f), _f64(g.T), float(eps), _f64(V.T), _f64(U), rows, cols,
+                np.dtype(dtype) == np.float32)
+    return rows, (np.ascontiguousarray(cols.transpose(2, 1, 0)),)
 
 
 def evaluate_pass(

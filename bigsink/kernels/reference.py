@@ -31,6 +31,7 @@ T = TypeVar("T")
 
 __all__ = [
     "add_partials",
+    "apply_strip",
     "column_pair",
     "evaluate_strip",
     "lse_pair",
@@ -249,6 +250,21 @@ def merge_scan(
     """Merge two :func:`scan_strip` partials (strips are merged in row order)."""
     firsts = [x for x in (p[3], q[3]) if x >= 0]
     return (min(p[0], q[0]), max(p[1], q[1]), p[2] + q[2], min(firsts) if firsts else -1)
+
+
+def apply_strip(
+    C: Array, start: int, f: Array, U: Array, g: Array, eps: float, V: Array
+) -> tuple[Array, tuple[Array]]:
+    """The plan as an operator on a strip: ``P_k V`` rows (r, dv, K) and the partial
+    ``(P_k^T U,)`` ((m, du, K), merged by addition) for ``P_kij = exp((f_ik + g_jk -
+    C_ij) / eps)``; U (r, du) are the strip's rows of the row vectors, V (m, dv).
+    One exp per element; ``dv`` or ``du`` may be 0."""
+    xp = array_namespace(C, f, g)
+    P, _ = plan_strip(C, start, f, g, eps)                           # (r, m, K)
+    K = P.shape[2]
+    rows = xp.stack([P[:, :, k] @ V for k in range(K)], axis=2)      # (r, dv, K)
+    cols = xp.stack([xp.matrix_transpose(P[:, :, k]) @ U for k in range(K)], axis=2)
+    return rows, (cols,)                                             # (m, du, K)
 
 
 def moments_strip(C: Array, start: int, shift: float) -> tuple[None, tuple[float, float]]:
