@@ -20,7 +20,8 @@ LEVELS: tuple[tuple[str, ...], ...] = (
     ("bigsink.result", "bigsink.operators"),
     ("bigsink.solver",),
     ("bigsink.plans", "bigsink.io", "bigsink.toolbox", "bigsink.assign"),
-    ("bigsink.sweep", "bigsink.plot", "bigsink.bench", "bigsink.cli", "bigsink"),
+    ("bigsink.sweep", "bigsink.plot", "bigsink.bench", "bigsink.cli", "bigsink.autodiff",
+     "bigsink"),
 )
 
 #: Third-party packages that only one module (or subpackage) may import.
@@ -30,6 +31,8 @@ OWNERS = {
     "ray": "bigsink.sweep",
     "cupy": "bigsink._xp",
     "matplotlib": "bigsink.plot",
+    "torch": "bigsink.autodiff",
+    "jax": "bigsink.autodiff",
 }
 
 #: Packages a wing may not import at all (DESIGN.md §4: pure per-block maths).
