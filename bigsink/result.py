@@ -88,6 +88,10 @@ class SinkhornResult:
             older save).
         relative_eps: how a relative ``eps`` (``"std:0.05"``) was set, e.g.
             ``"std:0.05 (std of C 0.213)"``; "" for an absolute one.
+        active_fraction: the share of the cost's blocks the last pass touched (None
+            without ``truncate``).
+        truncation_bound: the certified L1 bound of what the last pass's truncation left
+            out of each marginal (None without ``truncate``).
     """
 
     f: Any
@@ -108,6 +112,8 @@ class SinkhornResult:
     seconds: float = 0.0
     placement: str = ""
     relative_eps: str = ""
+    active_fraction: float | None = None
+    truncation_bound: float | None = None
     cost: CostSource | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -284,6 +290,9 @@ class SinkhornResult:
         ]
         if self.placement:
             lines.append(f"  kernel           {self.placement}")
+        if self.active_fraction is not None and self.truncation_bound is not None:
+            lines.append(f"  truncation       {self.active_fraction:.1%} of blocks touched, "
+                         f"certified bound {self.truncation_bound:.2g} (L1)")
         return "\n".join(lines)
 
 
@@ -352,6 +361,8 @@ def save_result(result: SinkhornResult, path: Any, *, overwrite: bool = False) -
             "n_iter": int(result.n_iter), "converged": bool(result.converged),
             "batched": bool(result.batched), "kinds": kinds, "placement": result.placement,
             "relative_eps": result.relative_eps,
+            "active_fraction": result.active_fraction,
+            "truncation_bound": result.truncation_bound,
         })
     return target
 
@@ -394,4 +405,6 @@ def load_result(path: Any) -> SinkhornResult:
         eps_stages=tuple(float(e) for e in group["eps_stages"][...]),
         placement=str(attrs.get("placement", "")),
         relative_eps=str(attrs.get("relative_eps", "")),
+        active_fraction=attrs.get("active_fraction"),
+        truncation_bound=attrs.get("truncation_bound"),
     )

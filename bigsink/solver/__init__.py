@@ -101,6 +101,8 @@ def solve(
     omega: float | None = None,
     mixed_precision: bool | None = None,
     callback: Callable[[int, float], None] | None = None,
+    truncate: bool = False,
+    theta: float | None = None,
 ) -> SinkhornResult:
     """Solve entropic optimal transport ``min <P,C> + eps*KL(P || a b^T)`` (DESIGN.md §1).
 
@@ -167,6 +169,13 @@ def solve(
             exact float64 evaluation misses ``tol``, the kernel is rebuilt in float64 and
             the iterations go on, so the answer meets ``tol`` either way
             (:func:`bigsink.kernels.scaling.kernel_dtype`).
+        truncate: certified block truncation (:class:`~bigsink.solver.steps.TruncatedStep`):
+            each log-domain pass skips the cost's blocks whose plan mass is provably at
+            most ``theta`` in all (then the marginals move by at most ``theta`` in L1); the
+            result reports ``active_fraction`` and ``truncation_bound``, and the final
+            check is an exact pass over every block. It runs the log domain (no resident
+            kernel). Off by default for now.
+        theta: the truncation's L1 budget per pass; default ``tol / 10``.
         callback: called after every iteration as ``callback(n_iter, err)``: the
             iterations so far and the L1 row marginal error before the last one (for
             logging, or timing iterations apart from the solve's one-off costs).
@@ -185,7 +194,7 @@ def solve(
     eps_value, eps_rule = parse_eps(eps)             # absolute, or a factor of C's mean/std
     problem = make_problem(src.shape, a, b, eps_value, rho, rho_a, rho_b)
     config = SinkhornConfig.make(tol, max_iter, omega, eps_scaling, eps_decay, resident_kernel,
-                                 mixed_precision)
+                                 mixed_precision, truncate, theta)
     check_tolerance(src.dtype, config.tol, stacklevel=2)
     f0, g0 = _check_init(init, problem)
     resumed, fp = checkpoint_arguments(checkpoint, checkpoint_every, resume, problem)
@@ -218,12 +227,13 @@ def solve(
                                       (stats.lo, stats.hi)))
         place = placement(config.resident_kernel, session, src, problem, config.tol,
                           config.mixed_precision, scan_seconds)
-        state, ev, converged = iterate(session, problem, schedule, start, config,
-                                       stage_steps(session, problem, place.dtype), chain(hooks))
+        steps = stage_steps(session, problem, place.dtype, config.theta)
+        state, ev, converged, report = iterate(session, problem, schedule, start, config,
+                                               steps, chain(hooks))
         if ev is None:
             assert state.f is not None
             ev = evaluate(session, state.f, state.g, schedule[-1])
     finally:
         session.close()
     return finish(problem, state, ev, schedule, config.tol, converged,
-                  time.perf_counter() - t0, src, str(place), relative)
+                  time.perf_counter() - t0, src, str(place), relative, report)

@@ -46,6 +46,7 @@ class SinkhornConfig:
     decay: float = AUTO_DECAY[True]
     resident_kernel: bool | None = None
     mixed_precision: bool | None = None
+    theta: float | None = None
 
     @property
     def relaxed(self) -> bool:
@@ -56,7 +57,7 @@ class SinkhornConfig:
     def make(
         cls, tol: Any = 1e-6, max_iter: Any = 10_000, omega: Any = None,
         eps_scaling: bool | None = None, eps_decay: Any = None, resident_kernel: Any = None,
-        mixed_precision: Any = None,
+        mixed_precision: Any = None, truncate: Any = False, theta: Any = None,
     ) -> SinkhornConfig:
         """Validate :func:`bigsink.solve`'s arguments (InputError naming the bad one)."""
         tol = check_positive("tol", tol)
@@ -73,9 +74,20 @@ class SinkhornConfig:
         if omega is not None and not (isinstance(omega, int | float) and 0 < omega < 2):
             raise InputError(
                 f"omega must be None (adaptive) or a number in (0, 2); got {omega!r}.")
+        if not isinstance(truncate, bool | np.bool_):
+            raise InputError(f"truncate must be True or False; got {truncate!r}.")
+        if truncate and resident_kernel:
+            raise InputError("truncate=True runs the log domain's truncated step; it cannot "
+                             "be combined with resident_kernel=True yet.")
+        budget = None
+        if truncate:          # the truncation's L1 budget: a tenth of tol by default
+            budget = tol / 10 if theta is None else check_positive("theta", theta)
+        elif theta is not None:
+            raise InputError("theta is the truncation budget: pass truncate=True with it.")
         return cls(tol, max_iter, None if omega is None else float(omega), eps_scaling, decay,
-                   None if resident_kernel is None else bool(resident_kernel),
-                   None if mixed_precision is None else bool(mixed_precision))
+                   False if truncate else (None if resident_kernel is None
+                                           else bool(resident_kernel)),
+                   None if mixed_precision is None else bool(mixed_precision), budget)
 
     def schedule(self, eps: float, spread: float, warm: bool) -> tuple[float, ...]:
         """The eps stages of a solve at ``eps`` over a cost of this ``spread``

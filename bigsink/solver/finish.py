@@ -43,6 +43,7 @@ def finish(
     cost: CostSource | None,
     placement: str = "",
     relative_eps: str = "",
+    report: dict[str, float] | None = None,
 ) -> SinkhornResult:
     """Costs, errors and checks of the final potentials, as a :class:`SinkhornResult`.
 
@@ -95,6 +96,8 @@ def finish(
         eps_stages=tuple(float(e) for e in schedule), rho_a=problem.rho_a, rho_b=problem.rho_b,
         tol=tol, seconds=seconds, placement=placement,
         relative_eps=relative_eps, cost=cost,
+        active_fraction=(report or {}).get("active_fraction"),
+        truncation_bound=(report or {}).get("truncation_bound"),
     )
     if not converged:
         warnings.warn(

@@ -219,9 +219,9 @@ def iterate(
     config: SinkhornConfig,
     open_step: StepFactory,
     on_iteration: Callable[[SolverState, float], None] | None = None,
-) -> tuple[SolverState, Evaluation | None, bool]:
+) -> tuple[SolverState, Evaluation | None, bool, dict[str, float]]:
     """Run the eps stages from ``state``; returns the final state, its evaluation (when the
-    last check made one) and whether it converged.
+    last check made one), whether it converged, and the last step's ``report()``.
 
     Each stage opens its step with ``open_step(eps, f, g)`` at its first iteration
     (:func:`~bigsink.solver.steps.stage_steps`; the loop knows only the
@@ -233,6 +233,7 @@ def iterate(
     """
     tol, max_iter = config.tol, config.max_iter
     f, g, n_iter = state.f, state.g, state.n_iter
+    report: dict[str, float] = {}
     history = list(state.history)
     last = len(schedule) - 1
     per_stage = max(1, (max_iter // 2) // max(1, last))
@@ -272,17 +273,18 @@ def iterate(
                 if stage < last:
                     break
                 if not problem.balanced:
-                    return current, None, True
+                    return current, None, True, step.report()
                 ev = step.evaluate(f, g)
                 if ev is None:
                     ev = evaluate(session, f, g, eps)          # one exact pass over C
                 if max(e.max() for e in ev.errors(problem)) <= tol:
-                    return current, ev, True
+                    return current, ev, True, step.report()
                 step.refine(f, g)       # e.g. a float32 kernel's fixed point may miss tol
         finally:                        # what a step holds goes with its stage
             if step is not None:
+                report = step.report()
                 step.close()
         if on_iteration is not None and stage < last:
             on_iteration(SolverState(stage + 1, f, g, n_iter, tuple(history)), math.nan)
     assert f is not None
-    return SolverState(last, f, g, n_iter, tuple(history)), None, False
+    return SolverState(last, f, g, n_iter, tuple(history)), None, False, report

@@ -42,11 +42,13 @@ from ..kernels import (
     reference,
     sinkhorn_strip,
 )
+from ..kernels.blocks import block_stats_strip, merge_blocks, truncated_sinkhorn_strip
 from ..kernels.scaling import ABSORB_BOUND, KernelRows
 from ..problem import Problem, log0
 
 __all__ = [
     "TINY", "Evaluation", "Fallback", "LogStep", "ScalingStep", "Step", "StepFactory",
+    "TruncatedStep",
     "evaluate", "stage_steps",
 ]
 
@@ -99,6 +101,11 @@ class Step(Protocol):
         """Release what the step holds."""
         ...
 
+    def report(self) -> dict[str, float]:
+        """Figures of the last pass for the result (e.g. the truncation's active fraction
+        and bound); empty when it has none."""
+        ...
+
 
 #: ``(eps, f, g) -> Step``: the step of one eps stage, opened at its first iterate.
 StepFactory = Callable[[float, np.ndarray, np.ndarray], Step]
@@ -149,6 +156,10 @@ class LogStep:
     def close(self) -> None:
         """Nothing to release."""
 
+    def report(self) -> dict[str, float]:
+        """Nothing to report."""
+        return {}
+
 
 @dataclass
 class Fallback:
@@ -190,15 +201,167 @@ class Fallback:
         self.primary.close()
         self.backup.close()
 
+    def report(self) -> dict[str, float]:
+        """The active step's figures."""
+        return self.active.report()
+
+
+@dataclass
+class TruncatedStep:
+    """Log-domain iterations that skip the blocks where the plan is certifiably negligible
+    (certified block truncation; ``docs/design.md``).
+
+    For a block ``(I, J)`` of the cost's grid, ``f_i + g_j - C_ij`` is bounded by the
+    smaller of a static bound, ``max_I f + max_J g - Cmin_IJ``, and a reference-and-drift
+    bound, ``Z_IJ + max_I (f - f0) + max_J (g - g0)``, where a reference pass under
+    ``(f0, g0)`` recorded ``Cmin`` and ``Z_IJ = max over the block of (f0_i + g0_j - C_ij)``
+    (:func:`bigsink.kernels.blocks.block_stats_strip`). So the block's plan mass is at most
+    ``U_IJ = |I| |J| exp(bound / eps)``. A pass skips a set S of blocks with
+    ``sum_S U <= theta`` (per problem); the truncated plan's row and column sums then differ
+    from the untruncated ones by at most ``theta`` in L1. The bound is checked again with
+    the pass's output potentials, and the pass is rerun with more blocks if it grew past
+    ``theta``: nothing is skipped on faith. Each row block and each column block keeps its
+    largest block, so no potential loses all its terms.
+
+    The first pass of a stage is a reference pass (one extra pass over C: the bounds start
+    from this stage's potentials); a new one is taken when the drift has grown the active
+    set to twice (and 10 points over) what the last reference allowed.
+    """
+
+    session: Session
+    problem: Problem
+    eps: float
+    theta: float
+    block_shape: tuple[int, int]
+    log: LogStep = field(init=False, repr=False)
+    cmin: np.ndarray | None = field(init=False, default=None, repr=False)    # (nI, nJ)
+    z: np.ndarray | None = field(init=False, default=None, repr=False)       # (nI, nJ, K)
+    ref: tuple[np.ndarray, np.ndarray] | None = field(init=False, default=None, repr=False)
+    active: np.ndarray | None = field(init=False, default=None, repr=False)  # (nI, nJ)
+    fraction: float = field(init=False, default=1.0)
+    ref_fraction: float = field(init=False, default=1.0)
+    bound: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        self.log = LogStep(self.session, self.problem, self.eps)
+        (n, m), (rb, cb) = self.problem.shape, self.block_shape
+        self._rows = np.arange(0, n, rb)                                 # block row starts
+        self._cols = np.arange(0, m, cb)
+        sizes_r = np.diff(np.append(self._rows, n))
+        sizes_c = np.diff(np.append(self._cols, m))
+        self._log_size = np.log(np.outer(sizes_r, sizes_c))[:, :, None]  # (nI, nJ, 1)
+
+    def _reference(self, f: np.ndarray, g: np.ndarray) -> None:
+        """A reference pass: ``Cmin`` and ``Z`` for every block under ``(f, g)``."""
+        _, stats = self.session.run(StripJob(block_stats_strip, merge_blocks, (f,),
+                                             (g, self.block_shape)))
+        rows = sorted(stats, key=lambda item: item[0])                   # by block row
+        self.cmin = np.stack([cmin for _, cmin, _ in rows])              # (nI, nJ)
+        self.z = np.stack([z for _, _, z in rows])                       # (nI, nJ, K)
+        self.ref = (f.copy(), g.copy())
+
+    def _log_mass(self, f: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """``log U_IJk``, the log of each block's certified plan mass bound (nI, nJ, K)."""
+        assert self.cmin is not None and self.z is not None and self.ref is not None
+        fmax = np.maximum.reduceat(f, self._rows, axis=0)               # (nI, K)
+        gmax = np.maximum.reduceat(g, self._cols, axis=0)               # (nJ, K)
+        static = fmax[:, None, :] + gmax[None, :, :] - self.cmin[:, :, None]
+        f0, g0 = self.ref
+        with np.errstate(invalid="ignore"):                              # -inf - -inf
+            df = np.maximum.reduceat(np.where(np.isneginf(f), -np.inf, f - f0), self._rows,
+                                     axis=0)                             # (nI, K)
+            dg = np.maximum.reduceat(np.where(np.isneginf(g), -np.inf, g - g0), self._cols,
+                                     axis=0)
+            drift = self.z + df[:, None, :] + dg[None, :, :]
+        bound = np.fmin(static, drift)                                   # (nI, nJ, K)
+        return self._log_size + bound / self.eps
+
+    def _select(self, log_u: np.ndarray) -> np.ndarray:
+        """The active blocks (nI, nJ): all but the cheapest whose bounds sum to at most
+        ``theta`` in every problem; each block row and column keeps its largest block."""
+        worst = log_u.max(axis=2)                                        # (nI, nJ) over K
+        order = np.argsort(worst, axis=None)                             # cheapest first
+        top = worst.max()
+        mass = np.exp(worst.ravel()[order] - top)                        # scaled by e^top
+        within = np.cumsum(mass) * np.exp(top) <= self.theta
+        active = np.ones(worst.size, dtype=bool)
+        active[order[within]] = False
+        active = active.reshape(worst.shape)
+        active[np.arange(worst.shape[0]), worst.argmax(axis=1)] = True
+        active[worst.argmax(axis=0), np.arange(worst.shape[1])] = True
+        return active
+
+    def _skipped(self, log_u: np.ndarray, active: np.ndarray) -> float:
+        """The certified L1 bound of what ``active`` leaves out, worst problem."""
+        out = np.where(active[:, :, None], -np.inf, log_u)
+        top = out.max()
+        if not np.isfinite(top):
+            return 0.0
+        return float((np.exp(out - top).sum(axis=(0, 1)) * np.exp(top)).max())
+
+    def _pass(self, f: np.ndarray, g: np.ndarray, omega: float, active: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """One pass over the active blocks: ``(f_new, g_new)`` (as :class:`LogStep`)."""
+        problem, eps = self.problem, self.eps
+        tau_a, tau_b = problem.tau(eps)
+        f_new, col = self.session.run(StripJob(
+            truncated_sinkhorn_strip, merge_pairs, (self.log.log_a, f),
+            (g, eps, tau_a, omega, active, self.block_shape)))
+        g_new = potential_update(self.log.log_b, pair_to_lse(col), eps, tau_b, g, omega)
+        return f_new, g_new
+
+    def step(
+        self, f: np.ndarray, g: np.ndarray, omega: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(f_new, g_new)`` from ``(f, g)`` over the active blocks (see the class)."""
+        if self.z is None or self.fraction > max(2 * self.ref_fraction,
+                                                 self.ref_fraction + 0.1):
+            self._reference(f, g)
+            self.ref_fraction = 1.0
+        active = self._select(self._log_mass(f, g))
+        for _ in range(3):
+            f_new, g_new = self._pass(f, g, omega, active)
+            log_u = self._log_mass(f_new, g_new)
+            self.bound = self._skipped(log_u, active)
+            if self.bound <= self.theta:
+                break
+            active = active | self._select(log_u)                        # the bound grew
+        self.active, self.fraction = active, float(active.mean())
+        if self.ref_fraction == 1.0:
+            self.ref_fraction = self.fraction
+        return f_new, g_new
+
+    def evaluate(self, f: np.ndarray, g: np.ndarray) -> Evaluation | None:
+        """None: the final check is one exact pass over all blocks."""
+        return None
+
+    def refine(self, f: np.ndarray, g: np.ndarray) -> bool:
+        """Halve ``theta`` (later passes keep more blocks); False below 1e-16."""
+        if self.theta < 1e-16:
+            return False
+        self.theta /= 2
+        return True
+
+    def close(self) -> None:
+        """Nothing held beyond per-block numbers."""
+
+    def report(self) -> dict[str, float]:
+        """The last pass's active fraction and certified truncation bound."""
+        return {"active_fraction": self.fraction, "truncation_bound": self.bound}
+
 
 def stage_steps(
-    session: Session, problem: Problem, kernel_dtype: np.dtype[Any] | None
+    session: Session, problem: Problem, kernel_dtype: np.dtype[Any] | None,
+    theta: float | None = None,
 ) -> StepFactory:
     """The factory of each eps stage's step: the log domain, or, with a resident kernel of
-    ``kernel_dtype``, the scaling path falling back to it (:class:`Fallback`)."""
+    ``kernel_dtype``, the scaling path falling back to it (:class:`Fallback`); with a
+    truncation budget ``theta`` (and no resident kernel), :class:`TruncatedStep`."""
 
     def open_stage(eps: float, f: np.ndarray, g: np.ndarray) -> Step:
         log = LogStep(session, problem, eps)
+        if kernel_dtype is None and theta is not None:
+            return TruncatedStep(session, problem, eps, theta, session.cost.grid.block_shape)
         if kernel_dtype is None:
             return log
         scaling = ScalingStep(session, problem.a, problem.b, eps, kernel_dtype, f, g,
@@ -279,6 +442,10 @@ class ScalingStep:
         held, self.held = self.held, None
         if held is not None:
             self.session.release(held)
+
+    def report(self) -> dict[str, float]:
+        """Nothing to report."""
+        return {}
 
     def _lost(self, exc: HeldLost) -> None:
         """The kernels are gone with a worker: say so, and leave the stage to the log domain
