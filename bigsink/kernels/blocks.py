@@ -79,8 +79,14 @@ def block_stats_strip(
 
 
 def merge_blocks(p: tuple[Any, ...], q: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Merge of :func:`block_stats_strip` partials (disjoint block rows, in order)."""
-    return p + q
+    """Merge of :func:`block_stats_strip` partials, by block row: a block row split between
+    strips or chunks takes the least ``Cmin`` and the largest ``Z`` of its pieces."""
+    rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for I, cmin, z in (*p, *q):
+        if I in rows:
+            cmin, z = np.minimum(rows[I][0], cmin), np.maximum(rows[I][1], z)
+        rows[I] = (cmin, z)
+    return tuple((I, *rows[I]) for I in sorted(rows))
 
 
 def truncated_sinkhorn_strip(
