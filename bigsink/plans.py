@@ -20,7 +20,7 @@ import numpy as np
 from ._fs import FORMAT, atomic_path, check_target, local_path
 from ._version import __version__
 from ._xp import to_numpy
-from .costs import CostSource, as_cost
+from .costs import CostSource
 from .errors import InputError
 from .executors import StripJob, make_executor
 from .kernels import plan_strip, topk_strip
@@ -28,20 +28,6 @@ from .result import SinkhornResult
 from .solver import evaluate
 
 __all__ = ["PlanMarginals", "TopK", "plan_marginals", "plan_topk", "write_plan"]
-
-
-def _potentials(result: SinkhornResult, src: CostSource) -> tuple[np.ndarray, np.ndarray]:
-    """``f`` (n, K) and ``g`` (m, K) float64, checked against the cost's shape."""
-    n, m = src.shape
-    shape = (np.shape(result.f)[0], np.shape(result.g)[0])
-    if (n, m) != shape:
-        raise InputError(
-            f"cost has shape {(n, m)} but the result's potentials are for {shape}; pass the "
-            "cost the result was solved on."
-        )
-    f = np.asarray(to_numpy(result.f), dtype=np.float64).reshape(n, -1)
-    g = np.asarray(to_numpy(result.g), dtype=np.float64).reshape(m, -1)
-    return f, g
 
 
 @contextmanager
@@ -121,8 +107,8 @@ def write_plan(
     """
     import zarr
 
-    src = as_cost(cost)
-    f, g = _potentials(result, src)
+    src = result.checked_cost(cost, "the plan")
+    f, g = result.potentials()
     target = local_path("path", path)
     check_target("path", target, overwrite)
     n, m = src.shape
@@ -182,8 +168,8 @@ def plan_topk(
 
     Ties are broken by the lower column index.
     """
-    src = as_cost(cost)
-    f, g = _potentials(result, src)
+    src = result.checked_cost(cost, "the plan")
+    f, g = result.potentials()
     n, m = src.shape
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= m:
         raise InputError(f"k must be an integer in [1, m={m}]; got {k!r}.")
@@ -219,8 +205,8 @@ def plan_marginals(
 
     Uses the solver's own evaluation job (:func:`bigsink.kernels.evaluate_strip`).
     """
-    src = as_cost(cost)
-    f, g = _potentials(result, src)
+    src = result.checked_cost(cost, "the plan")
+    f, g = result.potentials()
     with _session(src, f.shape[1], executor, client) as session:
         ev = evaluate(session, f, g, float(result.eps))
     if result.batched:

@@ -135,39 +135,28 @@ class SinkhornResult:
 
         ``cost`` defaults to the cost the solve ran on (kept in-process, not pickled).
         """
-        src = as_cost(cost) if cost is not None else self.cost
-        if src is None:
-            raise InputError(
-                "plan() needs the cost matrix: this result was unpickled or loaded, so pass "
-                "it again, e.g. result.plan(C)."
-            )
-        n, m = src.shape
-        if (n, m) != (np.shape(self.f)[0], np.shape(self.g)[0]):
-            raise InputError(
-                f"plan(): cost has shape {(n, m)} but the potentials are for "
-                f"{(np.shape(self.f)[0], np.shape(self.g)[0])}."
-            )
-        C = np.asarray(to_numpy(src.rows(0, n)), dtype=np.float64)
-        f = np.asarray(to_numpy(self.f), dtype=np.float64).reshape(n, -1)    # (n, K)
-        g = np.asarray(to_numpy(self.g), dtype=np.float64).reshape(m, -1)    # (m, K)
+        src = self.checked_cost(cost, "plan()")
+        f, g = self.potentials()
+        C = np.asarray(to_numpy(src.rows(0, src.shape[0])), dtype=np.float64)
         P, _ = plan_strip(C, 0, f, g, self.eps)                   # (n, m, K)
         return P if self.batched else P[:, :, 0]
 
-    def _source(self, cost: Any) -> CostSource:
-        """``cost``, or the one the solve ran on, checked against the potentials' shape."""
+    def checked_cost(self, cost: Any = None, use: str = "this") -> CostSource:
+        """``cost`` as a cost source, or the one the solve ran on, checked against the
+        potentials' shape (InputError naming ``use``, the call that needs it)."""
         src = as_cost(cost) if cost is not None else self.cost
         if src is None:
             raise InputError(
-                "this result was unpickled or loaded, so it has no cost: pass it again, "
-                "e.g. result.apply(v, C).")
+                f"{use} needs the cost matrix: this result was unpickled or loaded, so pass "
+                "it again, e.g. result.plan(C).")
         shape = (np.shape(self.f)[0], np.shape(self.g)[0])
         if src.shape != shape:
-            raise InputError(f"cost has shape {src.shape} but the potentials are for {shape}; "
-                             "pass the cost the result was solved on.")
+            raise InputError(f"{use}: cost has shape {src.shape} but the potentials are for "
+                             f"{shape}; pass the cost the result was solved on.")
         return src
 
-    def _potentials(self) -> tuple[np.ndarray, np.ndarray]:
-        """``f`` (n, K), ``g`` (m, K) float64 NumPy."""
+    def potentials(self) -> tuple[np.ndarray, np.ndarray]:
+        """``f`` (n, K) and ``g`` (m, K) as float64 NumPy (K = 1 for one problem)."""
         n, m = np.shape(self.f)[0], np.shape(self.g)[0]
         f = np.asarray(to_numpy(self.f), dtype=np.float64).reshape(n, -1)
         return f, np.asarray(to_numpy(self.g), dtype=np.float64).reshape(m, -1)
@@ -187,8 +176,8 @@ class SinkhornResult:
         applied to ``v``."""
         if axis not in (0, 1):
             raise InputError(f"axis must be 1 (P v) or 0 (P^T u); got {axis!r}.")
-        src = self._source(cost)
-        f, g = self._potentials()
+        src = self.checked_cost(cost, "apply()")
+        f, g = self.potentials()
         V, U = (v, None) if axis == 1 else (None, v)
         rows, cols = apply_plan(f, g, self.eps, src, V, U, executor, client)
         return self._out(rows if axis == 1 else cols, np.ndim(v) == 1)
@@ -199,9 +188,9 @@ class SinkhornResult:
         the plan sends each source point on average. ``Y`` defaults to the target points
         of a :class:`~bigsink.costs.PointCloudCost`. One pass (``P [Y, 1]``); dividing by
         the plan's own row sums (``a`` at convergence) keeps it a weighted mean."""
-        src = self._source(cost)
+        src = self.checked_cost(cost)
         Y = _points(y, getattr(src, "y", None), "y", src.shape[1])
-        f, g = self._potentials()
+        f, g = self.potentials()
         rows, _ = apply_plan(f, g, self.eps, src, np.hstack([Y, np.ones((len(Y), 1))]), None,
                              executor, client)
         with np.errstate(invalid="ignore", divide="ignore"):         # 0-weight rows: NaN
@@ -211,9 +200,9 @@ class SinkhornResult:
                     client: Any = None) -> np.ndarray:
         """The barycentric projection of the targets, ``(P^T X)_j / (P^T 1)_j`` (m, d);
         ``X`` defaults to the source points of a point cloud."""
-        src = self._source(cost)
+        src = self.checked_cost(cost)
         X = _points(x, getattr(src, "x", None), "x", src.shape[0])
-        f, g = self._potentials()
+        f, g = self.potentials()
         _, cols = apply_plan(f, g, self.eps, src, None, np.hstack([X, np.ones((len(X), 1))]),
                              executor, client)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -228,8 +217,8 @@ class SinkhornResult:
         simplex (weights that keep their sum), where the constant drops out."""
         if not (math.isinf(self.rho_a) and math.isinf(self.rho_b)):
             raise InputError("grad_a / grad_b are derived for balanced results only.")
-        f, g = self._potentials()
-        F = log_potentials(f, g, self.eps, self._source(cost), side, executor, client)
+        f, g = self.potentials()
+        F = log_potentials(f, g, self.eps, self.checked_cost(cost), side, executor, client)
         F = F - F.mean(axis=0) if centred else F - self.eps
         return F if self.batched else F[:, 0]
 
@@ -249,8 +238,8 @@ class SinkhornResult:
                          ) -> tuple[np.ndarray, np.ndarray]:
         """``(grad_x, grad_y)`` of ``reg_cost`` (envelope theorem: the plan-weighted
         gradients of the cost), one pass (:func:`bigsink.operators.cost_gradients`)."""
-        f, g = self._potentials()
-        gx, gy = cost_gradients(f, g, self.eps, self._source(cost), executor, client)
+        f, g = self.potentials()
+        gx, gy = cost_gradients(f, g, self.eps, self.checked_cost(cost), executor, client)
         return self._out(gx, False), self._out(gy, False)
 
     def grad_x(self, cost: Any = None, *, executor: Any = None, client: Any = None

@@ -13,7 +13,8 @@ import pytest
 
 import bigsink
 import bigsink.kernels as dispatch
-from bigsink.costs import CloudStrip, MappedCost, PointCloudCost, read_strip
+from bigsink.bench.cloud import Materialised  # today's path: every strip formed by rows
+from bigsink.costs import CloudStrip, PointCloudCost, read_strip
 from bigsink.executors import LocalExecutor
 from bigsink.kernels import cloud, reference
 
@@ -42,13 +43,6 @@ def close(a: Any, b: Any, rtol: float) -> None:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     scale = max(1.0, float(np.abs(b[np.isfinite(b)]).max(initial=0.0)))
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale)
-
-
-class Materialised(MappedCost):
-    """Today's path for a cloud: every strip materialised by ``rows`` (no ``strip``)."""
-
-    def apply(self, x: Any) -> Any:
-        return x
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
