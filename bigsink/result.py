@@ -33,13 +33,19 @@ class MarginalError(NamedTuple):
 
 @dataclass(frozen=True)
 class History:
-    """One entry per iteration: its index (1-based), its eps, and the L1 row error of the
+    """One entry per iteration: its index (1-based), its eps, the L1 row error of the
     potentials it started from (``inf`` when unknown, e.g. the first iteration of a solve),
-    the worst over a batch."""
+    the worst over a batch, and the share of the cost's blocks it read (``active``: 1
+    without truncation)."""
 
     iteration: np.ndarray
     eps: np.ndarray
     error: np.ndarray
+    active: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.active is None:
+            object.__setattr__(self, "active", np.ones(len(self.iteration)))
 
     def __len__(self) -> int:
         return len(self.iteration)
@@ -345,6 +351,7 @@ def save_result(result: SinkhornResult, path: Any, *, overwrite: bool = False) -
         _put(group, "history_iteration", np.asarray(result.history.iteration, dtype=np.int64))
         _put(group, "history_eps", np.asarray(result.history.eps, dtype=np.float64))
         _put(group, "history_error", np.asarray(result.history.error, dtype=np.float64))
+        _put(group, "history_active", np.asarray(result.history.active, dtype=np.float64))
         group.attrs.update({
             "format": FORMAT, "kind": "result", "bigsink_version": __version__,
             "n_iter": int(result.n_iter), "converged": bool(result.converged),
@@ -381,6 +388,7 @@ def load_result(path: Any) -> SinkhornResult:
         np.asarray(group["history_iteration"][...]),
         np.asarray(group["history_eps"][...]),
         np.asarray(group["history_error"][...]),
+        np.asarray(group["history_active"][...]) if "history_active" in group else None,
     )
     return SinkhornResult(
         **values,

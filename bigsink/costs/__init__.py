@@ -1,7 +1,8 @@
 """Where C comes from: the cost-source protocol and its sources.
 
 Every source follows :class:`CostSource` (``shape``, ``dtype``, ``grid``, ``block``,
-``rows``; optionally ``namespace``, ``reads_store``, ``to_namespace``). The sources:
+``rows``; optionally ``namespace``, ``reads_store``, ``to_namespace``, ``block_min``,
+``rows_in``). The sources:
 :class:`DenseCost` (an in-memory array), :class:`ZarrCost` (a Zarr v3 store),
 :class:`PointCloudCost` (two point clouds and a metric, computed block by block) and
 :class:`DeviceCost` (any source's strips moved to a GPU, read one ahead). Nothing in this
@@ -16,6 +17,7 @@ from .base import (
     BlockGrid,
     CostSource,
     MappedCost,
+    block_min,
     default_block_shape,
     read_strip,
     reads_store,
@@ -28,7 +30,7 @@ from .zarr import ZarrCost
 
 __all__ = [
     "METRICS", "BlockGrid", "CloudStrip", "CostSource", "DenseCost", "DeviceCost", "MappedCost",
-    "PointCloudCost", "ZarrCost", "as_cost", "default_block_shape", "on_device",
+    "PointCloudCost", "ZarrCost", "as_cost", "block_min", "default_block_shape", "on_device",
     "pairwise_cost", "read_strip", "reads_store", "strip_module",
 ]
 

@@ -26,7 +26,7 @@ from ..errors import InputError
 Array = Any
 
 __all__ = [
-    "BlockGrid", "CostSource", "MappedCost", "default_block_shape", "read_strip",
+    "BlockGrid", "CostSource", "MappedCost", "block_min", "default_block_shape", "read_strip",
     "reads_store", "strip_module",
 ]
 
@@ -129,12 +129,29 @@ def strip_module(cost: CostSource) -> str:
     return str(getattr(cost, "namespace", "numpy"))
 
 
-def read_strip(cost: CostSource, start: int, stop: int) -> Array:
+def read_strip(cost: CostSource, start: int, stop: int, blocks: Any = None) -> Array:
     """Rows ``[start, stop)`` of ``cost`` as its kernels take them: its ``strip`` member when
     it has one (a point cloud's :class:`~bigsink.costs.pointcloud.CloudStrip`: points, no
-    matrix), else ``rows(start, stop)``."""
+    matrix), else ``rows(start, stop)``. ``blocks`` ((nJ,) bool, or None: all) names the
+    column blocks the kernel will use: a source with the optional ``rows_in(start, stop,
+    blocks)`` member then reads only those (a store: only their chunks,
+    :meth:`~bigsink.costs.ZarrCost.rows_in`)."""
     strip = getattr(cost, "strip", None)
-    return strip(start, stop) if strip is not None else cost.rows(start, stop)
+    if strip is not None:
+        return strip(start, stop)
+    rows_in = getattr(cost, "rows_in", None)
+    if blocks is not None and rows_in is not None and not blocks.all():
+        return rows_in(start, stop, blocks)
+    return cost.rows(start, stop)
+
+
+def block_min(cost: CostSource) -> np.ndarray | None:
+    """The least cost of each block of ``cost``'s grid (nI, nJ), or a lower bound of it,
+    when the source knows it without a pass (its optional ``block_min`` member: a point
+    cloud from its blocks' bounding boxes, a store written by ``write_cost`` from its
+    attributes); None otherwise."""
+    member = getattr(cost, "block_min", None)
+    return None if member is None else member()
 
 
 def reads_store(cost: CostSource) -> bool:

@@ -19,7 +19,10 @@ from array_api_compat import array_namespace
 from ..errors import InputError
 from .base import BlockGrid, default_block_shape
 
-__all__ = ["METRICS", "CloudStrip", "PointCloudCost", "metric_code", "pairwise_cost"]
+__all__ = [
+    "METRICS", "CloudStrip", "PointCloudCost", "box_distance", "metric_code", "pairwise_cost",
+    "spatial_order",
+]
 
 METRICS = ("sqeuclidean", "euclidean", "minkowski")
 
@@ -146,6 +149,30 @@ class PointCloudCost:
         return CloudStrip(x, y, metric_code(self.metric, self.p), self.p, self.scale,
                           self._dtype)
 
+    def reordered(self, block_shape: tuple[int, int]
+                  ) -> tuple[PointCloudCost, np.ndarray, np.ndarray]:
+        """The same cost over the points in :func:`spatial_order` (blocks of
+        ``block_shape`` are then compact regions of space), and the orders ``(rows, cols)``:
+        row ``k`` of the new cost is row ``rows[k]`` of this one."""
+        rows = spatial_order(np.asarray(self.x), block_shape[0])
+        cols = spatial_order(np.asarray(self.y), block_shape[1])
+        cost = PointCloudCost(self.x[rows], self.y[cols], self.metric, p=self.p,
+                              scale=self.scale, block_shape=block_shape, dtype=self._dtype)
+        return cost, rows, cols
+
+    def block_min(self) -> np.ndarray:
+        """A lower bound of the least cost in each block of the grid (nI, nJ): the metric's
+        distance between the blocks' bounding boxes (:func:`box_distance`), lowered by the
+        rounding of the cost's dtype."""
+        (n, m), (rb, cb) = self.shape, self._grid.block_shape
+        x, y = np.asarray(self.x, np.float64), np.asarray(self.y, np.float64)
+        rs, cs = np.arange(0, n, rb), np.arange(0, m, cb)
+        dist = box_distance((np.minimum.reduceat(x, rs), np.maximum.reduceat(x, rs)),
+                            (np.minimum.reduceat(y, cs), np.maximum.reduceat(y, cs)),
+                            self.metric, self.p)
+        margin = 1.0 - 4.0 * float(np.finfo(self._dtype).eps)  # the cost's rounding
+        return dist / self.scale * margin
+
     def __repr__(self) -> str:
         return (f"PointCloudCost(n={self.shape[0]}, m={self.shape[1]}, d={self.x.shape[1]}, "
                 f"metric={self.metric!r}, scale={self.scale:g})")
@@ -209,3 +236,51 @@ class CloudStrip:
         metric = ("sqeuclidean", "euclidean", "minkowski", "minkowski", "minkowski")[self.code]
         c = pairwise_cost(self.x, self.y, metric, self.p) / self.scale
         return xp.astype(c, getattr(xp, self.dtype.name))
+
+
+def spatial_order(z: np.ndarray, leaf: int) -> np.ndarray:
+    """A permutation of the points ``z`` (n, d) after which every run of ``leaf``
+    consecutive points (a block of the grid) is a compact region of space: a k-d tree
+    whose splits fall on multiples of ``leaf``, each node split at that rank along its
+    widest coordinate. O(n log(n / leaf)); any dimension."""
+    n = z.shape[0]
+    order = np.arange(n)
+    todo = [(0, n)]
+    while todo:
+        lo, hi = todo.pop()
+        if hi - lo <= leaf:
+            continue
+        pts = z[order[lo:hi]]                                            # (hi - lo, d)
+        axis = int(np.argmax(pts.max(axis=0) - pts.min(axis=0)))
+        mid = lo + (math.ceil((hi - lo) / leaf) // 2) * leaf             # on a block edge
+        part = np.argpartition(pts[:, axis], mid - lo - 1)
+        order[lo:hi] = order[lo:hi][part]
+        todo += [(lo, mid), (mid, hi)]
+    return order
+
+
+def box_distance(
+    box_x: tuple[np.ndarray, np.ndarray], box_y: tuple[np.ndarray, np.ndarray], metric: str,
+    p: float = 2.0,
+) -> np.ndarray:
+    """The least ``metric`` distance between boxes: ``box_x = (lo, hi)`` (I, d) each,
+    ``box_y`` (J, d); (I, J). Per coordinate the gap ``max(0, ylo - xhi, xlo - yhi)`` is
+    at most ``|x_k - y_k|`` for any two points of the boxes, and every metric here grows
+    with each ``|x_k - y_k|``."""
+    (xlo, xhi), (ylo, yhi) = box_x, box_y
+    code = metric_code(metric, p)
+    out = np.zeros((xlo.shape[0], ylo.shape[0]))
+    for k in range(xlo.shape[1]):
+        gap = np.maximum(np.maximum(ylo[None, :, k] - xhi[:, None, k],
+                                    xlo[:, None, k] - yhi[None, :, k]), 0.0)  # (I, J)
+        if code in (SQEUCLIDEAN, EUCLIDEAN):
+            out += gap * gap
+        elif code == CHEBYSHEV:
+            out = np.maximum(out, gap)
+        elif code == CITYBLOCK:
+            out += gap
+        else:
+            out += gap ** p
+    if code == EUCLIDEAN:
+        return np.sqrt(out)
+    return out ** (1.0 / p) if code == MINKOWSKI else out

@@ -134,28 +134,60 @@ class ZarrCost:
             return np.asarray(self._arr[start:stop, :])
         return self.rows_into(start, stop, np.empty((stop - start, self.shape[1]), self.dtype))
 
-    def rows_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+    def rows_in(self, start: int, stop: int, blocks: np.ndarray) -> np.ndarray:
+        """Rows ``[start, stop)`` with only the column blocks ``blocks`` ((nJ,) bool) read
+        from the store: the other chunks are never read, and their entries are ``+inf``."""
+        return self.rows_into(start, stop, np.empty((stop - start, self.shape[1]), self.dtype),
+                              blocks)
+
+    def block_min(self) -> np.ndarray | None:
+        """The least cost of each chunk (nI, nJ) when the store records it
+        (:func:`bigsink.write_cost` does, as the attribute ``block_min``), else None."""
+        stored = self._arr.attrs.get("block_min")
+        if stored is None:
+            return None
+        cmin = np.asarray(stored, dtype=np.float64)
+        return cmin if cmin.shape == self._grid.n_blocks else None
+
+    def rows_into(self, start: int, stop: int, out: np.ndarray,
+                  blocks: np.ndarray | None = None) -> np.ndarray:
         """Rows ``[start, stop)`` read from the store straight into ``out`` (a C-contiguous
-        NumPy array of shape (stop - start, m) and the store's dtype, e.g. pinned memory).
+        NumPy array of shape (stop - start, m) and the store's dtype, e.g. pinned memory);
+        with ``blocks`` ((nJ,) bool) only those column blocks (the rest of ``out`` is set to
+        ``+inf``, never read).
 
         Uncompressed local stores (:func:`raw_chunk_dir`) are read from their chunk files
         into ``out`` directly when chunks span whole rows (one copy), else through one
         chunk buffer; other stores through zarr."""
+        if blocks is not None and not blocks.all():
+            out[...] = np.inf
+            for j in np.flatnonzero(blocks):
+                c0, c1 = self._grid.col_range(int(j))
+                if self._raw is None:
+                    out[:, c0:c1] = self._arr[start:stop, c0:c1]
+                else:
+                    self._read_raw(start, stop, out, (int(j),))
+            return out
         if self._raw is None:
             from zarr.core.buffer import cpu
 
             self._arr.get_basic_selection((slice(start, stop), slice(None)),
                                           out=cpu.NDBuffer.from_numpy_array(out))
             return out
+        return self._read_raw(start, stop, out, range(self._grid.n_blocks[1]))
+
+    def _read_raw(self, start: int, stop: int, out: np.ndarray, blocks: Any) -> np.ndarray:
+        """Rows ``[start, stop)`` of the column blocks ``blocks`` from the chunk files."""
         if stop <= start:
             return out
+        assert self._raw is not None
         grid, key = self._grid, self._arr.metadata.chunk_key_encoding.encode_chunk_key
         rb, cb = grid.block_shape
         m = self.shape[1]
         chunk = None if cb == m else np.empty((rb, cb), self.dtype)    # (rb, cb) file buffer
         for i in range(start // rb, (stop - 1) // rb + 1):
             r0, r1 = max(start, i * rb), min(stop, (i + 1) * rb)       # rows of block row i
-            for j in range(grid.n_blocks[1]):
+            for j in blocks:
                 c0, c1 = grid.col_range(j)
                 dest = out[r0 - start:r1 - start, c0:c1]
                 path = self._raw / key((i, j))

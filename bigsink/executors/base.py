@@ -26,13 +26,24 @@ class StripJob:
     ``kernel(C_strip, start, *row_args[start:stop], *shared) -> (row_out | None, partial)``;
     ``merge(p, q) -> partial``. ``row_args`` are (n, ...) arrays sliced per strip;
     ``shared`` values go to every strip unchanged (an executor sends each once per job).
-    Kernels and merges must be module-level functions so they pickle.
+    Kernels and merges must be module-level functions so they pickle. ``blocks``
+    ((nI, nJ) bool on the cost's grid, or None: all) are the blocks the kernel reads: a
+    strip read from a store then reads only the chunks of its block rows' blocks
+    (:func:`strip_blocks`).
     """
 
     kernel: Callable[..., tuple[Any, Any]]
     merge: Callable[[Any, Any], Any]
     row_args: tuple[Any, ...] = ()
     shared: tuple[Any, ...] = field(default=())
+    blocks: Any = None
+
+    def strip_blocks(self, block_rows: int, start: int, stop: int) -> Any:
+        """The column blocks (nJ,) bool that rows ``[start, stop)`` need (block rows of
+        ``block_rows`` rows), or None for all."""
+        if self.blocks is None:
+            return None
+        return self.blocks[start // block_rows:(stop - 1) // block_rows + 1].any(axis=0)
 
 
 @dataclass(frozen=True)

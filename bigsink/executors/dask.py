@@ -113,16 +113,18 @@ def _load_strip(cost: CostSource, start: int, stop: int) -> Any:
 def _strip_task(
     source: Any, start: int, stop: int, stream: bool, kernel: Any, merge: Any,
     chunk_rows: int | None, row_args: tuple[Any, ...], shared: tuple[Any, ...],
+    blocks: Any = None,
 ) -> tuple[Any, Any]:
     """Task body of one strip of a job: ``kernel`` over rows ``[start, stop)`` of C in
     chunks of ``chunk_rows`` rows, partials merged by ``merge``
     (:func:`~bigsink.executors.base.apply_kernel`).
 
     ``source`` is the strip itself (resident) or the cost source to read it from
-    (``stream=True``; the strip is dropped when the task ends). Inputs are moved to the
-    strip's namespace/device first; results come back as NumPy.
+    (``stream=True``; the strip is dropped when the task ends; only the column blocks
+    ``blocks`` ((nJ,) bool, None: all) are read). Inputs are moved to the strip's
+    namespace/device first; results come back as NumPy.
     """
-    C = read_strip(source, start, stop) if stream else source
+    C = read_strip(source, start, stop, blocks) if stream else source
     row_in = [like(x, C) for x in row_args]
     shared_in = [like(x, C) for x in shared]
     row_out, partial = apply_kernel(StripJob(kernel, merge), C, start, row_in, shared_in,
@@ -361,9 +363,10 @@ class DaskSession:
         for k, (s0, s1) in enumerate(self.strips):
             source = self._source if stream else self._data[k]
             row_args = tuple(x[s0:s1] for x in job.row_args)       # (r, ...) slices: O(n) total
+            blocks = job.strip_blocks(self.cost.grid.block_shape[0], s0, s1) if stream else None
             parts.append(client.submit(
                 _strip_task, source, s0, s1, stream, job.kernel, job.merge, self.chunk_rows,
-                row_args, shared,
+                row_args, shared, blocks,
                 pure=False, retries=self.retries, key=(f"{prefix}-strip", k),
             ))
         counter = itertools.count()

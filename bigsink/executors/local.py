@@ -70,7 +70,7 @@ def run_strip(
 
     Inputs are moved to the strip's namespace/device (NumPy or CuPy) first.
     """
-    C = read_strip(cost, start, stop)
+    C = read_strip(cost, start, stop, job.strip_blocks(cost.grid.block_shape[0], start, stop))
     row_args = [like(x[start:stop], C) for x in job.row_args]
     shared = [like(x, C) for x in job.shared]
     row_out, partial = apply_kernel(job, C, start, row_args, shared, chunk_rows)

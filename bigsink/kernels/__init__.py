@@ -145,6 +145,7 @@ def merge_pairs(p: Pair, q: Pair) -> Pair:
 def runs_whole(kernel: Any, C: Any) -> bool:
     """Whether ``kernel`` on the strip ``C`` is a fused kernel that needs only O(r + m)
     temporaries (numba or CUDA), so that an executor need not cut the strip into chunks."""
+    kernel = getattr(kernel, "runs_as", kernel)       # a per-block wrapper of a strip kernel
     if kernel is scan_strip:
         return cloud.fits(C)
     impl = _implementation(C)[0]

@@ -28,11 +28,12 @@ from ..problem import Problem, log0, make_problem, parse_eps
 from ..result import SinkhornResult
 from .checkpoint import Checkpointer, check_cost_range
 from .checkpoint import check_arguments as checkpoint_arguments
-from .config import Placement, SinkhornConfig, eps_schedule, placement
+from .config import Placement, SinkhornConfig, eps_schedule, placement, truncating
 from .finish import finish
 from .hooks import chain, user_hook
 from .hooks import progress as progress_hook
 from .loop import SolverState, iterate, relative_eps, scan, translate
+from .order import spatial_layout
 from .steps import Evaluation, evaluate, stage_steps
 
 __all__ = [
@@ -101,8 +102,9 @@ def solve(
     omega: float | None = None,
     mixed_precision: bool | None = None,
     callback: Callable[[int, float], None] | None = None,
-    truncate: bool = False,
+    truncate: bool | None = None,
     theta: float | None = None,
+    verify: bool = False,
 ) -> SinkhornResult:
     """Solve entropic optimal transport ``min <P,C> + eps*KL(P || a b^T)`` (DESIGN.md §1).
 
@@ -169,13 +171,20 @@ def solve(
             exact float64 evaluation misses ``tol``, the kernel is rebuilt in float64 and
             the iterations go on, so the answer meets ``tol`` either way
             (:func:`bigsink.kernels.scaling.kernel_dtype`).
-        truncate: certified block truncation (:class:`~bigsink.solver.steps.TruncatedStep`):
-            each log-domain pass skips the cost's blocks whose plan mass is provably at
-            most ``theta`` in all (then the marginals move by at most ``theta`` in L1); the
-            result reports ``active_fraction`` and ``truncation_bound``, and the final
-            check is an exact pass over every block. It runs the log domain (no resident
-            kernel). Off by default for now.
+        truncate: certified block truncation (:class:`~bigsink.solver.steps.TruncatedStep`,
+            ``docs/design.md``): each log-domain pass reads only the cost's blocks whose
+            plan mass is not provably negligible, skipping at most ``theta`` of it in all
+            (then the marginals move by at most ``theta`` in L1, re-checked after every
+            pass). A point cloud is then solved in a spatial (k-d) order with square blocks
+            of 256 points (unless its grid already has block columns); the result is in
+            your order. None (auto): on for log-domain solves (no resident kernel) over at
+            least 2^24 entries and 16 blocks; True: always (the log domain, no resident
+            kernel); False: never. The result reports ``active_fraction`` and
+            ``truncation_bound``, and ``history.active`` per iteration; its marginal error
+            is exact over the blocks read plus the bound of the rest.
         theta: the truncation's L1 budget per pass; default ``tol / 10``.
+        verify: with truncation, make the final check one exact pass over every block
+            (the marginal error is then exact).
         callback: called after every iteration as ``callback(n_iter, err)``: the
             iterations so far and the L1 row marginal error before the last one (for
             logging, or timing iterations apart from the solve's one-off costs).
@@ -188,15 +197,19 @@ def solve(
         NumericalError: instead of returning non-finite potentials or a vanished plan.
     """
     t0 = time.perf_counter()
-    src = as_cost(cost)
+    user_src = as_cost(cost)
+    eps_value, eps_rule = parse_eps(eps)             # absolute, or a factor of C's mean/std
+    user_problem = make_problem(user_src.shape, a, b, eps_value, rho, rho_a, rho_b)
+    config = SinkhornConfig.make(tol, max_iter, omega, eps_scaling, eps_decay, resident_kernel,
+                                 mixed_precision, truncate, theta, verify)
+    check_tolerance(user_src.dtype, config.tol, stacklevel=2)
+    f0, g0 = _check_init(init, user_problem)
+    src, order = spatial_layout(user_src, config)     # a point cloud: in spatial order
+    problem = user_problem if order is None else order.problem(user_problem)
+    if order is not None:
+        f0, g0 = order.potentials(f0, g0)
     if device is not None:
         src = on_device(src, device_namespace(device))
-    eps_value, eps_rule = parse_eps(eps)             # absolute, or a factor of C's mean/std
-    problem = make_problem(src.shape, a, b, eps_value, rho, rho_a, rho_b)
-    config = SinkhornConfig.make(tol, max_iter, omega, eps_scaling, eps_decay, resident_kernel,
-                                 mixed_precision, truncate, theta)
-    check_tolerance(src.dtype, config.tol, stacklevel=2)
-    f0, g0 = _check_init(init, problem)
     resumed, fp = checkpoint_arguments(checkpoint, checkpoint_every, resume, problem)
     user = user_hook(callback)
     session = make_executor(executor, client).open(src, problem.K)
@@ -227,7 +240,8 @@ def solve(
                                       (stats.lo, stats.hi)))
         place = placement(config.resident_kernel, session, src, problem, config.tol,
                           config.mixed_precision, scan_seconds)
-        steps = stage_steps(session, problem, place.dtype, config.theta)
+        theta = config.theta if truncating(config, place, src) else None
+        steps = stage_steps(session, problem, place.dtype, theta, config.verify)
         state, ev, converged, report = iterate(session, problem, schedule, start, config,
                                                steps, chain(hooks))
         if ev is None:
@@ -235,5 +249,11 @@ def solve(
             ev = evaluate(session, state.f, state.g, schedule[-1])
     finally:
         session.close()
+    if order is not None:                             # back to the user's order
+        state, ev = order.back(state, ev)
+        problem = dataclasses.replace(problem, a=user_problem.a, b=user_problem.b)
+        if device is not None:
+            src = on_device(user_src, device_namespace(device))
     return finish(problem, state, ev, schedule, config.tol, converged,
-                  time.perf_counter() - t0, src, str(place), relative, report)
+                  time.perf_counter() - t0, user_src if order is not None and device is None
+                  else src, str(place), relative, report)

@@ -40,7 +40,7 @@ class Checkpoint:
     f: np.ndarray | None
     g: np.ndarray
     n_iter: int
-    history: tuple[tuple[int, float, float], ...]
+    history: tuple[tuple[int, float, float, float], ...]
     schedule: tuple[float, ...]
     fingerprint: dict[str, Any]
 
@@ -94,7 +94,7 @@ def save_checkpoint(
 
     with atomic_path(check_path(path)) as tmp:
         group = zarr.open_group(tmp, mode="w")
-        hist = np.asarray(history, dtype=np.float64).reshape(-1, 3)     # (N, 3)
+        hist = np.asarray(history, dtype=np.float64).reshape(-1, 4)     # (N, 4)
         arrays = {"g": g, "history": hist, "schedule": np.asarray(schedule, np.float64)}
         if f is not None:
             arrays["f"] = f
@@ -141,11 +141,13 @@ def load_checkpoint(path: Any, fp: dict[str, Any]) -> Checkpoint:
                 "or resume=False to start over."
             )
     f = _read(group, "f") if "f" in group else None
-    hist = _read(group, "history").reshape(-1, 3)
+    hist = _read(group, "history")
+    hist = hist.reshape(-1, 4) if hist.ndim == 2 and hist.shape[1] == 4 else np.column_stack(
+        [hist.reshape(-1, 3), np.ones(hist.size // 3)])              # (N, 4); older: (N, 3)
     return Checkpoint(
         stage=int(attrs["stage"]), f=f, g=_read(group, "g"),
         n_iter=int(attrs["n_iter"]),
-        history=tuple((int(h[0]), float(h[1]), float(h[2])) for h in hist),
+        history=tuple((int(h[0]), float(h[1]), float(h[2]), float(h[3])) for h in hist),
         schedule=tuple(float(e) for e in _read(group, "schedule")),
         fingerprint={**saved, "cost_range": [float(c) for c in attrs["cost_range"]]},
     )

@@ -16,7 +16,10 @@ from ..executors import Session
 from ..kernels.scaling import kernel_dtype
 from ..problem import Problem, check_max_iter, check_positive
 
-__all__ = ["Placement", "SinkhornConfig", "eps_schedule", "placement"]
+__all__ = [
+    "AUTO_TRUNCATE_ELEMENTS", "CLOUD_BLOCK", "Placement", "SinkhornConfig", "eps_schedule",
+    "placement", "truncating",
+]
 
 #: eps-scaling is on by default when ``spread(C) / eps`` exceeds this: with adaptive
 #: over-relaxation / without it (a fixed ``omega``).
@@ -28,6 +31,15 @@ AUTO_SCALING_RATIO = {True: 1000.0, False: 16.0}
 AUTO_DECAY = {True: 0.1, False: 0.5}
 #: Tolerance of the intermediate eps stages (the last stage uses ``tol``).
 STAGE_TOL = 1e-2
+#: Certified block truncation is on by default (``truncate=None``) for log-domain solves
+#: over at least this many entries of C (below, a whole pass costs milliseconds) ...
+AUTO_TRUNCATE_ELEMENTS = 1 << 24
+#: ... on a grid of at least this many blocks (a point cloud is given square blocks).
+AUTO_TRUNCATE_BLOCKS = 16
+#: The block side of a point cloud put in spatial order for truncation: 256 x 256 blocks
+#: keep the per-block numbers small (10^5 points: 153 000 blocks) and the gathered
+#: strips long enough for the fused kernels.
+CLOUD_BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -35,8 +47,10 @@ class SinkhornConfig:
     """The iteration choices of :func:`bigsink.solve`, validated (see its arguments).
 
     ``omega`` None is adaptive over-relaxation; ``eps_scaling`` None is automatic;
-    ``decay`` is the resolved ratio between eps stages; ``resident_kernel`` and
-    ``mixed_precision`` None are automatic.
+    ``decay`` is the resolved ratio between eps stages; ``resident_kernel``,
+    ``mixed_precision`` and ``truncate`` None are automatic; ``theta`` is the truncation's
+    L1 budget per pass (``tol / 10`` unless given) and ``verify`` asks for an exact final
+    pass over every block.
     """
 
     tol: float = 1e-6
@@ -46,7 +60,9 @@ class SinkhornConfig:
     decay: float = AUTO_DECAY[True]
     resident_kernel: bool | None = None
     mixed_precision: bool | None = None
-    theta: float | None = None
+    truncate: bool | None = None
+    theta: float = 1e-7
+    verify: bool = False
 
     @property
     def relaxed(self) -> bool:
@@ -57,7 +73,8 @@ class SinkhornConfig:
     def make(
         cls, tol: Any = 1e-6, max_iter: Any = 10_000, omega: Any = None,
         eps_scaling: bool | None = None, eps_decay: Any = None, resident_kernel: Any = None,
-        mixed_precision: Any = None, truncate: Any = False, theta: Any = None,
+        mixed_precision: Any = None, truncate: Any = None, theta: Any = None,
+        verify: Any = False,
     ) -> SinkhornConfig:
         """Validate :func:`bigsink.solve`'s arguments (InputError naming the bad one)."""
         tol = check_positive("tol", tol)
@@ -68,31 +85,42 @@ class SinkhornConfig:
         if decay >= 1:
             raise InputError(f"eps_decay must be in (0, 1); got {eps_decay!r}.")
         for name, flag in (("resident_kernel", resident_kernel),
-                           ("mixed_precision", mixed_precision)):
+                           ("mixed_precision", mixed_precision), ("truncate", truncate),
+                           ("verify", verify)):
             if flag is not None and not isinstance(flag, bool | np.bool_):
                 raise InputError(f"{name} must be None (auto), True or False; got {flag!r}.")
         if omega is not None and not (isinstance(omega, int | float) and 0 < omega < 2):
             raise InputError(
                 f"omega must be None (adaptive) or a number in (0, 2); got {omega!r}.")
-        if not isinstance(truncate, bool | np.bool_):
-            raise InputError(f"truncate must be True or False; got {truncate!r}.")
+        if verify is None:
+            raise InputError("verify must be True or False; got None.")
         if truncate and resident_kernel:
             raise InputError("truncate=True runs the log domain's truncated step; it cannot "
                              "be combined with resident_kernel=True yet.")
-        budget = None
-        if truncate:          # the truncation's L1 budget: a tenth of tol by default
-            budget = tol / 10 if theta is None else check_positive("theta", theta)
-        elif theta is not None:
-            raise InputError("theta is the truncation budget: pass truncate=True with it.")
+        if theta is not None and truncate is False:
+            raise InputError("theta is the truncation budget: it needs truncate=None or True.")
+        budget = tol / 10 if theta is None else check_positive("theta", theta)
         return cls(tol, max_iter, None if omega is None else float(omega), eps_scaling, decay,
                    False if truncate else (None if resident_kernel is None
                                            else bool(resident_kernel)),
-                   None if mixed_precision is None else bool(mixed_precision), budget)
+                   None if mixed_precision is None else bool(mixed_precision),
+                   None if truncate is None else bool(truncate), budget, bool(verify))
 
     def schedule(self, eps: float, spread: float, warm: bool) -> tuple[float, ...]:
         """The eps stages of a solve at ``eps`` over a cost of this ``spread``
         (:func:`eps_schedule`)."""
         return eps_schedule(eps, spread, self.eps_scaling, self.decay, warm, self.relaxed)
+
+
+def truncating(config: SinkhornConfig, place: Placement, src: CostSource) -> bool:
+    """Whether the solve runs :class:`~bigsink.solver.steps.TruncatedStep`: always with
+    ``truncate=True``; never with False or a resident kernel; auto (None) for a log-domain
+    solve over at least ``AUTO_TRUNCATE_ELEMENTS`` entries on a grid of at least
+    ``AUTO_TRUNCATE_BLOCKS`` blocks and two block columns."""
+    if config.truncate is not None or place.dtype is not None:
+        return bool(config.truncate) and place.dtype is None
+    (n, m), (nI, nJ) = src.shape, src.grid.n_blocks
+    return n * m >= AUTO_TRUNCATE_ELEMENTS and nJ >= 2 and nI * nJ >= AUTO_TRUNCATE_BLOCKS
 
 
 def eps_schedule(

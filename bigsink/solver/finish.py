@@ -79,7 +79,7 @@ def finish(
     row_err, col_err = ev.errors(problem)
     if problem.balanced:
         converged = bool(max(row_err.max(), col_err.max()) <= tol)
-    hist = np.array(state.history, dtype=float).reshape(-1, 3)
+    hist = np.array(state.history, dtype=float).reshape(-1, 4)
 
     def sq(x: np.ndarray) -> Any:
         """Drop the batch axis of an unbatched problem: (., 1) -> (.,), (1,) -> float."""
@@ -92,7 +92,7 @@ def finish(
         transport_cost=sq(pc), reg_cost=sq(reg), dual_cost=sq(dual),
         marginal_error=MarginalError(sq(row_err), sq(col_err)), mass=sq(mass),
         n_iter=state.n_iter, converged=converged,
-        history=History(hist[:, 0].astype(int), hist[:, 1], hist[:, 2]),
+        history=History(hist[:, 0].astype(int), hist[:, 1], hist[:, 2], hist[:, 3]),
         eps_stages=tuple(float(e) for e in schedule), rho_a=problem.rho_a, rho_b=problem.rho_b,
         tol=tol, seconds=seconds, placement=placement,
         relative_eps=relative_eps, cost=cost,

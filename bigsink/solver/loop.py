@@ -74,7 +74,7 @@ class SolverState:
     f: np.ndarray | None
     g: np.ndarray
     n_iter: int
-    history: tuple[tuple[int, float, float], ...] = ()
+    history: tuple[tuple[int, float, float, float], ...] = ()   # n_iter, eps, error, active
 
 
 def scan(session: Session, cost: CostSource) -> CostStats:
@@ -264,7 +264,8 @@ def iterate(
                 err = row_error(problem.a, f, f_new, eps, w)
                 w = relax.observe(float(err.max()))
                 f, n_iter = f_new, n_iter + 1
-                history.append((n_iter, eps, float(err.max())))
+                active = step.report().get("active_fraction", 1.0)   # blocks read
+                history.append((n_iter, eps, float(err.max()), active))
                 current = SolverState(stage, f, g, n_iter, tuple(history))
                 if on_iteration is not None:
                     on_iteration(current, float(err.max()))

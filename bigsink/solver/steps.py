@@ -23,6 +23,7 @@ iteration (truncated, multiscale, GPU-resident) is a new Step; the loop does not
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import InitVar, dataclass, field
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..costs import block_min
 from ..executors import Session, StripJob
 from ..executors.base import Held, HeldLost
 from ..kernels import (
@@ -42,13 +44,18 @@ from ..kernels import (
     reference,
     sinkhorn_strip,
 )
-from ..kernels.blocks import block_stats_strip, merge_blocks, truncated_sinkhorn_strip
+from ..kernels.blocks import (
+    Records,
+    merge_truncated,
+    truncated_evaluate_strip,
+    truncated_sinkhorn_strip,
+)
 from ..kernels.scaling import ABSORB_BOUND, KernelRows
 from ..problem import Problem, log0
 
 __all__ = [
-    "TINY", "Evaluation", "Fallback", "LogStep", "ScalingStep", "Step", "StepFactory",
-    "TruncatedStep",
+    "TINY", "BlockBounds", "Evaluation", "Fallback", "LogStep", "ScalingStep", "Step",
+    "StepFactory", "TruncatedStep", "select_blocks", "skipped_mass",
     "evaluate", "stage_steps",
 ]
 
@@ -63,12 +70,14 @@ class Evaluation:
     rows: np.ndarray
     cols: np.ndarray
     transport_cost: np.ndarray
+    slack: float = 0.0
 
     def errors(self, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
-        """L1 row and column marginal errors (K,) each."""
+        """L1 row and column marginal errors (K,) each: of the sums, plus ``slack`` (the
+        certified bound of the mass they leave out, for a truncated evaluation)."""
         return (
-            np.abs(self.rows - problem.a).sum(axis=0),
-            np.abs(self.cols - problem.b).sum(axis=0),
+            np.abs(self.rows - problem.a).sum(axis=0) + self.slack,
+            np.abs(self.cols - problem.b).sum(axis=0) + self.slack,
         )
 
 
@@ -206,134 +215,209 @@ class Fallback:
         return self.active.report()
 
 
+def _block_max(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per block of rows (``starts``): the max of ``x`` (., K) over the block, NaN (from
+    ``-inf - -inf`` of 0-weight entries) ignored; (nB, K)."""
+    return np.maximum.reduceat(np.where(np.isnan(x), -np.inf, x), starts, axis=0)
+
+
+def _drift(new: np.ndarray, old: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``max over each block of (new - old)`` (nB, K); 0 for a block of 0-weight entries
+    only (their plan entries are 0 under any potentials)."""
+    with np.errstate(invalid="ignore"):
+        top = _block_max(new - old, starts)
+    return np.where(np.isneginf(top), 0.0, top)
+
+
+@dataclass
+class BlockBounds:
+    """Certified upper bounds on the plan's mass in each block of the cost's grid, kept
+    across the eps stages of one solve (certified block truncation, ``docs/design.md``).
+
+    For block ``(I, J)`` and potentials ``(f, g)``, ``log U_IJ`` bounds
+    ``log sum_{I x J} exp((f_i + g_j - C_ij) / eps)`` by the smaller of
+
+    * the **static** bound ``log(|I||J|) + (max_I f + max_J g - Cmin_IJ) / eps``, when the
+      cost source knows its blocks' least costs (:func:`bigsink.costs.block_min`);
+    * the **recorded** bound: a pass that read the block under ``(F_t, G_t)`` measured its
+      exact log mass ``log M_IJ`` there (:func:`bigsink.kernels.blocks.truncated_sinkhorn_strip`);
+      then ``log U <= log M_IJ + (max_I (f - F_t) + max_J (g - G_t)) / eps``. Drift from
+      an old pass ``t`` is bounded through the passes since, ``max_I (f - F_t) <=
+      max_I (f - F_T) + sum_{s=t}^{T-1} max_I (F_{s+1} - F_s)``: the running sums ``A_I``
+      and ``B_J`` of those per-block maxima, so ``w = log M - (A_I(t) + B_J(t)) / eps`` is
+      all a block keeps, and the bound costs O(n + m + blocks).
+
+    Between stages the recorded bound carries over in eps-free form: ``Z_IJ = eps log M``
+    bounds ``max over the block of (f + g - C)`` (a sum bounds each term), so at a new
+    ``eps'`` the block's mass is at most ``|I||J| exp(Z / eps')``.
+    """
+
+    shape: tuple[int, int]
+    block_shape: tuple[int, int]
+    cmin: np.ndarray | None = None                                       # (nI, nJ)
+    eps: float = math.nan
+    w: np.ndarray | None = field(default=None, repr=False)               # (nI, nJ, K)
+    A: np.ndarray | None = field(default=None, repr=False)               # (nI, K)
+    B: np.ndarray | None = field(default=None, repr=False)               # (nJ, K)
+    F: np.ndarray | None = field(default=None, repr=False)               # (n, K) last pass
+    G: np.ndarray | None = field(default=None, repr=False)               # (m, K)
+
+    def __post_init__(self) -> None:
+        (n, m), (rb, cb) = self.shape, self.block_shape
+        self.rows, self.cols = np.arange(0, n, rb), np.arange(0, m, cb)   # block starts
+        sizes_r = np.diff(np.append(self.rows, n))
+        sizes_c = np.diff(np.append(self.cols, m))
+        self.log_size = np.log(np.outer(sizes_r, sizes_c))[:, :, None]   # (nI, nJ, 1)
+
+    def restage(self, eps: float) -> None:
+        """Move the recorded bounds to a new eps stage (eps-free form, see the class)."""
+        if self.w is not None and eps != self.eps:
+            assert self.A is not None and self.B is not None
+            log_m = self.w + (self.A[:, None, :] + self.B[None, :, :]) / self.eps
+            with np.errstate(invalid="ignore"):                          # inf * 0: none
+                self.w = self.log_size + log_m * (self.eps / eps)
+            self.A, self.B = np.zeros_like(self.A), np.zeros_like(self.B)
+        self.eps = eps
+
+    def log_mass(self, f: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """``log U_IJk`` for potentials ``(f, g)`` (nI, nJ, K); ``+inf`` where nothing
+        bounds a block yet."""
+        K = f.shape[1]
+        bound = np.full((len(self.rows), len(self.cols), K), np.inf)
+        if self.cmin is not None:
+            fmax, gmax = _block_max(f, self.rows), _block_max(g, self.cols)  # (nI, K), (nJ, K)
+            bound = self.log_size + (fmax[:, None, :] + gmax[None, :, :]
+                                     - self.cmin[:, :, None]) / self.eps
+        if self.w is not None:
+            assert self.A is not None and self.B is not None
+            assert self.F is not None and self.G is not None
+            df = self.A + _drift(f, self.F, self.rows)                   # (nI, K)
+            dg = self.B + _drift(g, self.G, self.cols)                   # (nJ, K)
+            bound = np.fmin(bound, self.w + (df[:, None, :] + dg[None, :, :]) / self.eps)
+        return bound
+
+    def record(self, active: np.ndarray, records: Records, f: np.ndarray,
+               g: np.ndarray) -> None:
+        """Take a pass's log masses of the ``active`` blocks, measured under ``(f, g)``."""
+        if self.F is None or self.A is None or self.B is None or self.G is None:
+            self.A = np.zeros((len(self.rows), f.shape[1]))
+            self.B = np.zeros((len(self.cols), f.shape[1]))
+        else:
+            self.A = self.A + _drift(f, self.F, self.rows)
+            self.B = self.B + _drift(g, self.G, self.cols)
+        self.F, self.G = f.copy(), g.copy()
+        if self.w is None:
+            self.w = np.full((len(self.rows), len(self.cols), f.shape[1]), np.inf)
+        for I, log_m in records:
+            J = np.flatnonzero(active[I])
+            self.w[I, J] = log_m - (self.A[I][None, :] + self.B[J]) / self.eps
+
+
+def select_blocks(log_u: np.ndarray, theta: float) -> np.ndarray:
+    """The blocks to read (nI, nJ) bool: all but the cheapest whose bounds ``log_u``
+    (nI, nJ, K) sum to at most ``theta`` in every problem; each block row and column keeps
+    its largest block (no potential loses all its terms)."""
+    worst = log_u.max(axis=2)                                        # (nI, nJ) over K
+    active = np.ones(worst.shape, dtype=bool)
+    top = worst.max()
+    if np.isfinite(top):
+        order = np.argsort(worst, axis=None)                         # cheapest first
+        mass = np.exp(worst.ravel()[order] - top)                    # scaled by e^top
+        within = np.cumsum(mass) * np.exp(top) <= theta
+        active.ravel()[order[within]] = False
+    active[np.arange(worst.shape[0]), worst.argmax(axis=1)] = True
+    active[worst.argmax(axis=0), np.arange(worst.shape[1])] = True
+    return active
+
+
+def skipped_mass(log_u: np.ndarray, active: np.ndarray) -> float:
+    """The certified L1 bound of what ``active`` leaves out, worst problem."""
+    out = np.where(active[:, :, None], -np.inf, log_u)
+    top = out.max()
+    if not np.isfinite(top):
+        return 0.0 if top < 0 else math.inf
+    return float((np.exp(out - top).sum(axis=(0, 1)) * np.exp(top)).max())
+
+
 @dataclass
 class TruncatedStep:
-    """Log-domain iterations that skip the blocks where the plan is certifiably negligible
-    (certified block truncation; ``docs/design.md``).
+    """Log-domain iterations that read only the blocks where the plan is not certifiably
+    negligible (certified block truncation; ``docs/design.md``).
 
-    For a block ``(I, J)`` of the cost's grid, ``f_i + g_j - C_ij`` is bounded by the
-    smaller of a static bound, ``max_I f + max_J g - Cmin_IJ``, and a reference-and-drift
-    bound, ``Z_IJ + max_I (f - f0) + max_J (g - g0)``, where a reference pass under
-    ``(f0, g0)`` recorded ``Cmin`` and ``Z_IJ = max over the block of (f0_i + g0_j - C_ij)``
-    (:func:`bigsink.kernels.blocks.block_stats_strip`). So the block's plan mass is at most
-    ``U_IJ = |I| |J| exp(bound / eps)``. A pass skips a set S of blocks with
-    ``sum_S U <= theta`` (per problem); the truncated plan's row and column sums then differ
-    from the untruncated ones by at most ``theta`` in L1. The bound is checked again with
+    Each pass selects, from the :class:`BlockBounds` at its input potentials, the blocks
+    to read (:func:`select_blocks`: all but a set whose bounds sum to at most ``theta``),
+    runs the fused pass over them, and records their exact log masses (refreshing their
+    bounds at no extra reading). The bound of what was left out is then checked again at
     the pass's output potentials, and the pass is rerun with more blocks if it grew past
-    ``theta``: nothing is skipped on faith. Each row block and each column block keeps its
-    largest block, so no potential loses all its terms.
+    ``theta``: nothing is skipped on faith, and the truncated plan's row and column sums
+    differ from the full ones by at most ``theta`` in L1. A pass whose column partial
+    vanished somewhere (far from convergence) is redone densely by :class:`LogStep`.
 
-    The first pass of a stage is a reference pass (one extra pass over C: the bounds start
-    from this stage's potentials); a new one is taken when the drift has grown the active
-    set to twice (and 10 points over) what the last reference allowed.
+    The final evaluation is exact over the active blocks, and its errors include the bound
+    of the skipped ones (:attr:`Evaluation.slack`); ``verify=True`` makes it one exact
+    pass over every block instead.
     """
 
     session: Session
     problem: Problem
     eps: float
     theta: float
-    block_shape: tuple[int, int]
+    bounds: BlockBounds
+    verify: bool = False
     log: LogStep = field(init=False, repr=False)
-    cmin: np.ndarray | None = field(init=False, default=None, repr=False)    # (nI, nJ)
-    z: np.ndarray | None = field(init=False, default=None, repr=False)       # (nI, nJ, K)
-    ref: tuple[np.ndarray, np.ndarray] | None = field(init=False, default=None, repr=False)
     active: np.ndarray | None = field(init=False, default=None, repr=False)  # (nI, nJ)
     fraction: float = field(init=False, default=1.0)
-    ref_fraction: float = field(init=False, default=1.0)
     bound: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         self.log = LogStep(self.session, self.problem, self.eps)
-        (n, m), (rb, cb) = self.problem.shape, self.block_shape
-        self._rows = np.arange(0, n, rb)                                 # block row starts
-        self._cols = np.arange(0, m, cb)
-        sizes_r = np.diff(np.append(self._rows, n))
-        sizes_c = np.diff(np.append(self._cols, m))
-        self._log_size = np.log(np.outer(sizes_r, sizes_c))[:, :, None]  # (nI, nJ, 1)
-
-    def _reference(self, f: np.ndarray, g: np.ndarray) -> None:
-        """A reference pass: ``Cmin`` and ``Z`` for every block under ``(f, g)``."""
-        _, stats = self.session.run(StripJob(block_stats_strip, merge_blocks, (f,),
-                                             (g, self.block_shape)))
-        rows = sorted(stats, key=lambda item: item[0])                   # by block row
-        self.cmin = np.stack([cmin for _, cmin, _ in rows])              # (nI, nJ)
-        self.z = np.stack([z for _, _, z in rows])                       # (nI, nJ, K)
-        self.ref = (f.copy(), g.copy())
-
-    def _log_mass(self, f: np.ndarray, g: np.ndarray) -> np.ndarray:
-        """``log U_IJk``, the log of each block's certified plan mass bound (nI, nJ, K)."""
-        assert self.cmin is not None and self.z is not None and self.ref is not None
-        fmax = np.maximum.reduceat(f, self._rows, axis=0)               # (nI, K)
-        gmax = np.maximum.reduceat(g, self._cols, axis=0)               # (nJ, K)
-        static = fmax[:, None, :] + gmax[None, :, :] - self.cmin[:, :, None]
-        f0, g0 = self.ref
-        with np.errstate(invalid="ignore"):                              # -inf - -inf
-            df = np.maximum.reduceat(np.where(np.isneginf(f), -np.inf, f - f0), self._rows,
-                                     axis=0)                             # (nI, K)
-            dg = np.maximum.reduceat(np.where(np.isneginf(g), -np.inf, g - g0), self._cols,
-                                     axis=0)
-            drift = self.z + df[:, None, :] + dg[None, :, :]
-        bound = np.fmin(static, drift)                                   # (nI, nJ, K)
-        return self._log_size + bound / self.eps
-
-    def _select(self, log_u: np.ndarray) -> np.ndarray:
-        """The active blocks (nI, nJ): all but the cheapest whose bounds sum to at most
-        ``theta`` in every problem; each block row and column keeps its largest block."""
-        worst = log_u.max(axis=2)                                        # (nI, nJ) over K
-        order = np.argsort(worst, axis=None)                             # cheapest first
-        top = worst.max()
-        mass = np.exp(worst.ravel()[order] - top)                        # scaled by e^top
-        within = np.cumsum(mass) * np.exp(top) <= self.theta
-        active = np.ones(worst.size, dtype=bool)
-        active[order[within]] = False
-        active = active.reshape(worst.shape)
-        active[np.arange(worst.shape[0]), worst.argmax(axis=1)] = True
-        active[worst.argmax(axis=0), np.arange(worst.shape[1])] = True
-        return active
-
-    def _skipped(self, log_u: np.ndarray, active: np.ndarray) -> float:
-        """The certified L1 bound of what ``active`` leaves out, worst problem."""
-        out = np.where(active[:, :, None], -np.inf, log_u)
-        top = out.max()
-        if not np.isfinite(top):
-            return 0.0
-        return float((np.exp(out - top).sum(axis=(0, 1)) * np.exp(top)).max())
+        self.bounds.restage(self.eps)
 
     def _pass(self, f: np.ndarray, g: np.ndarray, omega: float, active: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """One pass over the active blocks: ``(f_new, g_new)`` (as :class:`LogStep`)."""
+              ) -> tuple[np.ndarray, np.ndarray] | None:
+        """One pass over the ``active`` blocks, recorded: ``(f_new, g_new)``, or None when
+        a column's partial vanished (see the class)."""
         problem, eps = self.problem, self.eps
         tau_a, tau_b = problem.tau(eps)
-        f_new, col = self.session.run(StripJob(
-            truncated_sinkhorn_strip, merge_pairs, (self.log.log_a, f),
-            (g, eps, tau_a, omega, active, self.block_shape)))
-        g_new = potential_update(self.log.log_b, pair_to_lse(col), eps, tau_b, g, omega)
-        return f_new, g_new
+        f_new, (col, records) = self.session.run(StripJob(
+            truncated_sinkhorn_strip, merge_truncated, (self.log.log_a, f),
+            (g, eps, tau_a, omega, active, self.bounds.block_shape), blocks=active))
+        if np.any((col[1] <= TINY) & (problem.b > 0)):
+            return None
+        self.bounds.record(active, records, f_new, g)
+        return f_new, potential_update(self.log.log_b, pair_to_lse(col), eps, tau_b, g, omega)
 
     def step(
         self, f: np.ndarray, g: np.ndarray, omega: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(f_new, g_new)`` from ``(f, g)`` over the active blocks (see the class)."""
-        if self.z is None or self.fraction > max(2 * self.ref_fraction,
-                                                 self.ref_fraction + 0.1):
-            self._reference(f, g)
-            self.ref_fraction = 1.0
-        active = self._select(self._log_mass(f, g))
+        active = select_blocks(self.bounds.log_mass(f, g), self.theta)
         for _ in range(3):
-            f_new, g_new = self._pass(f, g, omega, active)
-            log_u = self._log_mass(f_new, g_new)
-            self.bound = self._skipped(log_u, active)
+            out = self._pass(f, g, omega, active)
+            if out is None:
+                active, out = np.ones_like(active), self.log.step(f, g, omega)
+                self.bound = 0.0
+                break
+            log_u = self.bounds.log_mass(*out)
+            self.bound = skipped_mass(log_u, active)
             if self.bound <= self.theta:
                 break
-            active = active | self._select(log_u)                        # the bound grew
+            active = active | select_blocks(log_u, self.theta)          # the bound grew
         self.active, self.fraction = active, float(active.mean())
-        if self.ref_fraction == 1.0:
-            self.ref_fraction = self.fraction
-        return f_new, g_new
+        return out
 
     def evaluate(self, f: np.ndarray, g: np.ndarray) -> Evaluation | None:
-        """None: the final check is one exact pass over all blocks."""
-        return None
+        """The plan's sums over the active blocks, the skipped ones' bound as the slack
+        of its errors; None (one exact pass) with ``verify`` or before any pass."""
+        if self.verify or self.active is None or self.active.all():
+            return None
+        active = self.active
+        bound = skipped_mass(self.bounds.log_mass(f, g), active)
+        rows, (cols, pc) = self.session.run(StripJob(
+            truncated_evaluate_strip, add_partials, (f,),
+            (g, self.eps, active, self.bounds.block_shape), blocks=active))
+        self.bound = bound
+        return Evaluation(rows, cols, pc, slack=bound)
 
     def refine(self, f: np.ndarray, g: np.ndarray) -> bool:
         """Halve ``theta`` (later passes keep more blocks); False below 1e-16."""
@@ -343,7 +427,7 @@ class TruncatedStep:
         return True
 
     def close(self) -> None:
-        """Nothing held beyond per-block numbers."""
+        """Nothing held beyond per-block numbers (they stay with the solve's bounds)."""
 
     def report(self) -> dict[str, float]:
         """The last pass's active fraction and certified truncation bound."""
@@ -352,16 +436,19 @@ class TruncatedStep:
 
 def stage_steps(
     session: Session, problem: Problem, kernel_dtype: np.dtype[Any] | None,
-    theta: float | None = None,
+    theta: float | None = None, verify: bool = False,
 ) -> StepFactory:
     """The factory of each eps stage's step: the log domain, or, with a resident kernel of
     ``kernel_dtype``, the scaling path falling back to it (:class:`Fallback`); with a
-    truncation budget ``theta`` (and no resident kernel), :class:`TruncatedStep`."""
+    truncation budget ``theta`` (and no resident kernel), :class:`TruncatedStep`, whose
+    :class:`BlockBounds` carry over from stage to stage (``verify``: an exact final pass)."""
+    cost = session.cost
+    bounds = BlockBounds(cost.shape, cost.grid.block_shape, block_min(cost))
 
     def open_stage(eps: float, f: np.ndarray, g: np.ndarray) -> Step:
         log = LogStep(session, problem, eps)
         if kernel_dtype is None and theta is not None:
-            return TruncatedStep(session, problem, eps, theta, session.cost.grid.block_shape)
+            return TruncatedStep(session, problem, eps, theta, bounds, verify)
         if kernel_dtype is None:
             return log
         scaling = ScalingStep(session, problem.a, problem.b, eps, kernel_dtype, f, g,

@@ -14,7 +14,7 @@ import bigsink
 from bigsink.executors import LocalExecutor
 from bigsink.executors.dask import DaskExecutor
 from bigsink.problem import make_problem
-from bigsink.solver.steps import TruncatedStep
+from bigsink.solver.steps import BlockBounds, TruncatedStep
 
 
 def _line(n: int = 400, m: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +68,8 @@ def test_the_skipped_mass_never_exceeds_the_reported_bound() -> None:
     eps, theta = 1e-3, 1e-6
     problem = make_problem(C.shape, None, None, eps)
     session = LocalExecutor(threads=1).open(cost, 1)
-    step = TruncatedStep(session, problem, eps, theta, (25, 25))
+    step = TruncatedStep(session, problem, eps, theta,
+                         BlockBounds(C.shape, (25, 25), cost.block_min()))
     f, g = np.zeros((300, 1)), np.zeros((300, 1))
     seen = []
     for _ in range(40):
@@ -101,8 +102,8 @@ def test_truncation_arguments_are_checked() -> None:
     C = np.random.default_rng(5).random((20, 20))
     with pytest.raises(bigsink.InputError, match="resident_kernel=True"):
         bigsink.solve(C, eps=0.1, truncate=True, resident_kernel=True)
-    with pytest.raises(bigsink.InputError, match="truncate=True"):
-        bigsink.solve(C, eps=0.1, theta=1e-7)
+    with pytest.raises(bigsink.InputError, match="truncate=None or True"):
+        bigsink.solve(C, eps=0.1, truncate=False, theta=1e-7)
     with pytest.raises(bigsink.InputError, match="theta"):
         bigsink.solve(C, eps=0.1, truncate=True, theta=-1.0)
     with pytest.raises(bigsink.InputError, match="truncate"):
