@@ -138,7 +138,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
             result = solve(cost, a, b, eps=args.eps, tol=args.tol, max_iter=args.max_iter,
                            client=args.scheduler, progress=False if args.quiet else None,
                            checkpoint=args.checkpoint, resume=args.resume,
-                           device=args.device)
+                           device=args.device, truncate=args.truncate, theta=args.theta,
+                           verify=args.verify)
     except (OSError, TimeoutError) as exc:
         if args.scheduler:
             raise _scheduler_error(args.scheduler, exc) from None
@@ -158,6 +159,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
             "marginal_error": {"row": _jsonable(me.row), "col": _jsonable(me.col)},
             "mass": _jsonable(result.mass), "seconds": result.seconds, "out": path,
             "scheduler": args.scheduler, "placement": result.placement,
+            "active_fraction": result.active_fraction,
+            "truncation_bound": result.truncation_bound,
         }))
     elif not args.quiet:
         print(result.summary())
@@ -248,6 +251,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                  else parsed(args.pot_methods, str, "pot-methods")),  # type: ignore[arg-type]
         device=args.device, rho=args.rho, cloud=args.cloud,
         dims=parsed(args.dims, int, "dims"),  # type: ignore[arg-type]
+        truncate=args.truncate,
     )
     report = run_bench(cfg, log=None if args.quiet else lambda s: print(s, flush=True))
     print(format_report(report))
@@ -300,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Dask scheduler address (default: in-process threads)")
     solve.add_argument("--device", default=None, choices=["cpu", "gpu"],
                        help="gpu: strips run on CuPy (each Dask worker uses its own GPU)")
+    solve.add_argument("--truncate", default=None, action=argparse.BooleanOptionalAction,
+                       help="certified block truncation (default: auto, where it pays)")
+    solve.add_argument("--theta", type=float, default=None,
+                       help="the truncation's L1 budget per pass (default tol/10)")
+    solve.add_argument("--verify", action="store_true",
+                       help="with truncation, end with one exact pass over every block")
     solve.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint group")
     solve.add_argument("--resume", action="store_true", help="resume from --checkpoint")
     solve.add_argument("--out", required=True, help="result directory (Zarr group) to create")
@@ -356,7 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="point clouds: one pass of the fused on-the-fly kernels against "
                             "the materialised path, per size, dtype and --dims")
     bench.add_argument("--dims", default="2,3,10,64",
-                       help="point dimensions of --cloud, comma-separated")
+                       help="point dimensions of --cloud and --truncate, comma-separated")
+    bench.add_argument("--truncate", action="store_true",
+                       help="point clouds: certified truncation against the dense log domain "
+                            "(time to --tol, blocks read per iteration; --no-reference: "
+                            "truncated only)")
     bench.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
                        help="gpu: CuPy arrays, bound from the measured device bandwidth")
     bench.add_argument("--json", default=None, help="write the report as JSON to this path")

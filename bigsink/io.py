@@ -152,7 +152,8 @@ def write_cost(
 
     Returns:
         The :class:`~bigsink.costs.ZarrCost` over the new array. Its attributes record
-        the metric, p, scale, value range and shapes.
+        the metric, p, scale, value range, shapes and each chunk's least and greatest cost
+        (``block_min``, ``block_max``: the static bounds of certified truncation).
     """
     import zarr
 
@@ -180,7 +181,8 @@ def write_cost(
                 out.append(CostChunk(where, (r0, r1), (c0, c1), src))
         return out
 
-    n_chunks = math.ceil(n / rc[0]) * math.ceil(m / rc[1])
+    grid = (math.ceil(n / rc[0]), math.ceil(m / rc[1]))
+    n_chunks = grid[0] * grid[1]
     if scale == "max":  # compute-only pass for the maximum (in float64: no overflow)
         with progress_bar("cost max", "chunk", progress, n_chunks) as bar:
             ranges = _run_items(compute_chunk, items(None, 1.0, np.float64), client, threads, bar)
@@ -197,6 +199,10 @@ def write_cost(
             "metric": metric, "p": float(p), "scale": float(fixed_scale),
             "scale_rule": scale if isinstance(scale, str) else "fixed",
             "min": min(lo for lo, _ in ranges), "max": max(hi for _, hi in ranges),
+            # each chunk's least and greatest cost (nI, nJ): certified truncation's static
+            # bounds (ZarrCost.block_min), at no extra pass
+            "block_min": np.reshape([lo for lo, _ in ranges], grid).tolist(),
+            "block_max": np.reshape([hi for _, hi in ranges], grid).tolist(),
             "shape": [n, m], "x_shape": list(cloud.x.shape), "y_shape": list(cloud.y.shape),
         })
     return ZarrCost(target)

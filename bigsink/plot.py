@@ -38,11 +38,18 @@ def save_figure(ax: Any, path: str | os.PathLike[str]) -> None:
 
 
 def convergence(result: SinkhornResult, ax: Any = None, path: Any = None) -> Any:
-    """L1 marginal error per iteration (log scale), eps stages marked by vertical lines."""
+    """L1 marginal error per iteration (log scale), eps stages marked by vertical lines; with
+    certified truncation, the share of blocks each iteration read (right axis)."""
     ax = _axes(ax)
     h = result.history
     err = np.where(np.isfinite(h.error), h.error, np.nan)
     ax.semilogy(h.iteration, err, lw=1.2, label="L1 row error")
+    if h.active is not None and len(h.active) and h.active.min() < 1.0:
+        right = ax.twinx()
+        right.plot(h.iteration, h.active, color="tab:green", lw=1.0, alpha=0.8)
+        right.set_ylim(0.0, 1.05)
+        right.set_ylabel("blocks read (share)", color="tab:green")
+        ax.plot([], [], color="tab:green", lw=1.0, label="blocks read")
     ax.axhline(result.tol, color="k", ls=":", lw=1, label=f"tol {result.tol:g}")
     starts = np.flatnonzero(np.diff(h.eps) != 0) + 1                 # first iteration of a stage
     for k in starts:

@@ -60,7 +60,10 @@ class BenchConfig:
         cloud: the point-cloud benchmark instead (:mod:`bigsink.bench.cloud`): one pass of
             the fused on-the-fly kernels against the materialised path, for every size,
             dtype and dimension in ``dims``.
-        dims: point dimensions of the cloud benchmark.
+        dims: point dimensions of the cloud and truncation benchmarks.
+        truncate: the truncation benchmark instead (:mod:`bigsink.bench.truncate`):
+            truncated and dense solves of point clouds side by side (``reference=False``:
+            the truncated one only).
     """
 
     sizes: tuple[int, ...] = (10_000,)
@@ -78,6 +81,7 @@ class BenchConfig:
     rho: float = math.inf
     cloud: bool = False
     dims: tuple[int, ...] = (2, 3, 10, 64)
+    truncate: bool = False
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:

@@ -55,8 +55,7 @@ from ..problem import Problem, log0
 
 __all__ = [
     "TINY", "BlockBounds", "Evaluation", "Fallback", "LogStep", "ScalingStep", "Step",
-    "StepFactory", "TruncatedStep", "select_blocks", "skipped_mass",
-    "evaluate", "stage_steps",
+    "StepFactory", "TruncatedStep", "evaluate", "select_blocks", "skipped_mass", "stage_steps",
 ]
 
 #: A merged column sum below this (relative to its max-shift) is recomputed exactly.
@@ -323,7 +322,8 @@ def select_blocks(log_u: np.ndarray, theta: float) -> np.ndarray:
     if np.isfinite(top):
         order = np.argsort(worst, axis=None)                         # cheapest first
         mass = np.exp(worst.ravel()[order] - top)                    # scaled by e^top
-        within = np.cumsum(mass) * np.exp(top) <= theta
+        with np.errstate(divide="ignore"):
+            within = np.log(np.cumsum(mass)) + top <= np.log(theta)
         active.ravel()[order[within]] = False
     active[np.arange(worst.shape[0]), worst.argmax(axis=1)] = True
     active[worst.argmax(axis=0), np.arange(worst.shape[1])] = True
@@ -336,7 +336,8 @@ def skipped_mass(log_u: np.ndarray, active: np.ndarray) -> float:
     top = out.max()
     if not np.isfinite(top):
         return 0.0 if top < 0 else math.inf
-    return float((np.exp(out - top).sum(axis=(0, 1)) * np.exp(top)).max())
+    with np.errstate(over="ignore"):                                 # inf: nothing skippable
+        return float(np.exp(np.log(np.exp(out - top).sum(axis=(0, 1)).max()) + top))
 
 
 @dataclass
@@ -393,11 +394,12 @@ class TruncatedStep:
         """``(f_new, g_new)`` from ``(f, g)`` over the active blocks (see the class)."""
         active = select_blocks(self.bounds.log_mass(f, g), self.theta)
         for _ in range(3):
-            out = self._pass(f, g, omega, active)
-            if out is None:
+            cut = self._pass(f, g, omega, active)
+            if cut is None:
                 active, out = np.ones_like(active), self.log.step(f, g, omega)
                 self.bound = 0.0
                 break
+            out = cut
             log_u = self.bounds.log_mass(*out)
             self.bound = skipped_mass(log_u, active)
             if self.bound <= self.theta:

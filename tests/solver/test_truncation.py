@@ -120,3 +120,150 @@ def test_block_rows_split_across_strips_and_chunks() -> None:
     cut = bigsink.solve(cost, eps=1e-3, tol=1e-8, progress=False, truncate=True, executor=ex)
     assert cut.converged
     assert cut.transport_cost == pytest.approx(dense.transport_cost, rel=1e-7)
+
+
+@pytest.mark.parametrize("metric", ["sqeuclidean", "euclidean", "minkowski"])
+def test_clouds_in_random_order_are_solved_in_spatial_order_and_handed_back(
+        metric: str) -> None:
+    """A cloud in random order is solved in k-d order; potentials, marginals and plan come
+    back in the user's order (non-uniform weights would not match otherwise)."""
+    rng = np.random.default_rng(7)
+    x, y = rng.random((700, 2)), rng.random((600, 2)) * 0.8 + 0.1
+    a, b = rng.random(700) + 0.2, rng.random(600) + 0.2
+    a, b = a / a.sum(), b / b.sum()
+    cost = bigsink.PointCloudCost(x, y, metric, p=1.0 if metric == "minkowski" else 2.0,
+                                  block_shape=(50, 40))
+    kw: dict[str, Any] = dict(eps=1e-3, tol=1e-8, progress=False)
+    dense = bigsink.solve(cost, a, b, truncate=False, resident_kernel=False, **kw)
+    cut = bigsink.solve(cost, a, b, truncate=True, **kw)
+    assert cut.converged and cut.active_fraction < 0.6
+    assert cut.cost is cost                                  # the user's cost, user's order
+    shift = np.mean(cut.f - dense.f)                         # potentials: up to a constant
+    np.testing.assert_allclose(cut.f - shift, dense.f, atol=1e-8)
+    np.testing.assert_allclose(cut.g + shift, dense.g, atol=1e-8)
+    P = cut.plan()
+    assert np.abs(P.sum(1) - a).sum() <= 1e-8 and np.abs(P.sum(0) - b).sum() <= 1e-8
+    assert cut.transport_cost == pytest.approx(dense.transport_cost, rel=1e-9)
+
+
+def test_spatial_order_makes_compact_blocks_and_box_bounds_hold() -> None:
+    from bigsink.costs.pointcloud import spatial_order
+
+    rng = np.random.default_rng(8)
+    starts = np.arange(0, 1000, 64)
+
+    def extent(p: np.ndarray) -> float:
+        lo, hi = np.minimum.reduceat(p, starts), np.maximum.reduceat(p, starts)
+        return float((hi - lo).mean())                           # mean side of the boxes
+
+    for d in (1, 2, 3, 10):
+        z = rng.random((1000, d))
+        order = spatial_order(z, 64)
+        assert sorted(order.tolist()) == list(range(1000))   # a permutation
+
+        assert extent(z[order]) < (0.5 if d <= 3 else 0.9) * extent(z)   # compact blocks
+    x, y = rng.random((500, 3)), rng.random((400, 3))
+    for metric, p in (("sqeuclidean", 2.0), ("euclidean", 2.0), ("minkowski", 1.0),
+                      ("minkowski", 3.0), ("minkowski", math.inf)):
+        cost, _, _ = bigsink.PointCloudCost(x, y, metric, p=p, dtype="float32",
+                                            block_shape=(50, 40)).reordered((50, 40))
+        C = cost.rows(0, 500)
+        least = np.minimum.reduceat(np.minimum.reduceat(C, np.arange(0, 500, 50), 0),
+                                    np.arange(0, 400, 40), 1)
+        assert np.all(cost.block_min() <= least), metric
+        assert (cost.block_min() > 0).mean() > 0.3                # and says something
+
+
+def test_stores_with_and_without_bounds_read_only_active_chunks(tmp_path: Path) -> None:
+    """A store written by write_cost has its chunks' least costs; a store without them
+    still truncates (the first pass reads all). A chunk never read is proven unread: its
+    file is replaced by garbage of the wrong size, which any read would refuse."""
+    import zarr
+
+    x, y = _line(300, 250, seed=9)
+    store = bigsink.write_cost(x, y, tmp_path / "C.zarr", chunks=(30, 25), dtype="float64",
+                               progress=False)
+    assert store.block_min() is not None and store.block_min().shape == (10, 10)
+    C = store.rows(0, 300)
+    ref = bigsink.solve(C, eps=1e-4, tol=1e-8, progress=False, resident_kernel=False)
+    cut = bigsink.solve(store, eps=1e-4, tol=1e-8, progress=False, truncate=True)
+    assert cut.converged and cut.active_fraction < 0.4
+    assert cut.transport_cost == pytest.approx(ref.transport_cost, rel=1e-7)
+    bare = tmp_path / "bare.zarr"
+    bigsink.write_cost(x, y, bare, chunks=(30, 25), dtype="float64", progress=False)
+    arr = zarr.open_array(str(bare), mode="r+")
+    del arr.attrs["block_min"]
+    no_bounds = bigsink.ZarrCost(bare)
+    assert no_bounds.block_min() is None
+    res = bigsink.solve(no_bounds, eps=1e-4, tol=1e-8, progress=False, truncate=True)
+    assert res.converged
+    assert res.transport_cost == pytest.approx(ref.transport_cost, rel=1e-7)
+    # the corner chunk (0, 9) is far from the diagonal: never read by a truncated strip
+    key = arr.metadata.chunk_key_encoding.encode_chunk_key((0, 9))
+    (bare / key).write_bytes(b"not a chunk")
+    mask = np.zeros(10, dtype=bool)
+    mask[:3] = True
+    strip = bigsink.ZarrCost(bare).rows_in(0, 30, mask)
+    np.testing.assert_array_equal(strip[:, :75], C[:30, :75])
+    assert np.isinf(strip[:, 75:]).all()
+    with pytest.raises(bigsink.InputError, match="truncated"):
+        bigsink.ZarrCost(bare).rows(0, 30)                   # a full read does see it
+
+
+def test_history_verify_and_the_reported_bound() -> None:
+    x, y = _line(400, 300, seed=10)
+    cost = bigsink.PointCloudCost(x, y, block_shape=(40, 30))
+    cut = bigsink.solve(cost, eps=1e-4, tol=1e-7, progress=False, truncate=True)
+    exact = bigsink.solve(cost, eps=1e-4, tol=1e-7, progress=False, truncate=True,
+                          verify=True)
+    assert cut.history.active[0] == 1.0 and cut.history.active[-1] == cut.active_fraction
+    assert cut.history.active.min() < 0.5
+    # the truncated evaluation's error includes the skipped blocks' bound: never below the
+    # exact error of the same potentials
+    P = cut.plan()
+    exact_row = np.abs(P.sum(1) - 1 / 400).sum()
+    assert exact_row <= cut.marginal_error.row <= exact_row + cut.truncation_bound + 1e-15
+    Pv = exact.plan()
+    assert exact.marginal_error.row == pytest.approx(np.abs(Pv.sum(1) - 1 / 400).sum(),
+                                                     rel=1e-6, abs=1e-14)
+    assert "truncation" in cut.summary()
+
+
+def test_history_round_trips_and_old_checkpoints_load(tmp_path: Path) -> None:
+    import zarr
+
+    x, y = _line(200, 150, seed=11)
+    cost = bigsink.PointCloudCost(x, y, block_shape=(20, 15))
+    res = bigsink.solve(cost, eps=1e-3, tol=1e-7, progress=False, truncate=True,
+                        checkpoint=tmp_path / "ck", checkpoint_every=5)
+    res.save(tmp_path / "r.zarr")
+    back = bigsink.load_result(tmp_path / "r.zarr")
+    np.testing.assert_array_equal(back.history.active, res.history.active)
+    group = zarr.open_group(str(tmp_path / "ck"), mode="r+")
+    hist = np.asarray(group["history"][...])
+    assert hist.shape[1] == 4
+    del group["history"]                                     # as an older version wrote it
+    group.create_array("history", data=np.ascontiguousarray(hist[:, :3]))
+    again = bigsink.solve(cost, eps=1e-3, tol=1e-7, progress=False, truncate=True,
+                          checkpoint=tmp_path / "ck", resume=True)
+    assert again.converged
+
+
+def test_auto_truncation_only_where_it_pays() -> None:
+    from bigsink.costs import BlockGrid
+    from bigsink.solver.config import Placement, SinkhornConfig, truncating
+
+    class Grid:
+        def __init__(self, n: int, m: int, block: tuple[int, int]) -> None:
+            self.shape, self.grid = (n, m), BlockGrid((n, m), block)
+
+    auto, log, kept = (SinkhornConfig.make(), Placement("log domain", "test"),
+                       Placement("resident", "test", np.dtype("float32")))
+    big = Grid(8192, 4096, (1024, 1024))
+    assert truncating(auto, log, big)                        # type: ignore[arg-type]
+    assert not truncating(auto, kept, big)                   # type: ignore[arg-type]
+    assert not truncating(auto, log, Grid(8192, 4096, (512, 4096)))  # type: ignore[arg-type]
+    assert not truncating(auto, log, Grid(1000, 1000, (100, 100)))   # type: ignore[arg-type]
+    assert truncating(SinkhornConfig.make(truncate=True, resident_kernel=False), log,
+                      Grid(10, 10, (5, 5)))                  # type: ignore[arg-type]
+    assert not truncating(SinkhornConfig.make(truncate=False), log, big)  # type: ignore[arg-type]
