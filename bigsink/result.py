@@ -41,10 +41,10 @@ class History:
     iteration: np.ndarray
     eps: np.ndarray
     error: np.ndarray
-    active: np.ndarray | None = None
+    active: np.ndarray = field(default_factory=lambda: np.ones(0))
 
     def __post_init__(self) -> None:
-        if self.active is None:
+        if self.active is None or len(self.active) != len(self.iteration):  # older saves
             object.__setattr__(self, "active", np.ones(len(self.iteration)))
 
     def __len__(self) -> int:
@@ -388,7 +388,8 @@ def load_result(path: Any) -> SinkhornResult:
         np.asarray(group["history_iteration"][...]),
         np.asarray(group["history_eps"][...]),
         np.asarray(group["history_error"][...]),
-        np.asarray(group["history_active"][...]) if "history_active" in group else None,
+        np.asarray(group["history_active"][...]) if "history_active" in group
+        else np.ones(0),                                             # older saves: all 1
     )
     return SinkhornResult(
         **values,

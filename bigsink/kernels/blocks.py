@@ -34,7 +34,7 @@ from . import evaluate_strip, merge_pairs, pair_to_lse, sinkhorn_strip  # the di
 
 __all__ = [
     "Records", "active_columns", "block_log_mass", "columns", "merge_records",
-    "merge_truncated", "truncated_evaluate_strip", "truncated_sinkhorn_strip",
+    "merge_truncated", "segments", "truncated_evaluate_strip", "truncated_sinkhorn_strip",
 ]
 
 #: Per block row ``I`` of a pass: ``(I, log M (nJ_active, K))`` over its active blocks in
@@ -42,7 +42,7 @@ __all__ = [
 Records = tuple[tuple[int, np.ndarray], ...]
 
 
-def _segments(start: int, r: int, block_rows: int) -> Iterator[tuple[int, int, int]]:
+def segments(start: int, r: int, block_rows: int) -> Iterator[tuple[int, int, int]]:
     """``(I, a, b)``: the rows ``[a, b)`` of a strip (rows ``start...start + r``) that lie in
     block row ``I``."""
     a = 0
@@ -112,7 +112,7 @@ def truncated_sinkhorn_strip(
     f_new = np.empty((C.shape[0], K))
     col_m, col_s = np.full((m, K), -np.inf), np.zeros((m, K))
     records = []
-    for I, a, b in _segments(start, C.shape[0], rb):
+    for I, a, b in segments(start, C.shape[0], rb):
         cols, gather = _row_blocks(active, I, cb, m)
         g_cols = g if gather is None else g[gather]                      # (c, K)
         f_seg, (cm, cs) = sinkhorn_strip(columns(C[a:b], gather), start + a, log_a[a:b],
@@ -153,7 +153,7 @@ def truncated_evaluate_strip(
     m, K = g.shape
     rows = np.empty((C.shape[0], K))
     col_sums, pc = np.zeros((m, K)), np.zeros(K)
-    for I, a, b in _segments(start, C.shape[0], rb):
+    for I, a, b in segments(start, C.shape[0], rb):
         cols, gather = _row_blocks(active, I, cb, m)
         g_cols = g if gather is None else g[gather]
         r_seg, (c_seg, pc_seg) = evaluate_strip(columns(C[a:b], gather), start + a, f[a:b],

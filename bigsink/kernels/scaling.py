@@ -68,9 +68,13 @@ import numpy as np
 from ..costs import CostSource, read_strip, reads_store
 from ..scratch import release_pages, scratch_array
 from . import cpu
+from .blocks import Records, active_columns, columns, merge_records, segments
 from .cloud import as_matrix
 
-__all__ = ["ABSORB_BOUND", "FLUSH", "MIXED_TOL", "KernelRows", "chunk_rows", "kernel_dtype"]
+__all__ = [
+    "ABSORB_BOUND", "FLUSH", "MIXED_TOL", "BlockKernel", "KernelRows", "chunk_rows",
+    "kernel_dtype",
+]
 
 #: Absorb when ``|log u|`` or ``|log v|`` exceeds this, by storage dtype.
 ABSORB_BOUND = {np.dtype(np.float32): 10.0, np.dtype(np.float64): 100.0}
@@ -366,3 +370,111 @@ class KernelRows:
                 pc[ks] += np.einsum("ik,ik->k", up, (Kp * self._rows(p)) @ vk)  # sum P_ij C_ij
                 release_pages(Kp)
         return rows, cols * v, pc
+
+
+class BlockKernel:
+    """The scaling path's kernel over a set of blocks only (block-sparse; certified block
+    truncation, :class:`bigsink.solver.steps.SparseScalingStep`), for one problem: rows
+    ``[lo, hi)`` of C, kept like :class:`KernelRows` (in this process, or one per Dask
+    worker; in a scratch file for a cost read from a store).
+
+    For each segment of those rows within one block row ``I`` it keeps the block row's
+    kept columns (the column blocks ``blocks[I]``, gathered) and their kernel
+    ``exp((alpha_i + beta_j - C_ij) / eps)`` (r, c), so it takes ``sum_kept |I||J|``
+    entries, not ``n m``. :meth:`sweep` is :class:`KernelRows`'s fused pass on each segment
+    (the same numba pass, one read of the kernel) with the column shares scattered back, and
+    it also returns each kept block's plan mass under the pass's new row scalings and the
+    old column ones (``M_IJ = sum_{j in J} t_Ij v_j``: the records of
+    :class:`~bigsink.solver.steps.BlockBounds`).
+    """
+
+    def __init__(self, source: CostSource | Sequence[np.ndarray],
+                 pieces: Sequence[tuple[int, int]], threads: int | None = None) -> None:
+        self.source = source
+        self.pieces = [(int(s0), int(s1)) for s0, s1 in pieces]
+        self.lo, self.hi = self.pieces[0][0], self.pieces[-1][1]
+        self.threads = threads
+        self.scratch = isinstance(source, CostSource) and reads_store(source)
+        # per segment: I, its row offset from lo, its kept columns (c,), where each kept
+        # block starts among them, and their kernel (r, c)
+        self.segments: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.blocks: np.ndarray | None = None                           # (nI, nJ) kept
+        self.block_cols = 1
+
+    def _strip(self, k: int, s0: int, s1: int, blocks: np.ndarray | None) -> Any:
+        """C's rows ``[s0, s1)``: read from a cost source (from a store: only the chunks of
+        ``blocks``), or resident strip ``k``."""
+        if isinstance(self.source, CostSource):
+            return read_strip(self.source, s0, s1, blocks)
+        return self.source[k]
+
+    def build(self, alpha: np.ndarray, betaT: np.ndarray, eps: float, dtype: np.dtype[Any],
+              blocks: np.ndarray, block_shape: tuple[int, int]) -> str | None:
+        """Fill the kernels of the ``blocks`` ((nI, nJ) bool) in this group's rows:
+        alpha (hi - lo, 1), betaT (1, m). Returns None, or why no kernel could be made."""
+        dtype = np.dtype(dtype)
+        (rb, cb), m = block_shape, betaT.shape[1]
+        self.segments, self.blocks, self.block_cols = [], blocks.copy(), cb
+        # the units read: a cost source's rows by whole block rows (few, long segments: the
+        # pass's cost per segment is fixed), a worker's resident strips as they are
+        units = self.pieces
+        if isinstance(self.source, CostSource):
+            units = [(max(self.lo, I * rb), min(self.hi, (I + 1) * rb))
+                     for I in range(self.lo // rb, (self.hi - 1) // rb + 1)]
+        plan = []                                      # (k, I, a, b, cols) per segment
+        for k, (s0, s1) in enumerate(units):
+            for I, a, b in segments(s0, s1 - s0, rb):
+                plan.append((k, I, a, b, active_columns(blocks[I], cb, m)))
+        total = sum((b - a) * len(cols) for _, _, a, b, cols in plan)
+        try:
+            flat = (scratch_array((max(1, total),), dtype) if self.scratch
+                    else np.empty(max(1, total), dtype=dtype))
+        except OSError as exc:
+            return f"no room for the kernel's scratch file ({exc})"
+        at, strip, current = 0, None, -1        # (strip: the unit read last, index current)
+        with _numba_threads(self.threads):
+            for k, I, a, b, cols in plan:
+                s0, s1 = units[k]
+                if k != current:
+                    need = np.asarray(blocks[s0 // rb:(s1 - 1) // rb + 1].any(axis=0))
+                    strip, current = self._strip(k, s0, s1, need), k
+                assert strip is not None
+                r0 = s0 - self.lo + a                                  # offset in alpha
+                C = np.ascontiguousarray(as_matrix(columns(strip[a:b], cols)))  # (r, c)
+                K = flat[at:at + C.size].reshape(1, *C.shape)
+                at += C.size
+                _fill_kernel(C, alpha[r0:r0 + C.shape[0]], np.ascontiguousarray(betaT[:, cols]),
+                             eps, FLUSH[dtype], K, dtype == np.float32)
+                sizes = np.diff(np.append(np.flatnonzero(blocks[I]) * cb, m))
+                starts = np.concatenate([[0], np.cumsum(np.minimum(sizes, cb))[:-1]])
+                self.segments.append((I, r0, cols, starts, K[0]))
+        return None
+
+    def sweep(self, v: np.ndarray, a: np.ndarray, u_prev: np.ndarray, omega: float,
+              tau: float = 1.0) -> tuple[np.ndarray, np.ndarray, Records]:
+        """One pass over the kept blocks: ``u`` (r, 1) as :meth:`KernelRows.sweep`, this
+        group's share ``t`` (m, 1) of the column sums, and the kept blocks' masses as
+        records (``(I, log M (nJ_kept, 1))``, merged by block row)."""
+        assert self.blocks is not None
+        m = v.shape[0]
+        u = np.ascontiguousarray(u_prev[:, 0]).copy()                    # (r,)
+        t = np.zeros(m)
+        aw, vv = np.ascontiguousarray(a[:, 0]), np.ascontiguousarray(v[:, 0])
+        records = []
+        with _numba_threads(self.threads):
+            for I, r0, cols, starts, K in self.segments:
+                r = K.shape[0]
+                rows = chunk_rows(r)
+                part = np.empty((-(-r // rows), len(cols)))
+                vc = vv[cols]
+                _scaling_pass(K, vc, aw[r0:r0 + r], u[r0:r0 + r], omega, tau, part, rows)
+                t_seg = part.sum(axis=0)                                 # (c,) this segment's
+                t[cols] += t_seg
+                with np.errstate(divide="ignore"):                       # a block's plan mass
+                    records.append((I, np.log(np.add.reduceat(t_seg * vc, starts))[:, None]))
+        return u[:, None], t[:, None], merge_records(tuple(records), ())
+
+    def close(self) -> None:
+        """Drop the kernels and the rows of C."""
+        self.segments, self.blocks = [], None
+        self.source = []

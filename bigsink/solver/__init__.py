@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from .._xp import device_namespace
-from ..costs import as_cost, on_device
+from ..costs import as_cost, on_device, strip_module
 from ..errors import InputError
 from ..executors import StripJob, make_executor
 from ..kernels import check_tolerance, column_pair, pair_to_lse, potential_update, reference
+from ..kernels.scaling import kernel_dtype
 from ..problem import Problem, log0, make_problem, parse_eps
 from ..result import SinkhornResult
 from .checkpoint import Checkpointer, check_cost_range
@@ -238,10 +239,14 @@ def solve(
         if checkpoint is not None:
             hooks.append(Checkpointer(checkpoint, checkpoint_every, schedule, fp,
                                       (stats.lo, stats.hi)))
-        place = placement(config.resident_kernel, session, src, problem, config.tol,
-                          config.mixed_precision, scan_seconds)
+        place = placement(False if config.truncate else config.resident_kernel, session, src,
+                          problem, config.tol, config.mixed_precision, scan_seconds)
         theta = config.theta if truncating(config, place, src) else None
-        steps = stage_steps(session, problem, place.dtype, theta, config.verify)
+        sparse = None            # the block-sparse kernel's dtype, where one may be kept
+        if (theta is not None and config.resident_kernel is not False and problem.K == 1
+                and strip_module(src) == "numpy"):
+            sparse = kernel_dtype(src.dtype, config.tol, 1, config.mixed_precision)
+        steps = stage_steps(session, problem, place.dtype, theta, config.verify, sparse)
         state, ev, converged, report = iterate(session, problem, schedule, start, config,
                                                steps, chain(hooks))
         if ev is None:

@@ -95,14 +95,14 @@ class SinkhornConfig:
         if verify is None:
             raise InputError("verify must be True or False; got None.")
         if truncate and resident_kernel:
-            raise InputError("truncate=True runs the log domain's truncated step; it cannot "
-                             "be combined with resident_kernel=True yet.")
+            raise InputError("truncate=True keeps no dense resident kernel (only a "
+                             "block-sparse one, where it fits): it cannot be combined with "
+                             "resident_kernel=True.")
         if theta is not None and truncate is False:
             raise InputError("theta is the truncation budget: it needs truncate=None or True.")
         budget = tol / 10 if theta is None else check_positive("theta", theta)
         return cls(tol, max_iter, None if omega is None else float(omega), eps_scaling, decay,
-                   False if truncate else (None if resident_kernel is None
-                                           else bool(resident_kernel)),
+                   None if resident_kernel is None else bool(resident_kernel),
                    None if mixed_precision is None else bool(mixed_precision),
                    None if truncate is None else bool(truncate), budget, bool(verify))
 

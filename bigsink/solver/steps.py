@@ -46,16 +46,19 @@ from ..kernels import (
 )
 from ..kernels.blocks import (
     Records,
+    merge_records,
     merge_truncated,
     truncated_evaluate_strip,
     truncated_sinkhorn_strip,
 )
-from ..kernels.scaling import ABSORB_BOUND, KernelRows
+from ..kernels.scaling import ABSORB_BOUND, BlockKernel, KernelRows
 from ..problem import Problem, log0
 
 __all__ = [
-    "TINY", "BlockBounds", "Evaluation", "Fallback", "LogStep", "ScalingStep", "Step",
-    "StepFactory", "TruncatedStep", "evaluate", "select_blocks", "skipped_mass", "stage_steps",
+    "KEEP_MARGIN", "RECORD_SLACK", "SHRINK", "TINY", "WARMUP", "BlockBounds", "Evaluation",
+    "Fallback", "LogStep", "ScalingStep", "SparseScalingStep", "Step", "StepFactory",
+    "TruncatedStep", "evaluate", "select_blocks", "skipped_mass", "stage_steps",
+    "truncated_evaluation",
 ]
 
 #: A merged column sum below this (relative to its max-shift) is recomputed exactly.
@@ -266,7 +269,8 @@ class BlockBounds:
         self.rows, self.cols = np.arange(0, n, rb), np.arange(0, m, cb)   # block starts
         sizes_r = np.diff(np.append(self.rows, n))
         sizes_c = np.diff(np.append(self.cols, m))
-        self.log_size = np.log(np.outer(sizes_r, sizes_c))[:, :, None]   # (nI, nJ, 1)
+        self.sizes = np.outer(sizes_r, sizes_c)                          # (nI, nJ) entries
+        self.log_size = np.log(self.sizes)[:, :, None]                   # (nI, nJ, 1)
 
     def restage(self, eps: float) -> None:
         """Move the recorded bounds to a new eps stage (eps-free form, see the class)."""
@@ -296,8 +300,9 @@ class BlockBounds:
         return bound
 
     def record(self, active: np.ndarray, records: Records, f: np.ndarray,
-               g: np.ndarray) -> None:
-        """Take a pass's log masses of the ``active`` blocks, measured under ``(f, g)``."""
+               g: np.ndarray, slack: float = 0.0) -> None:
+        """Take a pass's log masses of the ``active`` blocks, measured under ``(f, g)`` (to
+        within ``slack`` in log: a float32 kernel's)."""
         if self.F is None or self.A is None or self.B is None or self.G is None:
             self.A = np.zeros((len(self.rows), f.shape[1]))
             self.B = np.zeros((len(self.cols), f.shape[1]))
@@ -309,7 +314,18 @@ class BlockBounds:
             self.w = np.full((len(self.rows), len(self.cols), f.shape[1]), np.inf)
         for I, log_m in records:
             J = np.flatnonzero(active[I])
-            self.w[I, J] = log_m - (self.A[I][None, :] + self.B[J]) / self.eps
+            self.w[I, J] = log_m + slack - (self.A[I][None, :] + self.B[J]) / self.eps
+
+
+def truncated_evaluation(session: Session, bounds: BlockBounds, active: np.ndarray,
+                         f: np.ndarray, g: np.ndarray, eps: float) -> Evaluation:
+    """The plan's sums and ``<P, C>`` over the ``active`` blocks (one pass over them), with
+    the certified bound of the rest as the errors' slack."""
+    slack = skipped_mass(bounds.log_mass(f, g), active)
+    rows, (cols, pc) = session.run(StripJob(truncated_evaluate_strip, add_partials, (f,),
+                                            (g, eps, active, bounds.block_shape),
+                                            blocks=active))
+    return Evaluation(rows, cols, pc, slack=slack)
 
 
 def select_blocks(log_u: np.ndarray, theta: float) -> np.ndarray:
@@ -413,13 +429,9 @@ class TruncatedStep:
         of its errors; None (one exact pass) with ``verify`` or before any pass."""
         if self.verify or self.active is None or self.active.all():
             return None
-        active = self.active
-        bound = skipped_mass(self.bounds.log_mass(f, g), active)
-        rows, (cols, pc) = self.session.run(StripJob(
-            truncated_evaluate_strip, add_partials, (f,),
-            (g, self.eps, active, self.bounds.block_shape), blocks=active))
-        self.bound = bound
-        return Evaluation(rows, cols, pc, slack=bound)
+        ev = truncated_evaluation(self.session, self.bounds, self.active, f, g, self.eps)
+        self.bound = ev.slack
+        return ev
 
     def refine(self, f: np.ndarray, g: np.ndarray) -> bool:
         """Halve ``theta`` (later passes keep more blocks); False below 1e-16."""
@@ -439,18 +451,27 @@ class TruncatedStep:
 def stage_steps(
     session: Session, problem: Problem, kernel_dtype: np.dtype[Any] | None,
     theta: float | None = None, verify: bool = False,
+    sparse_dtype: np.dtype[Any] | None = None,
 ) -> StepFactory:
     """The factory of each eps stage's step: the log domain, or, with a resident kernel of
-    ``kernel_dtype``, the scaling path falling back to it (:class:`Fallback`); with a
-    truncation budget ``theta`` (and no resident kernel), :class:`TruncatedStep`, whose
-    :class:`BlockBounds` carry over from stage to stage (``verify``: an exact final pass)."""
+    ``kernel_dtype``, the scaling path falling back to it (:class:`Fallback`). With a
+    truncation budget ``theta`` (and no resident kernel): :class:`TruncatedStep`, or, given
+    a ``sparse_dtype``, the block-sparse scaling path (:class:`SparseScalingStep`) falling
+    back to it; their :class:`BlockBounds` carry over from stage to stage (``verify``: an
+    exact final pass)."""
     cost = session.cost
     bounds = BlockBounds(cost.shape, cost.grid.block_shape, block_min(cost))
 
     def open_stage(eps: float, f: np.ndarray, g: np.ndarray) -> Step:
         log = LogStep(session, problem, eps)
         if kernel_dtype is None and theta is not None:
-            return TruncatedStep(session, problem, eps, theta, bounds, verify)
+            cut = TruncatedStep(session, problem, eps, theta, bounds, verify)
+            if sparse_dtype is None:
+                return cut
+            return Fallback(SparseScalingStep(session, problem.a, problem.b, eps,
+                                              sparse_dtype, f, g, tau=problem.tau(eps),
+                                              theta=theta, bounds=bounds, warmup=cut,
+                                              verify=verify), cut)
         if kernel_dtype is None:
             return log
         scaling = ScalingStep(session, problem.a, problem.b, eps, kernel_dtype, f, g,
@@ -684,3 +705,155 @@ class ScalingStep:
                np.abs(log_v_new).max(initial=0.0)) > bound:
             self._build(f_new, g_new)
         return f_new, g_new
+
+
+#: The block-sparse kernel keeps the blocks whose bounds exceed ``theta`` times this (more
+#: than a pass needs): the set then rarely grows, and each growth is a rebuild ...
+KEEP_MARGIN = 1e-3
+#: ... and it is rebuilt smaller when it keeps more than this many times what it would
+#: keep now (the large first set of a stage, as the plan concentrates).
+SHRINK = 2.0
+#: The first passes of a stage run in the log domain (:class:`TruncatedStep`): the first
+#: f-update at a new eps moves f by up to ``eps log n``, so the blocks a kernel would need
+#: are known only after it.
+WARMUP = 2
+#: A block mass measured on a kernel of this dtype is within this (in log) of the exact
+#: one: rounding of each entry (2^-24 relative for float32) and of the vectorised exp.
+RECORD_SLACK = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}
+
+
+@dataclass
+class SparseScalingStep(ScalingStep):
+    """The scaling path over the kept blocks only (certified block truncation with a
+    block-sparse resident kernel, :class:`~bigsink.kernels.scaling.BlockKernel`): one
+    problem, the iteration, absorption and breakdown rule of :class:`ScalingStep`, on a
+    kernel of ``sum_kept |I||J|`` entries instead of ``n m``.
+
+    The first ``WARMUP`` passes of a stage are ``warmup``'s (:class:`TruncatedStep`, the
+    log domain, which records the blocks at the new eps). The kept set is then what
+    :func:`select_blocks` asks, with a margin (``theta * KEEP_MARGIN``), and is chosen
+    again at a rebuild: when a pass needs a block the kernel lacks, or the kernel keeps
+    over ``SHRINK`` times what it would keep now. Each pass records the kept blocks'
+    masses in the :class:`BlockBounds` and checks the bound of the rest at its output, as
+    :class:`TruncatedStep` does; if that bound grew past ``theta`` the kernel is rebuilt
+    with the blocks it needs (at the pass's input potentials: an absorption) and the pass
+    rerun. A kernel over the room (``hold_room()``) is a breakdown: a :class:`Fallback`
+    then goes on with :class:`TruncatedStep` (the log domain) for the stage.
+    """
+
+    theta: float = 0.0
+    bounds: BlockBounds | None = None
+    warmup: TruncatedStep | None = None
+    verify: bool = False
+    kept: np.ndarray = field(init=False, repr=False)                     # (nI, nJ)
+    bound: float = field(init=False, default=0.0)
+    _records: Records = field(init=False, repr=False, default=())
+    _passes: int = field(init=False, repr=False, default=0)
+
+    def __post_init__(self, f: np.ndarray, g: np.ndarray) -> None:
+        assert self.bounds is not None and self.warmup is not None
+        self.bounds.restage(self.eps)
+        self.kept = np.ones(self.bounds.sizes.shape, dtype=bool)
+        self.alpha, self.beta = f, g          # no kernel before the warm-up (see the class)
+
+    def _build(self, f: np.ndarray, g: np.ndarray) -> None:
+        """(Re)build the kernel of the kept blocks, absorbing ``(f, g)``; none (a breakdown)
+        when it exceeds the room, cannot be made, or is lost."""
+        assert self.bounds is not None
+        size = int(self.bounds.sizes[self.kept].sum()) * self.dtype.itemsize
+        budget = self.session.hold_room()[0] if self.budget is None else self.budget
+        if size > budget:
+            self.close()
+            return
+        try:
+            if self.held is None:
+                self.held = self.session.hold(BlockKernel)
+            betaT = np.ascontiguousarray(g.T)                            # (1, m)
+            why = self.session.call(self.held, BlockKernel.build, [
+                (f[h.lo:h.hi], betaT, self.eps, self.dtype, self.kept,
+                 self.bounds.block_shape) for h in self.held])
+        except HeldLost as exc:
+            self._lost(exc)
+            return
+        if any(why):
+            warnings.warn(f"{next(w for w in why if w)}: going on in the log domain",
+                          RuntimeWarning, stacklevel=3)
+            self.close()
+            return
+        self.alpha, self.beta = f, g
+        self.absorptions += 1
+
+    def _pass(
+        self, held: list[Held], f: np.ndarray, g: np.ndarray, omega: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`ScalingStep._pass` over the kept blocks; their masses kept for
+        :meth:`step`."""
+        v = self._scalings(g, self.beta, self.b)                         # (m, 1)
+        u_prev = self._scalings(f, self.alpha, self.a)                   # (n, 1)
+        w, tau = self._weights(), self.tau[0]
+        outs = self.session.call(held, BlockKernel.sweep, [
+            (v, w[h.lo:h.hi], u_prev[h.lo:h.hi], omega, tau) for h in held])
+        u = np.concatenate([o[0] for o in outs])
+        t, records = outs[0][1], outs[0][2]
+        for o in outs[1:]:
+            t, records = t + o[1], merge_records(records, o[2])          # row order
+        self._records = records
+        return u, t
+
+    def step(
+        self, f: np.ndarray, g: np.ndarray, omega: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(f_new, g_new)`` over the kept blocks (see the class); None on breakdown."""
+        assert self.bounds is not None and self.warmup is not None
+        self._passes += 1
+        if self._passes <= WARMUP:                  # the log domain, while f moves fast
+            out = self.warmup.step(f, g, omega)
+            assert self.warmup.active is not None
+            self.kept, self.bound = self.warmup.active, self.warmup.bound
+            return out
+        log_u = self.bounds.log_mass(f, g)
+        need = select_blocks(log_u, self.theta)
+        for _ in range(3):
+            want = select_blocks(log_u, self.theta * KEEP_MARGIN) | need
+            if self.held is None or (need & ~self.kept).any() or (
+                    self.kept.sum() > SHRINK * want.sum()):
+                self.kept = want                                         # grow or shrink
+                self._build(f, g)
+                if self.held is None:                                    # over the room
+                    return None
+            kept = self.kept
+            done = super().step(f, g, omega)
+            if done is None:
+                return None
+            out = done
+            self.bounds.record(kept, self._records, out[0], g, RECORD_SLACK[self.dtype])
+            log_out = self.bounds.log_mass(*out)
+            self.bound = skipped_mass(log_out, kept)
+            if self.bound <= self.theta:
+                break
+            need = kept | select_blocks(log_out, self.theta)             # the bound grew
+        return out
+
+    def evaluate(self, f: np.ndarray, g: np.ndarray) -> Evaluation | None:
+        """The plan's sums over the kept blocks (one pass over them, in float64), the
+        rest's bound as slack; None (one exact pass) with ``verify``."""
+        assert self.bounds is not None
+        if self.verify:
+            return None
+        ev = truncated_evaluation(self.session, self.bounds, self.kept, f, g, self.eps)
+        self.bound = ev.slack
+        return ev
+
+    def refine(self, f: np.ndarray, g: np.ndarray) -> bool:
+        """The kernel in the cost's dtype (:meth:`ScalingStep.refine`), else a halved
+        ``theta``; False when neither is left."""
+        if super().refine(f, g):
+            return True
+        if self.theta < 1e-16:
+            return False
+        self.theta /= 2
+        return True
+
+    def report(self) -> dict[str, float]:
+        """The kept fraction of blocks and the certified truncation bound."""
+        return {"active_fraction": float(self.kept.mean()), "truncation_bound": self.bound}

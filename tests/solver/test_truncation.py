@@ -267,3 +267,48 @@ def test_auto_truncation_only_where_it_pays() -> None:
     assert truncating(SinkhornConfig.make(truncate=True, resident_kernel=False), log,
                       Grid(10, 10, (5, 5)))                  # type: ignore[arg-type]
     assert not truncating(SinkhornConfig.make(truncate=False), log, big)  # type: ignore[arg-type]
+
+
+def test_the_block_sparse_kernel_keeps_only_kept_blocks_and_stays_certified() -> None:
+    """SparseScalingStep: after its log-domain warm-up, a kernel over the kept blocks only
+    (fewer entries than n m), the skipped mass within the reported bound at every pass;
+    over its room it breaks down (None) for the Fallback to take over."""
+    from bigsink.kernels.scaling import BlockKernel
+    from bigsink.solver.steps import WARMUP, SparseScalingStep
+
+    x, y = _line(300, 300, seed=12)
+    cost = bigsink.PointCloudCost(x, y, block_shape=(25, 25))
+    C = cost.rows(0, 300)
+    eps, theta = 1e-3, 1e-6
+    problem = make_problem(C.shape, None, None, eps)
+    session = LocalExecutor(threads=2).open(cost, 1)
+    bounds = BlockBounds(C.shape, (25, 25), cost.block_min())
+    f, g = np.zeros((300, 1)), np.zeros((300, 1))
+    errors = []
+    step = SparseScalingStep(session, problem.a, problem.b, eps, np.dtype("float64"), f, g,
+                             theta=theta, bounds=bounds,
+                             warmup=TruncatedStep(session, problem, eps, theta, bounds))
+    for it in range(60):
+        out = step.step(f, g, 1.0)
+        assert out is not None
+        f, g = out
+        P = np.exp((f + g.T - C) / eps)
+        errors.append(np.abs(P.sum(1) - 1 / 300).sum())
+        cut = ~np.kron(step.kept, np.ones((25, 25), dtype=bool))
+        skipped = max(np.where(cut, P, 0.0).sum(1).sum(), np.where(cut, P, 0.0).sum(0).sum())
+        assert skipped <= step.bound * (1 + 1e-6) + 1e-300 and step.bound <= theta
+        if it >= WARMUP:
+            assert step.held is not None
+            kernel = step.held[0].obj
+            assert isinstance(kernel, BlockKernel)
+            entries = sum(seg[-1].size for seg in kernel.segments)
+            assert entries == bounds.sizes[step.kept].sum() < 300 * 300
+    assert step.kept.mean() < 0.5
+    assert errors[-1] < 0.5 * errors[WARMUP]                 # it iterates
+    step.close()
+    tight = SparseScalingStep(session, problem.a, problem.b, eps, np.dtype("float64"), f, g,
+                              budget=1, theta=theta, bounds=bounds,
+                              warmup=TruncatedStep(session, problem, eps, theta, bounds))
+    results = [tight.step(f, g, 1.0) for _ in range(WARMUP + 1)]
+    assert all(r is not None for r in results[:WARMUP]) and results[-1] is None
+    session.close()
