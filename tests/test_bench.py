@@ -149,3 +149,21 @@ def test_bench_cloud_reports_the_fused_pass_beside_the_materialised_one(
         assert r["placement"].startswith("resident: ")             # 0.3 MB fits in memory
     table = capsys.readouterr().out
     assert "mat ns" in table and "recomputing the cloud's costs" in table
+
+
+@pytest.mark.parametrize("executor", ["local", "zarr"])
+def test_bench_truncate_puts_truncated_and_dense_solves_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], executor: str,
+) -> None:
+    out = tmp_path / "truncate.json"
+    assert main(["bench", "--truncate", "--n", "700", "--dims", "2", "--eps", "1e-4",
+                 "--dtype", "float64", "--executor", executor, "--json", str(out),
+                 "--quiet"]) == 0
+    rec = json.loads(out.read_text())["truncate"][0]
+    assert rec["truncated"]["converged"] and rec["dense"]["converged"]
+    assert rec["rel_diff"] < 1e-6                            # the same <P, C>
+    assert 0 < rec["active_last"] < 1 and rec["truncation_bound"] <= 1e-7
+    assert sum(k for _, k, _ in rec["stages"]) == rec["truncated"]["n_iter"]
+    assert ("store_gb" in rec) == (executor == "zarr")
+    table = capsys.readouterr().out
+    assert "trunc s" in table and "it at" in table

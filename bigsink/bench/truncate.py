@@ -6,30 +6,45 @@ squared Euclidean cost divided by ``d``, the cube's squared diameter, so C lies 
 ``[0, 1]``), at the last ``--eps`` and ``--tol``, it solves
 
 * **truncated**: ``solve(cost, truncate=True)`` (the cloud in k-d order, 256 x 256 blocks);
-* **dense**: ``solve(cost, truncate=False, resident_kernel=False)``, the same iterations
-  over every block (skipped with ``--no-reference``, e.g. where it would take hours),
+* **dense**: ``solve(cost, truncate=False)``, today's path over every block (the dense
+  resident kernel where it fits, else the log domain; skipped with ``--no-reference``,
+  e.g. where it would take hours),
 
 and reports for each the time to tolerance, the iterations, ``<P, C>``, the marginal
-error, and for the truncated solve the blocks read per iteration in the last eps stage
-(mean and last), the elements computed per iteration there against ``n * m``, its
-time per iteration there, and the certified bound. ``rel_diff`` is the relative difference
-of the two ``<P, C>``.
+error, and for the truncated solve the blocks used per iteration in the last eps stage
+(mean and last), its time per iteration there, and the certified bound. ``rel_diff`` is
+the relative difference of the two ``<P, C>``.
+
+With ``--executor zarr`` (or ``dask-zarr``: a 2-worker ``LocalCluster``, 4 GiB per worker)
+the cost is first written by :func:`bigsink.write_cost` to a temporary store, the points
+in spatial order and chunks of ``STORE_CHUNK`` (the user's side of truncating a store:
+:func:`~bigsink.costs.pointcloud.spatial_order`), and both solves read it; the report adds
+the store's size, its write time and the time of one full read of it.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..costs import PointCloudCost
+from ..costs import CostSource, PointCloudCost, ZarrCost
+from ..costs.pointcloud import spatial_order
 from ..errors import ConvergenceWarning
+from ..executors.dask import DaskExecutor, local_cluster
+from ..io import write_cost
 from ..result import SinkhornResult
 from ..solver import solve
 from .common import BenchConfig, machine_figures
+
+#: Chunk side of the benchmark's stores (4 MiB float32 chunks).
+STORE_CHUNK = 1024
 
 __all__ = ["format_truncate_table", "run_bench_truncate"]
 
@@ -41,7 +56,24 @@ def _cloud(n: int, d: int, dtype: str, seed: int) -> PointCloudCost:
                           scale=float(d), dtype=dtype)
 
 
-def _timed(cost: PointCloudCost, cfg: BenchConfig, **kw: Any
+def _stored(cost: PointCloudCost, where: Path) -> tuple[ZarrCost, dict[str, float]]:
+    """``cost`` written to a store at ``where`` with its points in spatial order, and the
+    store's size, write time and one full read's time."""
+    x, y = np.asarray(cost.x), np.asarray(cost.y)
+    x, y = x[spatial_order(x, STORE_CHUNK)], y[spatial_order(y, STORE_CHUNK)]
+    t0 = time.perf_counter()
+    store = write_cost(x, y, where, scale=cost.scale, chunks=(STORE_CHUNK, STORE_CHUNK),
+                       dtype=cost.dtype, progress=False)
+    written = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for r0 in range(0, store.shape[0], STORE_CHUNK):
+        store.rows(r0, min(store.shape[0], r0 + STORE_CHUNK))
+    n, m = store.shape
+    return store, {"store_gb": n * m * store.dtype.itemsize / 1e9, "write_s": written,
+                   "full_read_s": time.perf_counter() - t0}
+
+
+def _timed(cost: CostSource, cfg: BenchConfig, **kw: Any
            ) -> tuple[SinkhornResult, list[float]]:
     """A solve at the benchmark's eps and tol, with each iteration's end time."""
     stamps: list[float] = []
@@ -59,6 +91,32 @@ def _figures(res: SinkhornResult) -> dict[str, Any]:
             "marginal_error": float(max(res.marginal_error.row, res.marginal_error.col))}
 
 
+def _record(cost: CostSource, cfg: BenchConfig, n: int, d: int, dtype: str,
+            where: dict[str, Any]) -> dict[str, Any]:
+    """Both solves of one problem, as a record."""
+    cut, stamps = _timed(cost, cfg, truncate=True, **where)
+    h = cut.history
+    last = h.eps == h.eps[-1]                                            # the last stage
+    steps = np.diff(np.asarray(stamps))[last[1:]]
+    rec: dict[str, Any] = {
+        "n": n, "d": d, "dtype": dtype, "eps": cfg.eps[-1], "tol": cfg.tol,
+        "executor": cfg.executor, "truncated": _figures(cut),
+        "active_last": float(h.active[-1]),
+        "active_last_stage_mean": float(h.active[last].mean()),
+        "last_stage_iteration_s": float(np.median(steps)) if steps.size else None,
+        "truncation_bound": cut.truncation_bound,
+        "stages": [[float(e), int((h.eps == e).sum()), float(h.active[h.eps == e].mean())]
+                   for e in dict.fromkeys(h.eps.tolist())],
+    }
+    if cfg.reference:
+        dense, _ = _timed(cost, cfg, truncate=False, **where)
+        rec["dense"] = _figures(dense)
+        rec["dense_placement"] = dense.placement
+        rec["speedup"] = dense.seconds / cut.seconds
+        rec["rel_diff"] = abs(cut.transport_cost / dense.transport_cost - 1)
+    return rec
+
+
 def run_bench_truncate(
     cfg: BenchConfig, log: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
@@ -67,33 +125,30 @@ def run_bench_truncate(
     say = log or (lambda s: None)
     machine = machine_figures()
     records = []
-    for n in cfg.sizes:
-        for dtype in cfg.dtypes:
-            for d in cfg.dims:
-                cost = _cloud(n, d, dtype, cfg.seed)
-                cut, stamps = _timed(cost, cfg, truncate=True)
-                h = cut.history
-                last = h.eps == h.eps[-1]                                # the last stage
-                steps = np.diff(np.asarray(stamps))[last[1:]]
-                rec: dict[str, Any] = {
-                    "n": n, "d": d, "dtype": dtype, "eps": cfg.eps[-1], "tol": cfg.tol,
-                    "truncated": _figures(cut),
-                    "active_last": float(h.active[-1]),
-                    "active_last_stage_mean": float(h.active[last].mean()),
-                    "elements_per_iteration": float(h.active[last].mean()) * n * n,
-                    "last_stage_iteration_s": float(np.median(steps)) if steps.size else None,
-                    "truncation_bound": cut.truncation_bound,
-                    "stages": [[float(e), int((h.eps == e).sum()),
-                                float(h.active[h.eps == e].mean())]
-                               for e in dict.fromkeys(h.eps.tolist())],
-                }
-                if cfg.reference:
-                    dense, _ = _timed(cost, cfg, truncate=False, resident_kernel=False)
-                    rec["dense"] = _figures(dense)
-                    rec["speedup"] = dense.seconds / cut.seconds
-                    rec["rel_diff"] = abs(cut.transport_cost / dense.transport_cost - 1)
-                records.append(rec)
-                say(_line(rec))
+    tmp = Path(tempfile.mkdtemp(prefix="bigsink-truncate-"))
+    client = cluster = None
+    try:
+        if cfg.on_dask:
+            client, cluster = local_cluster(memory_limit="4GiB")
+        where = {"executor": DaskExecutor(client)} if client is not None else {}
+        for n in cfg.sizes:
+            for dtype in cfg.dtypes:
+                for d in cfg.dims:
+                    cloud = _cloud(n, d, dtype, cfg.seed)
+                    cost: CostSource = cloud
+                    store: dict[str, float] = {}
+                    if cfg.stored:
+                        cost, store = _stored(cloud, tmp / f"{n}-{dtype}-{d}.zarr")
+                    rec = _record(cost, cfg, n, d, dtype, where)
+                    rec.update(store)
+                    records.append(rec)
+                    say(_line(rec))
+                    shutil.rmtree(tmp / f"{n}-{dtype}-{d}.zarr", ignore_errors=True)
+    finally:
+        if client is not None and cluster is not None:
+            client.close()
+            cluster.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     return {"machine": machine, "config": cfg.record(), "truncate": records}
 
 
@@ -120,5 +175,10 @@ def format_truncate_table(report: dict[str, Any]) -> str:
     lines.append("")
     for r in report["truncate"]:
         stages = ", ".join(f"{e:.3g}: {k} it at {a:.1%}" for e, k, a in r["stages"])
-        lines.append(f"{r['n']} d={r['d']} {r['dtype']}: {stages}")
+        lines.append(f"{r['n']} d={r['d']} {r['dtype']} ({r['executor']}): {stages}")
+        if "store_gb" in r:
+            lines.append(f"  store {r['store_gb']:.1f} GB, written in {r['write_s']:.0f} s, "
+                         f"one full read {r['full_read_s']:.1f} s")
+        if "dense_placement" in r:
+            lines.append(f"  dense: {r['dense_placement']}")
     return "\n".join(lines)

@@ -541,11 +541,15 @@ def run_items(
             cl.close()
 
 
-def local_cluster(n_workers: int = 2, threads_per_worker: int = 1) -> tuple[Any, Any]:
+def local_cluster(n_workers: int = 2, threads_per_worker: int = 1,
+                  memory_limit: str | None = None) -> tuple[Any, Any]:
     """A ``LocalCluster`` of worker processes on 127.0.0.1 (no dashboard) and a client of
-    it, for benchmarks and examples: ``(client, cluster)``; close both when done."""
+    it, for benchmarks and examples: ``(client, cluster)``; close both when done.
+    ``memory_limit`` per worker (None: Dask's default share of the machine)."""
     from distributed import Client, LocalCluster
 
+    extra = {} if memory_limit is None else {"memory_limit": memory_limit}
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                           processes=True, host="127.0.0.1", dashboard_address=None)
+                           processes=True, host="127.0.0.1", dashboard_address=None,
+                           **extra)
     return Client(cluster), cluster
