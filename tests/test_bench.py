@@ -156,7 +156,7 @@ def test_bench_truncate_puts_truncated_and_dense_solves_side_by_side(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], executor: str,
 ) -> None:
     out = tmp_path / "truncate.json"
-    assert main(["bench", "--truncate", "--n", "700", "--dims", "2", "--eps", "1e-4",
+    assert main(["bench", "--truncate", "--n", "2000", "--dims", "2", "--eps", "1e-4",
                  "--dtype", "float64", "--executor", executor, "--json", str(out),
                  "--quiet"]) == 0
     rec = json.loads(out.read_text())["truncate"][0]

@@ -17,7 +17,7 @@ the relative difference of the two ``<P, C>``.
 
 With ``--executor zarr`` (or ``dask-zarr``: a 2-worker ``LocalCluster``, 4 GiB per worker)
 the cost is first written by :func:`bigsink.write_cost` to a temporary store, the points
-in spatial order and chunks of ``STORE_CHUNK`` (the user's side of truncating a store:
+in spatial order and chunks of ``STORE_CHUNK`` a side (the user's side of truncating a store:
 :func:`~bigsink.costs.pointcloud.spatial_order`), and both solves read it; the report adds
 the store's size, its write time and the time of one full read of it.
 """
@@ -43,7 +43,8 @@ from ..result import SinkhornResult
 from ..solver import solve
 from .common import BenchConfig, machine_figures
 
-#: Chunk side of the benchmark's stores (4 MiB float32 chunks).
+#: Chunk side of the benchmark's stores (4 MiB float32 chunks; a small problem gets 8
+#: chunks a side).
 STORE_CHUNK = 1024
 
 __all__ = ["format_truncate_table", "run_bench_truncate"]
@@ -60,14 +61,15 @@ def _stored(cost: PointCloudCost, where: Path) -> tuple[ZarrCost, dict[str, floa
     """``cost`` written to a store at ``where`` with its points in spatial order, and the
     store's size, write time and one full read's time."""
     x, y = np.asarray(cost.x), np.asarray(cost.y)
-    x, y = x[spatial_order(x, STORE_CHUNK)], y[spatial_order(y, STORE_CHUNK)]
+    side = max(64, min(STORE_CHUNK, x.shape[0] // 8))
+    x, y = x[spatial_order(x, side)], y[spatial_order(y, side)]
     t0 = time.perf_counter()
-    store = write_cost(x, y, where, scale=cost.scale, chunks=(STORE_CHUNK, STORE_CHUNK),
-                       dtype=cost.dtype, progress=False)
+    store = write_cost(x, y, where, scale=cost.scale, chunks=(side, side), dtype=cost.dtype,
+                       progress=False)
     written = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for r0 in range(0, store.shape[0], STORE_CHUNK):
-        store.rows(r0, min(store.shape[0], r0 + STORE_CHUNK))
+    for r0 in range(0, store.shape[0], side):
+        store.rows(r0, min(store.shape[0], r0 + side))
     n, m = store.shape
     return store, {"store_gb": n * m * store.dtype.itemsize / 1e9, "write_s": written,
                    "full_read_s": time.perf_counter() - t0}
