@@ -163,7 +163,8 @@ def test_bench_truncate_puts_truncated_and_dense_solves_side_by_side(
     assert rec["truncated"]["converged"] and rec["dense"]["converged"]
     assert rec["rel_diff"] < 1e-6                            # the same <P, C>
     assert 0 < rec["active_last"] < 1 and rec["truncation_bound"] <= 1e-7
-    assert sum(k for _, k, _ in rec["stages"]) == rec["truncated"]["n_iter"]
+    assert sum(k for _, k, _, _ in rec["stages"]) == rec["truncated"]["n_iter"]
+    assert sum(t for *_, t in rec["stages"]) <= rec["truncated"]["seconds"]
     assert ("store_gb" in rec) == (executor == "zarr")
     table = capsys.readouterr().out
     assert "trunc s" in table and "it at" in table

@@ -72,7 +72,7 @@ from .blocks import Records, active_columns, columns, merge_records, segments
 from .cloud import as_matrix
 
 __all__ = [
-    "ABSORB_BOUND", "FLUSH", "MIXED_TOL", "BlockKernel", "KernelRows", "chunk_rows",
+    "ABSORB_BOUND", "FLUSH", "MIXED_TOL", "BlockKernel", "HeldRows", "KernelRows", "chunk_rows",
     "kernel_dtype",
 ]
 
@@ -248,7 +248,21 @@ def _numba_threads(threads: int | None) -> Iterator[None]:
         nb.set_num_threads(prev)
 
 
-class KernelRows:
+class HeldRows:
+    """Rows ``[lo, hi)`` of C that a held kernel is made from: ``source`` is a cost source
+    (read per piece) or the arrays of ``pieces`` themselves (a worker's resident strips);
+    a cost read from a Zarr store puts its kernels in a scratch file (``scratch``)."""
+
+    def __init__(self, source: CostSource | Sequence[np.ndarray],
+                 pieces: Sequence[tuple[int, int]], threads: int | None = None) -> None:
+        self.source = source
+        self.pieces = [(int(s0), int(s1)) for s0, s1 in pieces]
+        self.lo, self.hi = self.pieces[0][0], self.pieces[-1][1]
+        self.threads = threads
+        self.scratch = isinstance(source, CostSource) and reads_store(source)
+
+
+class KernelRows(HeldRows):
     """The absorbed kernels of one group of C's rows ``[lo, hi)``, kept where those rows
     are: in this process (one group: all rows) or on a Dask worker (one group per worker,
     an actor; :meth:`~bigsink.executors.base.Session.hold`). Plain NumPy and numba: it
@@ -262,11 +276,7 @@ class KernelRows:
 
     def __init__(self, source: CostSource | Sequence[np.ndarray],
                  pieces: Sequence[tuple[int, int]], threads: int | None = None) -> None:
-        self.source = source
-        self.pieces = [(int(s0), int(s1)) for s0, s1 in pieces]
-        self.lo, self.hi = self.pieces[0][0], self.pieces[-1][1]
-        self.threads = threads
-        self.scratch = isinstance(source, CostSource) and reads_store(source)
+        super().__init__(source, pieces, threads)
         self.K: np.ndarray | None = None                # (J, hi - lo, m)
         self._cols: np.ndarray | None = None
 
@@ -372,7 +382,7 @@ class KernelRows:
         return rows, cols * v, pc
 
 
-class BlockKernel:
+class BlockKernel(HeldRows):
     """The scaling path's kernel over a set of blocks only (block-sparse; certified block
     truncation, :class:`bigsink.solver.steps.SparseScalingStep`), for one problem: rows
     ``[lo, hi)`` of C, kept like :class:`KernelRows` (in this process, or one per Dask
@@ -390,11 +400,7 @@ class BlockKernel:
 
     def __init__(self, source: CostSource | Sequence[np.ndarray],
                  pieces: Sequence[tuple[int, int]], threads: int | None = None) -> None:
-        self.source = source
-        self.pieces = [(int(s0), int(s1)) for s0, s1 in pieces]
-        self.lo, self.hi = self.pieces[0][0], self.pieces[-1][1]
-        self.threads = threads
-        self.scratch = isinstance(source, CostSource) and reads_store(source)
+        super().__init__(source, pieces, threads)
         # per segment: I, its row offset from lo, its kept columns (c,), where each kept
         # block starts among them, and their kernel (r, c)
         self.segments: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []

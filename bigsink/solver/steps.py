@@ -580,22 +580,33 @@ class ScalingStep:
             if max(spread_f, spread_g) <= ABSORB_BOUND[self.dtype] / 2:
                 alpha, beta = mid_f, mid_g                            # (n, 1), (m, 1)
         layout = (alpha.shape[1], self.dtype)
+        if self.held is not None and self._layout != layout:
+            self.close()                                              # free before allocating
+        self._layout = layout
+        betaT = np.ascontiguousarray(beta.T)                          # (J, m)
+        self._fill(KernelRows, layout[0] * n * m * self.dtype.itemsize,
+                   lambda h: (alpha[h.lo:h.hi], betaT, self.eps, self.dtype), alpha, beta)
+
+    def _fill(self, kind: Any, size: int, args: Callable[[Held], tuple[Any, ...]],
+              alpha: np.ndarray, beta: np.ndarray) -> None:
+        """Build held kernels of ``kind`` (``KernelRows`` or ``BlockKernel``; held anew
+        when none are) with ``args(h)`` for each held group, and take ``(alpha, beta)`` as
+        the offsets; none (``held = None``: a breakdown) when ``size`` bytes exceed the
+        budget, or they cannot be made, or are lost."""
+        budget = self.session.hold_room()[0] if self.budget is None else self.budget
+        if size > budget:
+            self.close()
+            return
         try:
-            if self.held is None or self._layout != layout:
-                self.close()                                          # free before allocating
-                budget = self.session.hold_room()[0] if self.budget is None else self.budget
-                if layout[0] * n * m * self.dtype.itemsize > budget:
-                    return
-                self.held, self._layout = self.session.hold(KernelRows), layout
-            betaT = np.ascontiguousarray(beta.T)                      # (J, m)
-            why = self.session.call(self.held, KernelRows.build, [
-                (alpha[h.lo:h.hi], betaT, self.eps, self.dtype) for h in self.held])
+            if self.held is None:
+                self.held = self.session.hold(kind)
+            why = self.session.call(self.held, kind.build, [args(h) for h in self.held])
         except HeldLost as exc:
             self._lost(exc)
             return
         if any(why):                               # the scratch disk filled up meanwhile
             warnings.warn(f"{next(w for w in why if w)}: going on in the log domain",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)
             self.close()
             return
         self.alpha, self.beta = alpha, beta
@@ -760,28 +771,11 @@ class SparseScalingStep(ScalingStep):
         """(Re)build the kernel of the kept blocks, absorbing ``(f, g)``; none (a breakdown)
         when it exceeds the room, cannot be made, or is lost."""
         assert self.bounds is not None
-        size = int(self.bounds.sizes[self.kept].sum()) * self.dtype.itemsize
-        budget = self.session.hold_room()[0] if self.budget is None else self.budget
-        if size > budget:
-            self.close()
-            return
-        try:
-            if self.held is None:
-                self.held = self.session.hold(BlockKernel)
-            betaT = np.ascontiguousarray(g.T)                            # (1, m)
-            why = self.session.call(self.held, BlockKernel.build, [
-                (f[h.lo:h.hi], betaT, self.eps, self.dtype, self.kept,
-                 self.bounds.block_shape) for h in self.held])
-        except HeldLost as exc:
-            self._lost(exc)
-            return
-        if any(why):
-            warnings.warn(f"{next(w for w in why if w)}: going on in the log domain",
-                          RuntimeWarning, stacklevel=3)
-            self.close()
-            return
-        self.alpha, self.beta = f, g
-        self.absorptions += 1
+        bounds, kept = self.bounds, self.kept
+        betaT = np.ascontiguousarray(g.T)                                # (1, m)
+        self._fill(BlockKernel, int(bounds.sizes[kept].sum()) * self.dtype.itemsize,
+                   lambda h: (f[h.lo:h.hi], betaT, self.eps, self.dtype, kept,
+                              bounds.block_shape), f, g)
 
     def _pass(
         self, held: list[Held], f: np.ndarray, g: np.ndarray, omega: float
