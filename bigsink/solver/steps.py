@@ -55,8 +55,8 @@ from ..kernels.scaling import ABSORB_BOUND, BlockKernel, KernelRows
 from ..problem import Problem, log0
 
 __all__ = [
-    "KEEP_MARGIN", "RECORD_SLACK", "SHRINK", "TINY", "WARMUP", "BlockBounds", "Evaluation",
-    "Fallback", "LogStep", "ScalingStep", "SparseScalingStep", "Step", "StepFactory",
+    "KEEP_MARGIN", "RECORD_SLACK", "SHRINK", "SPARSE_MAX", "TINY", "WARMUP", "BlockBounds",
+    "Evaluation", "Fallback", "LogStep", "ScalingStep", "SparseScalingStep", "Step", "StepFactory",
     "TruncatedStep", "evaluate", "select_blocks", "skipped_mass", "stage_steps",
     "truncated_evaluation",
 ]
@@ -361,8 +361,10 @@ class TruncatedStep:
     """Log-domain iterations that read only the blocks where the plan is not certifiably
     negligible (certified block truncation; ``docs/design.md``).
 
-    Each pass selects, from the :class:`BlockBounds` at its input potentials, the blocks
-    to read (:func:`select_blocks`: all but a set whose bounds sum to at most ``theta``),
+    Each pass selects, from the :class:`BlockBounds` at its input potentials raised by the
+    last pass's drift (the potentials tend to move on as they moved: this spares most
+    reruns), the blocks to read (:func:`select_blocks`: all but a set whose bounds sum to
+    at most ``theta``),
     runs the fused pass over them, and records their exact log masses (refreshing their
     bounds at no extra reading). The bound of what was left out is then checked again at
     the pass's output potentials, and the pass is rerun with more blocks if it grew past
@@ -385,6 +387,7 @@ class TruncatedStep:
     active: np.ndarray | None = field(init=False, default=None, repr=False)  # (nI, nJ)
     fraction: float = field(init=False, default=1.0)
     bound: float = field(init=False, default=0.0)
+    _lead: tuple[np.ndarray, np.ndarray] | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.log = LogStep(self.session, self.problem, self.eps)
@@ -408,7 +411,11 @@ class TruncatedStep:
         self, f: np.ndarray, g: np.ndarray, omega: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(f_new, g_new)`` from ``(f, g)`` over the active blocks (see the class)."""
-        active = select_blocks(self.bounds.log_mass(f, g), self.theta)
+        bounds = self.bounds
+        log_u = bounds.log_mass(f, g)
+        if self._lead is not None:        # as much drift again as the last pass brought
+            log_u = log_u + (self._lead[0][:, None, :] + self._lead[1][None, :, :]) / self.eps
+        active = select_blocks(log_u, self.theta)
         for _ in range(3):
             cut = self._pass(f, g, omega, active)
             if cut is None:
@@ -420,8 +427,11 @@ class TruncatedStep:
             self.bound = skipped_mass(log_u, active)
             if self.bound <= self.theta:
                 break
-            active = active | select_blocks(log_u, self.theta)          # the bound grew
+            # the bound grew: more blocks, with the kernel's margin (one rerun, not three)
+            active = active | select_blocks(log_u, self.theta * KEEP_MARGIN)
         self.active, self.fraction = active, float(active.mean())
+        self._lead = (np.maximum(_drift(out[0], f, bounds.rows), 0.0),
+                      np.maximum(_drift(out[1], g, bounds.cols), 0.0))
         return out
 
     def evaluate(self, f: np.ndarray, g: np.ndarray) -> Evaluation | None:
@@ -724,6 +734,9 @@ KEEP_MARGIN = 1e-3
 #: ... and it is rebuilt smaller when it keeps more than this many times what it would
 #: keep now (the large first set of a stage, as the plan concentrates).
 SHRINK = 2.0
+#: A stage keeps no block-sparse kernel when its passes need more than this share of the
+#: blocks (the early, dense stages: few iterations, each kernel build costs a pass and more).
+SPARSE_MAX = 0.5
 #: The first passes of a stage run in the log domain (:class:`TruncatedStep`): the first
 #: f-update at a new eps moves f by up to ``eps log n``, so the blocks a kernel would need
 #: are known only after it.
@@ -744,7 +757,8 @@ class SparseScalingStep(ScalingStep):
     log domain, which records the blocks at the new eps). The kept set is then what
     :func:`select_blocks` asks, with a margin (``theta * KEEP_MARGIN``), and is chosen
     again at a rebuild: when a pass needs a block the kernel lacks, or the kernel keeps
-    over ``SHRINK`` times what it would keep now. Each pass records the kept blocks'
+    over ``SHRINK`` times what it would keep now; a stage whose passes need over
+    ``SPARSE_MAX`` of the blocks keeps none (a breakdown). Each pass records the kept blocks'
     masses in the :class:`BlockBounds` and checks the bound of the rest at its output, as
     :class:`TruncatedStep` does; if that bound grew past ``theta`` the kernel is rebuilt
     with the blocks it needs (at the pass's input potentials: an absorption) and the pass
@@ -807,6 +821,8 @@ class SparseScalingStep(ScalingStep):
             return out
         log_u = self.bounds.log_mass(f, g)
         need = select_blocks(log_u, self.theta)
+        if self.held is None and need.mean() > SPARSE_MAX:  # a kernel of most blocks would
+            return None                                 # not repay its build: log domain
         for _ in range(3):
             want = select_blocks(log_u, self.theta * KEEP_MARGIN) | need
             if self.held is None or (need & ~self.kept).any() or (
@@ -825,7 +841,7 @@ class SparseScalingStep(ScalingStep):
             self.bound = skipped_mass(log_out, kept)
             if self.bound <= self.theta:
                 break
-            need = kept | select_blocks(log_out, self.theta)             # the bound grew
+            need = kept | select_blocks(log_out, self.theta * KEEP_MARGIN)  # the bound grew
         return out
 
     def evaluate(self, f: np.ndarray, g: np.ndarray) -> Evaluation | None:
