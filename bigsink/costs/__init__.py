@@ -15,6 +15,7 @@ from typing import Any
 
 from .base import (
     BlockGrid,
+    ColumnStrip,
     CostSource,
     MappedCost,
     block_min,
@@ -29,9 +30,9 @@ from .pointcloud import METRICS, CloudStrip, PointCloudCost, pairwise_cost
 from .zarr import ZarrCost
 
 __all__ = [
-    "METRICS", "BlockGrid", "CloudStrip", "CostSource", "DenseCost", "DeviceCost", "MappedCost",
-    "PointCloudCost", "ZarrCost", "as_cost", "block_min", "default_block_shape", "on_device",
-    "pairwise_cost", "read_strip", "reads_store", "strip_module",
+    "METRICS", "BlockGrid", "CloudStrip", "ColumnStrip", "CostSource", "DenseCost", "DeviceCost",
+    "MappedCost", "PointCloudCost", "ZarrCost", "as_cost", "block_min", "default_block_shape",
+    "on_device", "pairwise_cost", "read_strip", "reads_store", "strip_module",
 ]
 
 

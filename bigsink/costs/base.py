@@ -26,8 +26,8 @@ from ..errors import InputError
 Array = Any
 
 __all__ = [
-    "BlockGrid", "CostSource", "MappedCost", "block_min", "default_block_shape", "read_strip",
-    "reads_store", "strip_module",
+    "BlockGrid", "ColumnStrip", "CostSource", "MappedCost", "block_min", "default_block_shape",
+    "read_strip", "reads_store", "strip_module",
 ]
 
 
@@ -93,6 +93,29 @@ class BlockGrid:
             step = math.ceil((hi - lo) / pieces)
             strips.extend((s, min(s + step, hi)) for s in range(lo, hi, step))
         return strips
+
+
+@dataclass(frozen=True)
+class ColumnStrip:
+    """Rows of C with only some of their columns read: ``data`` (r, c) holds columns
+    ``cols`` (c,), in order (what ``rows_in`` of a store returns; the truncated kernels
+    take it as it is, :func:`bigsink.kernels.blocks.columns`)."""
+
+    data: np.ndarray
+    cols: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(r, c)``: the columns held."""
+        return int(self.data.shape[0]), int(self.data.shape[1])
+
+    def __getitem__(self, rows: Any) -> ColumnStrip:
+        """Rows ``rows`` (a slice) of the strip."""
+        return ColumnStrip(self.data[rows], self.cols)
+
+    def __array_namespace__(self, api_version: str | None = None) -> Any:
+        """NumPy's namespace (where inputs of the strip's jobs belong)."""
+        return np
 
 
 @runtime_checkable

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .base import BlockGrid
+from .base import BlockGrid, ColumnStrip
 
 __all__ = ["ZarrCost", "open_zarr_array", "raw_chunk_dir"]
 
@@ -134,11 +134,22 @@ class ZarrCost:
             return np.asarray(self._arr[start:stop, :])
         return self.rows_into(start, stop, np.empty((stop - start, self.shape[1]), self.dtype))
 
-    def rows_in(self, start: int, stop: int, blocks: np.ndarray) -> np.ndarray:
-        """Rows ``[start, stop)`` with only the column blocks ``blocks`` ((nJ,) bool) read
-        from the store: the other chunks are never read, and their entries are ``+inf``."""
-        return self.rows_into(start, stop, np.empty((stop - start, self.shape[1]), self.dtype),
-                              blocks)
+    def rows_in(self, start: int, stop: int, blocks: np.ndarray) -> ColumnStrip:
+        """Rows ``[start, stop)`` of the column blocks ``blocks`` ((nJ,) bool) only, read
+        into one compact array (the other chunks are never read, nor copied)."""
+        grid = self._grid
+        J = [int(j) for j in np.flatnonzero(blocks)]
+        ranges = [grid.col_range(j) for j in J]
+        cols = (np.concatenate([np.arange(c0, c1) for c0, c1 in ranges]) if J
+                else np.zeros(0, dtype=np.int64))
+        out = np.empty((stop - start, cols.size), self.dtype)
+        at = dict(zip(J, np.cumsum([0] + [c1 - c0 for c0, c1 in ranges])[:-1], strict=True))
+        if self._raw is None:
+            for j, (c0, c1) in zip(J, ranges, strict=True):
+                out[:, at[j]:at[j] + c1 - c0] = self._arr[start:stop, c0:c1]
+        else:
+            self._read_raw(start, stop, out, J, at)
+        return ColumnStrip(out, cols)
 
     def block_min(self) -> np.ndarray | None:
         """The least cost of each chunk (nI, nJ) when the store records it
@@ -149,25 +160,13 @@ class ZarrCost:
         cmin = np.asarray(stored, dtype=np.float64)
         return cmin if cmin.shape == self._grid.n_blocks else None
 
-    def rows_into(self, start: int, stop: int, out: np.ndarray,
-                  blocks: np.ndarray | None = None) -> np.ndarray:
+    def rows_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         """Rows ``[start, stop)`` read from the store straight into ``out`` (a C-contiguous
-        NumPy array of shape (stop - start, m) and the store's dtype, e.g. pinned memory);
-        with ``blocks`` ((nJ,) bool) only those column blocks (the rest of ``out`` is set to
-        ``+inf``, never read).
+        NumPy array of shape (stop - start, m) and the store's dtype, e.g. pinned memory).
 
         Uncompressed local stores (:func:`raw_chunk_dir`) are read from their chunk files
         into ``out`` directly when chunks span whole rows (one copy), else through one
         chunk buffer; other stores through zarr."""
-        if blocks is not None and not blocks.all():
-            out[...] = np.inf
-            for j in np.flatnonzero(blocks):
-                c0, c1 = self._grid.col_range(int(j))
-                if self._raw is None:
-                    out[:, c0:c1] = self._arr[start:stop, c0:c1]
-                else:
-                    self._read_raw(start, stop, out, (int(j),))
-            return out
         if self._raw is None:
             from zarr.core.buffer import cpu
 
@@ -176,8 +175,10 @@ class ZarrCost:
             return out
         return self._read_raw(start, stop, out, range(self._grid.n_blocks[1]))
 
-    def _read_raw(self, start: int, stop: int, out: np.ndarray, blocks: Any) -> np.ndarray:
-        """Rows ``[start, stop)`` of the column blocks ``blocks`` from the chunk files."""
+    def _read_raw(self, start: int, stop: int, out: np.ndarray, blocks: Any,
+                  at: dict[int, int] | None = None) -> np.ndarray:
+        """Rows ``[start, stop)`` of the column blocks ``blocks`` from the chunk files, each
+        into ``out``'s columns from ``at[j]`` on (default: its own columns)."""
         if stop <= start:
             return out
         assert self._raw is not None
@@ -189,7 +190,8 @@ class ZarrCost:
             r0, r1 = max(start, i * rb), min(stop, (i + 1) * rb)       # rows of block row i
             for j in blocks:
                 c0, c1 = grid.col_range(j)
-                dest = out[r0 - start:r1 - start, c0:c1]
+                p0 = c0 if at is None else at[j]                       # where it goes in out
+                dest = out[r0 - start:r1 - start, p0:p0 + c1 - c0]
                 path = self._raw / key((i, j))
                 target = dest.reshape(-1) if chunk is None else chunk.reshape(-1)
                 try:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .._xp import to_numpy
+from ..costs.base import ColumnStrip
 from ..costs.pointcloud import CloudStrip
 from . import evaluate_strip, merge_pairs, pair_to_lse, sinkhorn_strip  # the dispatcher
 
@@ -64,12 +65,17 @@ def active_columns(active_row: np.ndarray, block_cols: int, m: int) -> np.ndarra
 
 def columns(C: Any, cols: np.ndarray | None) -> Any:
     """The strip's columns ``cols`` as a compact strip (``C`` itself for None: all): a
-    cloud strip with those target points (no costs formed), or the array's columns (a
-    copy)."""
+    cloud strip with those target points (no costs formed), a store's
+    :class:`~bigsink.costs.ColumnStrip` as it was read (when it holds just those), or the
+    array's columns (a copy)."""
     if cols is None:
         return C
     if isinstance(C, CloudStrip):
         return replace(C, y=C.y[cols])
+    if isinstance(C, ColumnStrip):
+        if np.array_equal(C.cols, cols):
+            return C.data
+        return np.ascontiguousarray(C.data[:, np.searchsorted(C.cols, cols)])
     return np.ascontiguousarray(np.asarray(to_numpy(C))[:, cols])
 
 
