@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ._fs import atomic_path
+from ._fs import atomic_path, check_target, local_path
 from ._progress import progress_bar
 from ._xp import import_cupy, to_numpy
 from .costs import CostSource, DenseCost, as_cost
@@ -196,12 +196,14 @@ class SweepResults:
             raise ImportError("to_pandas() needs pandas: pip install pandas") from None
         return pd.DataFrame([astuple(r) for r in self.rows], columns=list(_COLUMNS))
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
         """Write the table: ``.parquet`` (needs pyarrow) or CSV (any other suffix).
 
-        Written to a temporary name and renamed when complete.
+        Written to a temporary name and renamed when complete. An existing ``path`` is an
+        InputError unless ``overwrite``.
         """
-        path = os.fspath(path)
+        path = local_path("path", path)
+        check_target("path", path, overwrite)
         with atomic_path(path) as tmp:
             if path.endswith(".parquet"):
                 try:
@@ -375,6 +377,7 @@ def sweep(
     max_retries: int = 3,
     progress: bool | None = None,
     save_potentials: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
 ) -> SweepResults:
     """Solve every pair at every eps on a Ray cluster; one result row per (pair, eps).
 
@@ -400,7 +403,9 @@ def sweep(
         max_retries: retries of a task whose worker process died.
         progress: tqdm progress bar over pairs; None shows it on a terminal only.
         save_potentials: write potentials to a Zarr group here: arrays ``f`` (P, E, n) and
-            ``g`` (P, E, m), NaN for failed rows, eps in the group's attributes.
+            ``g`` (P, E, m), NaN for failed rows, eps in the group's attributes. Something
+            already there is an InputError (before any work) unless ``overwrite``.
+        overwrite: replace what is at ``save_potentials``.
 
     Returns:
         :class:`SweepResults`; a pair with bad weights or a batch whose task failed beyond its
@@ -420,6 +425,9 @@ def sweep(
         raise InputError(f"batch_size must be an integer >= 1; got {batch_size!r}.")
     if isinstance(num_gpus, bool) or int(num_gpus) < 0:
         raise InputError(f"num_gpus must be an integer >= 0; got {num_gpus!r}.")
+    if save_potentials is not None:
+        save_potentials = local_path("save_potentials", save_potentials)
+        check_target("save_potentials", save_potentials, overwrite)
     index = as_pairs(pairs)
     P = len(index)
 

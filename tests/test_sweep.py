@@ -261,7 +261,33 @@ def test_cli_sweep(ray_session: Any, tmp_path: Path) -> None:
     ref = reference(C, pairs, (0.2, 0.1))
     np.testing.assert_allclose(as_array(back, 4), ref, rtol=1e-9, atol=0)
     assert main(["sweep", str(tmp_path / "C.npy"), "--pairs", str(tmp_path / "C.npy"),
-                 "--eps", "0.1", "--out", str(out)]) == 2
+                 "--eps", "0.1", "--out", str(tmp_path / "other.csv")]) == 2
+
+
+def test_a_sweep_never_replaces_outputs_unasked(ray_session: Any, tmp_path: Path) -> None:
+    """An existing --out or --potentials is refused before any work (it used to be
+    overwritten and deleted with exit 0); --overwrite replaces them."""
+    from bigsink.cli import main
+
+    C, pairs = problem(n=30, P=2, seed=5)
+    np.save(tmp_path / "C.npy", C)
+    np.savez(tmp_path / "pairs.npz", a=np.array([p[0] for p in pairs]),
+             b=np.array([p[1] for p in pairs]))
+    table, pots = tmp_path / "table.csv", tmp_path / "pots"
+    table.write_text("mine\n")
+    pots.mkdir()
+    (pots / "keep.txt").write_text("mine")
+    args = ["sweep", str(tmp_path / "C.npy"), "--pairs", str(tmp_path / "pairs.npz"),
+            "--eps", "0.1", "--out", str(table), "--potentials", str(pots), "--quiet"]
+    assert main(args) == 2
+    assert table.read_text() == "mine\n" and (pots / "keep.txt").read_text() == "mine"
+    table.unlink()
+    assert main(args) == 2                                   # --potentials alone, too
+    assert (pots / "keep.txt").read_text() == "mine" and not table.exists()
+    with pytest.raises(bigsink.InputError, match="save_potentials"):
+        bigsink.sweep(C, pairs, [0.1], save_potentials=pots, progress=False)
+    assert main([*args, "--overwrite"]) == 0
+    assert SweepResults.load(table).rows and not (pots / "keep.txt").exists()
 
 
 def test_num_gpus_beyond_cluster(ray_session: Any, tmp_path: Path) -> None:

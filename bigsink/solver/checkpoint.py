@@ -73,11 +73,22 @@ def check_path(path: Any) -> str:
 
 
 def _complete_copy(path: str) -> str | None:
-    """``path`` if it exists, else a complete older copy left by an interrupted rename."""
-    if os.path.exists(path):
+    """``path`` if it exists (and is not an empty directory), else a complete older copy
+    left by an interrupted rename."""
+    if os.path.exists(path) and not (os.path.isdir(path) and not os.listdir(path)):
         return path
     old = old_copies(path)
     return old[-1] if old else None
+
+
+def _is_checkpoint(path: str) -> bool:
+    """Whether ``path`` holds a checkpoint bigsink wrote (its format marker)."""
+    import zarr
+
+    try:
+        return bool(zarr.open_group(path, mode="r").attrs.get("format") == FORMAT)
+    except Exception:                       # a file, another kind of directory, a Zarr array
+        return False
 
 
 def exists(path: Any) -> bool:
@@ -197,9 +208,16 @@ def check_arguments(
         if resume:
             raise InputError("resume=True needs checkpoint=<the directory to resume from>.")
         return None, fp
-    check_path(path)
+    where = check_path(path)
     if isinstance(every, bool) or not isinstance(every, int | np.integer) or every < 1:
         raise InputError(f"checkpoint_every must be a positive integer; got {every!r}.")
+    found = _complete_copy(where)
+    if found is not None and not _is_checkpoint(found):
+        raise InputError(
+            f"checkpoint: {where!r} exists and is not a bigsink checkpoint. A solve replaces "
+            "its checkpoint as it goes, so it will not write over something it did not "
+            "write: choose a path that does not exist yet (it is created), or an empty "
+            "directory.")
     if resume and exists(path):
         return load_checkpoint(path, fp), fp
     return None, fp

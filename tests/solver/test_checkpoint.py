@@ -122,3 +122,37 @@ def test_checkpoint_of_another_problem_is_an_input_error(r3_problem: Any, tmp_pa
         bigsink.solve(C, a, b, eps=0.01, checkpoint=path, checkpoint_every=0, progress=False)
     with pytest.raises(InputError, match="resume"):
         bigsink.solve(C, a, b, eps=0.01, resume=True, progress=False)
+
+
+def test_a_checkpoint_never_replaces_what_bigsink_did_not_write(
+        r3_problem: Any, tmp_path: Any) -> None:
+    """A directory or file of the user's at ``checkpoint`` is refused before any work and
+    left as it was (it used to be renamed aside and removed); an empty directory, or a
+    checkpoint bigsink wrote, is used."""
+    from bigsink.cli import main
+
+    C, a, b = r3_problem
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    a_file = tmp_path / "data.bin"
+    a_file.write_bytes(b"\x00" * 16)
+    for where in (mine, a_file):
+        for resume in (False, True):
+            with pytest.raises(InputError, match="not a bigsink checkpoint"):
+                bigsink.solve(C, a, b, eps=0.01, checkpoint=where, resume=resume,
+                              progress=False)
+    np.save(tmp_path / "C.npy", C)
+    assert main(["solve", str(tmp_path / "C.npy"), "--eps", "0.01", "--out",
+                 str(tmp_path / "r.zarr"), "--checkpoint", str(mine), "--quiet"]) == 2
+    assert (mine / "notes.txt").read_text() == "precious"
+    assert a_file.read_bytes() == b"\x00" * 16
+    assert sorted(os.listdir(tmp_path)) == ["C.npy", "data.bin", "mine"]   # nothing else
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    again = bigsink.solve(C, a, b, eps=0.01, checkpoint=empty, resume=True, progress=False)
+    assert again.converged                                   # nothing to resume: a new run
+    res = bigsink.solve(C, a, b, eps=0.01, checkpoint=empty, checkpoint_every=1,
+                        progress=False)
+    assert res.converged and os.listdir(empty)               # now bigsink's checkpoint
+    assert bigsink.solve(C, a, b, eps=0.01, checkpoint=empty, progress=False).converged
