@@ -25,7 +25,7 @@ def main() -> None:
                                       targets / targets.sum(axis=1, keepdims=True))
 
     results = bigsink.sweep(C, pairs, eps=[1e-1, 1e-2, 1e-3], tol=1e-8, num_cpus=2)
-    results.save(args.out / "ray_sweep.csv")
+    results.save(args.out / "ray_sweep.csv", overwrite=True)
     plot.sweep(results, path=args.out / "ray_sweep.png")
     for row in results.rows[:: max(1, len(results.rows) // 6)]:
         print(f"pair {row.pair:3d}  eps {row.eps:7.0e}  <P,C> {row.transport_cost:.6f}  "
