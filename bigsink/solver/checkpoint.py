@@ -152,14 +152,28 @@ def load_checkpoint(path: Any, fp: dict[str, Any]) -> Checkpoint:
                 "or resume=False to start over."
             )
     f = _read(group, "f") if "f" in group else None
+    g, schedule = _read(group, "g"), _read(group, "schedule")
+    (n, m), K = saved["shape"], saved["K"]
+    for name, x, size in (("f", f, n), ("g", g, m)):
+        if x is None:
+            continue
+        if x.shape != (size, K) or np.isnan(x).any() or np.isposinf(x).any():
+            raise InputError(
+                f"checkpoint: {found!r} is damaged: its {name} has shape {x.shape} (expected "
+                f"({size}, {K})) or holds NaN or +inf. Remove it, or resume=False to start "
+                "over.")
+    if not 0 <= int(attrs["stage"]) < len(schedule):
+        raise InputError(
+            f"checkpoint: {found!r} is damaged: stage {attrs['stage']} is outside its "
+            f"{len(schedule)} eps stages. Remove it, or resume=False to start over.")
     hist = _read(group, "history")
     hist = hist.reshape(-1, 4) if hist.ndim == 2 and hist.shape[1] == 4 else np.column_stack(
         [hist.reshape(-1, 3), np.ones(hist.size // 3)])              # (N, 4); older: (N, 3)
     return Checkpoint(
-        stage=int(attrs["stage"]), f=f, g=_read(group, "g"),
+        stage=int(attrs["stage"]), f=f, g=g,
         n_iter=int(attrs["n_iter"]),
         history=tuple((int(h[0]), float(h[1]), float(h[2]), float(h[3])) for h in hist),
-        schedule=tuple(float(e) for e in _read(group, "schedule")),
+        schedule=tuple(float(e) for e in schedule),
         fingerprint={**saved, "cost_range": [float(c) for c in attrs["cost_range"]]},
     )
 

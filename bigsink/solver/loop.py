@@ -262,6 +262,10 @@ def iterate(
                                          "fallback; this is a bug in bigsink.")
                 f_new, g = translate(problem, *out, eps)
                 err = row_error(problem.a, f, f_new, eps, w)
+                if np.isnan(err).any():            # (err > tol is False for NaN: say so now)
+                    raise NumericalError(
+                        f"iteration {n_iter + 1} (eps={eps:g}) produced NaN potentials; "
+                        "if it resumed from a checkpoint, that checkpoint may be damaged.")
                 w = relax.observe(float(err.max()))
                 f, n_iter = f_new, n_iter + 1
                 active = step.report().get("active_fraction", 1.0)   # blocks read

@@ -156,3 +156,30 @@ def test_a_checkpoint_never_replaces_what_bigsink_did_not_write(
                         progress=False)
     assert res.converged and os.listdir(empty)               # now bigsink's checkpoint
     assert bigsink.solve(C, a, b, eps=0.01, checkpoint=empty, progress=False).converged
+
+
+def test_a_damaged_checkpoint_is_named_before_any_iteration(
+        r3_problem: Any, tmp_path: Any) -> None:
+    """NaN or +inf in a checkpoint's f, or a stage out of range, are an InputError naming
+    the checkpoint (NaN used to run the whole max_iter on NaN errors)."""
+    import zarr
+
+    C, a, b = r3_problem
+    path = tmp_path / "ck"
+    with pytest.warns(bigsink.ConvergenceWarning):
+        bigsink.solve(C, a, b, eps=0.01, checkpoint=path, checkpoint_every=2, max_iter=4,
+                      eps_scaling=False, progress=False)
+    group = zarr.open_group(str(path), mode="r+")
+    f = np.asarray(group["f"][...])
+    for bad in (np.nan, np.inf):
+        damage = f.copy()
+        damage[::7] = bad
+        group["f"][...] = damage
+        with pytest.raises(InputError, match="damaged") as info:
+            bigsink.solve(C, a, b, eps=0.01, checkpoint=path, resume=True, progress=False,
+                          max_iter=3000)
+        assert str(path) in str(info.value)
+    group["f"][...] = f
+    group.attrs["stage"] = 7
+    with pytest.raises(InputError, match="stage 7"):
+        bigsink.solve(C, a, b, eps=0.01, checkpoint=path, resume=True, progress=False)
