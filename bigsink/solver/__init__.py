@@ -178,11 +178,14 @@ def solve(
             (then the marginals move by at most ``theta`` in L1, re-checked after every
             pass). A point cloud is then solved in a spatial (k-d) order with square blocks
             of 256 points (unless its grid already has block columns); the result is in
-            your order. None (auto): on for log-domain solves (no resident kernel) over at
-            least 2^24 entries and 16 blocks; True: always (the log domain, no resident
-            kernel); False: never. The result reports ``active_fraction`` and
-            ``truncation_bound``, and ``history.active`` per iteration; its marginal error
-            is exact over the blocks read plus the bound of the rest.
+            your order. For one NumPy problem, a stage whose kept blocks' kernel fits (and
+            needs at most half the blocks) runs the scaling path on that block-sparse
+            kernel (``resident_kernel=False`` turns it off), else the log domain. None
+            (auto): on for solves without a dense resident kernel over at least 2^24
+            entries and 16 blocks; True: always (no dense resident kernel); False: never.
+            The result reports ``active_fraction`` and ``truncation_bound``, and
+            ``history.active`` per iteration; its marginal error is exact over the blocks
+            read plus the bound of the rest.
         theta: the truncation's L1 budget per pass; default ``tol / 10``.
         verify: with truncation, make the final check one exact pass over every block
             (the marginal error is then exact).

@@ -423,7 +423,7 @@ class TruncatedStep:
                 self.bound = 0.0
                 break
             out = cut
-            log_u = self.bounds.log_mass(*out)
+            log_u = bounds.log_mass(*out)
             self.bound = skipped_mass(log_u, active)
             if self.bound <= self.theta:
                 break
