@@ -190,7 +190,8 @@ def write_cost(
         fixed_scale = top if top > 0 else 1.0
     with atomic_path(target, overwrite) as tmp:
         arr = zarr.create_array(tmp, shape=(n, m), chunks=rc, dtype=np_dtype,
-                                compressors=compressors, fill_value=0)
+                                compressors=compressors,
+                                fill_value=np.nan)  # a lost chunk reads as NaN: refused
         with progress_bar("write_cost", "chunk", progress, n_chunks) as bar:
             ranges = _run_items(compute_chunk, items(tmp, fixed_scale, np_dtype), client,
                                 threads, bar)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..costs import CostSource
+from ..costs import CostSource, reads_store
 from ..errors import InputError, NumericalError
 from ..executors import Session, StripJob
 from ..kernels import add_partials, merge_scan, moments_strip, scan_strip
@@ -85,10 +85,14 @@ def scan(session: Session, cost: CostSource) -> CostStats:
         i, j = divmod(first, m)
         bi, bj = cost.grid.block_of(i, j)
         value = float(np.asarray(cost.rows(i, i + 1)[0, j]))
+        lost = ""
+        if reads_store(cost) and math.isnan(value):      # write_cost fills with NaN
+            lost = (f" In a store written by bigsink, NaN marks a chunk that was never "
+                    f"written or was lost: check chunk ({bi}, {bj}) of the store.")
         raise InputError(
             f"cost contains {n_bad} non-finite value(s) (NaN or Inf); the first is "
             f"C[{i}, {j}] = {value} in block ({bi}, {bj}). Replace them by finite costs "
-            "(a large finite value forbids a pair)."
+            f"(a large finite value forbids a pair).{lost}"
         )
     return CostStats(lo, hi, n_bad, first)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
+import bigsink
 from bigsink import InputError
 from bigsink.costs.zarr import ZarrCost, raw_chunk_dir
 
@@ -62,3 +63,15 @@ def test_truncated_chunk_file_is_a_clear_error(tmp_path: Path) -> None:
     chunk.write_bytes(chunk.read_bytes()[:100])
     with pytest.raises(InputError, match=r"chunk file .*c/1/0.* holds 100 bytes where 256"):
         ZarrCost(path).rows(0, 10)
+
+
+def test_a_lost_chunk_of_a_written_store_is_refused_not_read_as_zero(tmp_path: Path) -> None:
+    """write_cost fills with NaN: a deleted chunk file reads as NaN and the solve refuses
+    the cost, naming the chunk (with fill 0 it converged to a wrong <P, C>)."""
+    rng = np.random.default_rng(3)
+    store = bigsink.write_cost(rng.random((60, 2)), rng.random((50, 2)), tmp_path / "C.zarr",
+                               chunks=(20, 25), dtype="float64", progress=False)
+    key = store.array.metadata.chunk_key_encoding.encode_chunk_key((1, 1))
+    (tmp_path / "C.zarr" / key).unlink()
+    with pytest.raises(bigsink.InputError, match=r"chunk \(1, 1\)"):
+        bigsink.solve(bigsink.ZarrCost(tmp_path / "C.zarr"), eps=0.1, progress=False)
