@@ -24,7 +24,10 @@ MASS_RTOL = 1e-6
 
 
 def check_positive(name: str, value: Any, *, allow_inf: bool = False) -> float:
-    """``value`` as a float, or an InputError unless it is positive (and finite)."""
+    """``value`` as a float, or an InputError unless it is positive (and finite); a bool is
+    refused (``eps=True`` is not 1.0)."""
+    if isinstance(value, bool | np.bool_):
+        raise InputError(f"{name} must be a positive number; got {value!r}.")
     try:
         x = float(value)
     except (TypeError, ValueError):

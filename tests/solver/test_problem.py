@@ -100,3 +100,11 @@ def test_errors_come_before_any_iteration(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(InputError):
         bigsink.solve(Cb, eps=0.1)
     assert calls == []
+
+
+def test_a_bool_is_not_a_number_here() -> None:
+    """``eps=True`` used to be taken as 1.0 (issue 24, item 12)."""
+    C = np.random.default_rng(0).random((5, 4))
+    for kw in ({"eps": True}, {"eps": 0.1, "tol": True}, {"eps": 0.1, "rho": np.True_}):
+        with pytest.raises(bigsink.InputError, match="positive number; got"):
+            bigsink.solve(C, progress=False, **kw)
