@@ -24,6 +24,17 @@ def _line(n: int = 400, m: int = 300, seed: int = 0) -> tuple[np.ndarray, np.nda
     return x[:, None], y[:, None]
 
 
+def _banded(seed: int, threads: int) -> tuple[Any, np.ndarray, Any, Any, BlockBounds]:
+    """A 300 x 300 sorted-line cloud in 25 x 25 blocks at eps 1e-3, a session over it and
+    its block bounds: ``(cost, C, problem, session, bounds)`` for the step-level tests."""
+    x, y = _line(300, 300, seed=seed)
+    cost = bigsink.PointCloudCost(x, y, block_shape=(25, 25))
+    C = cost.rows(0, 300)
+    problem = make_problem(C.shape, None, None, 1e-3)
+    session = LocalExecutor(threads=threads).open(cost, 1)
+    return cost, C, problem, session, BlockBounds(C.shape, (25, 25), cost.block_min())
+
+
 @pytest.mark.parametrize("eps", [1e-1, 1e-2, 1e-3, 1e-4])
 @pytest.mark.parametrize(("rho", "K"), [(math.inf, 1), (0.5, 1), (math.inf, 3)])
 def test_truncated_and_dense_solves_agree(eps: float, rho: float, K: int) -> None:
@@ -62,14 +73,9 @@ def test_every_cost_source_and_dask(tmp_path: Path, dask_client: Any) -> None:
 
 
 def test_the_skipped_mass_never_exceeds_the_reported_bound() -> None:
-    x, y = _line(300, 300, seed=3)
-    cost = bigsink.PointCloudCost(x, y, block_shape=(25, 25))
-    C = cost.rows(0, 300)
+    _, C, problem, session, bounds = _banded(seed=3, threads=1)
     eps, theta = 1e-3, 1e-6
-    problem = make_problem(C.shape, None, None, eps)
-    session = LocalExecutor(threads=1).open(cost, 1)
-    step = TruncatedStep(session, problem, eps, theta,
-                         BlockBounds(C.shape, (25, 25), cost.block_min()))
+    step = TruncatedStep(session, problem, eps, theta, bounds)
     f, g = np.zeros((300, 1)), np.zeros((300, 1))
     seen = []
     for _ in range(40):
@@ -281,13 +287,8 @@ def test_the_block_sparse_kernel_keeps_only_kept_blocks_and_stays_certified() ->
     from bigsink.kernels.scaling import BlockKernel
     from bigsink.solver.steps import WARMUP, SparseScalingStep
 
-    x, y = _line(300, 300, seed=12)
-    cost = bigsink.PointCloudCost(x, y, block_shape=(25, 25))
-    C = cost.rows(0, 300)
+    _, C, problem, session, bounds = _banded(seed=12, threads=2)
     eps, theta = 1e-3, 1e-6
-    problem = make_problem(C.shape, None, None, eps)
-    session = LocalExecutor(threads=2).open(cost, 1)
-    bounds = BlockBounds(C.shape, (25, 25), cost.block_min())
     f, g = np.zeros((300, 1)), np.zeros((300, 1))
     errors = []
     step = SparseScalingStep(session, problem.a, problem.b, eps, np.dtype("float64"), f, g,
