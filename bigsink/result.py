@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -18,7 +19,7 @@ from .errors import InputError
 from .kernels import plan_strip
 from .operators import apply_plan, cost_gradients, log_potentials
 
-__all__ = ["History", "MarginalError", "SinkhornResult", "load_result", "save_result"]
+__all__ = ["History", "LevelRun", "MarginalError", "SinkhornResult", "load_result", "save_result"]
 
 
 class MarginalError(NamedTuple):
@@ -29,6 +30,17 @@ class MarginalError(NamedTuple):
 
     row: Any
     col: Any
+
+
+@dataclass(frozen=True)
+class LevelRun:
+    """What one coarse level of a multiscale solve ran (:mod:`bigsink.solver.multiscale`):
+    its clusters ``points`` (n, m), its eps stages, iterations and seconds."""
+
+    points: tuple[int, int]
+    eps_stages: tuple[float, ...]
+    iterations: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,9 @@ class SinkhornResult:
             without ``truncate``).
         truncation_bound: the certified L1 bound of what the last pass's truncation left
             out of each marginal (None without ``truncate``).
+        levels: what each coarse level of a multiscale solve ran (:class:`LevelRun`,
+            coarsest first); empty without one.
+        multiscale: how the multiscale hierarchy was used, or why not ("" when off).
     """
 
     f: Any
@@ -120,6 +135,8 @@ class SinkhornResult:
     relative_eps: str = ""
     active_fraction: float | None = None
     truncation_bound: float | None = None
+    levels: tuple[LevelRun, ...] = ()
+    multiscale: str = ""
     cost: CostSource | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -288,6 +305,12 @@ class SinkhornResult:
         if self.active_fraction is not None and self.truncation_bound is not None:
             lines.append(f"  truncation       {self.active_fraction:.1%} of blocks touched, "
                          f"certified bound {self.truncation_bound:.2g} (L1)")
+        if self.multiscale:
+            lines.append(f"  multiscale       {self.multiscale}")
+        for run in self.levels:
+            lines.append(f"    {run.points[0]} x {run.points[1]} clusters: eps "
+                         f"{', '.join(f'{e:g}' for e in run.eps_stages)}, "
+                         f"{run.iterations} iterations, {run.seconds:.2f} s")
         return "\n".join(lines)
 
 
@@ -359,6 +382,8 @@ def save_result(result: SinkhornResult, path: Any, *, overwrite: bool = False) -
             "relative_eps": result.relative_eps,
             "active_fraction": result.active_fraction,
             "truncation_bound": result.truncation_bound,
+            "multiscale": result.multiscale,
+            "levels": [dataclasses.asdict(run) for run in result.levels],
         })
     return target
 
@@ -405,4 +430,8 @@ def load_result(path: Any) -> SinkhornResult:
         relative_eps=str(attrs.get("relative_eps", "")),
         active_fraction=attrs.get("active_fraction"),
         truncation_bound=attrs.get("truncation_bound"),
+        multiscale=str(attrs.get("multiscale", "")),
+        levels=tuple(LevelRun((int(r["points"][0]), int(r["points"][1])),
+                              tuple(float(e) for e in r["eps_stages"]), int(r["iterations"]),
+                              float(r["seconds"])) for r in attrs.get("levels", ())),
     )

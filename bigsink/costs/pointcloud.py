@@ -10,6 +10,7 @@ for every pass over C (scan, iterations, evaluation, plans).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,16 +150,31 @@ class PointCloudCost:
         return CloudStrip(x, y, metric_code(self.metric, self.p), self.p, self.scale,
                           self._dtype)
 
-    def reordered(self, block_shape: tuple[int, int]
-                  ) -> tuple[PointCloudCost, np.ndarray, np.ndarray]:
+    def reordered(
+        self, block_shape: tuple[int, int],
+        runs: tuple[Sequence[int], Sequence[int]] = ((), ()),
+    ) -> tuple[PointCloudCost, np.ndarray, np.ndarray]:
         """The same cost over the points in :func:`spatial_order` (blocks of
-        ``block_shape`` are then compact regions of space), and the orders ``(rows, cols)``:
-        row ``k`` of the new cost is row ``rows[k]`` of this one."""
-        rows = spatial_order(np.asarray(self.x), block_shape[0])
-        cols = spatial_order(np.asarray(self.y), block_shape[1])
+        ``block_shape`` are then compact regions of space, and so are the ``runs`` of
+        consecutive points of the given sizes per side, nested with the blocks' sides),
+        and the orders ``(rows, cols)``: row ``k`` of the new cost is row ``rows[k]`` of
+        this one."""
+        rows = spatial_order(np.asarray(self.x), (block_shape[0], *runs[0]))
+        cols = spatial_order(np.asarray(self.y), (block_shape[1], *runs[1]))
         cost = PointCloudCost(self.x[rows], self.y[cols], self.metric, p=self.p,
                               scale=self.scale, block_shape=block_shape, dtype=self._dtype)
         return cost, rows, cols
+
+    def cost_range(self) -> tuple[float, float]:
+        """Bounds ``(lo, hi)`` of every entry of C, from the clouds' bounding boxes (no pass
+        over C): the least and the greatest distance between the boxes, widened by the
+        rounding of the cost's dtype."""
+        x, y = np.asarray(self.x, np.float64), np.asarray(self.y, np.float64)
+        box_x, box_y = (x.min(0)[None], x.max(0)[None]), (y.min(0)[None], y.max(0)[None])
+        lo = float(box_distance(box_x, box_y, self.metric, self.p)[0, 0])
+        hi = float(box_distance(box_x, box_y, self.metric, self.p, far=True)[0, 0])
+        margin = 4.0 * float(np.finfo(self._dtype).eps)
+        return lo / self.scale * (1.0 - margin), hi / self.scale * (1.0 + margin)
 
     def block_min(self) -> np.ndarray:
         """A lower bound of the least cost in each block of the grid (nI, nJ): the metric's
@@ -238,21 +254,27 @@ class CloudStrip:
         return xp.astype(c, getattr(xp, self.dtype.name))
 
 
-def spatial_order(z: np.ndarray, leaf: int) -> np.ndarray:
+def spatial_order(z: np.ndarray, leaf: int | Sequence[int]) -> np.ndarray:
     """A permutation of the points ``z`` (n, d) after which every run of ``leaf``
     consecutive points (a block of the grid) is a compact region of space: a k-d tree
     whose splits fall on multiples of ``leaf``, each node split at that rank along its
-    widest coordinate. O(n log(n / leaf)); any dimension."""
+    widest coordinate. O(n log(n / leaf)); any dimension.
+
+    ``leaf`` may be nested sizes (each dividing the next, e.g. ``(16, 256, 4096)``): a node
+    is then split at a multiple of the largest size below its own, so the runs of every
+    size are subtrees (the clusters of :mod:`bigsink.solver.multiscale`)."""
+    sizes = sorted({int(leaf)} if isinstance(leaf, int | np.integer) else set(leaf))
     n = z.shape[0]
     order = np.arange(n)
     todo = [(0, n)]
     while todo:
         lo, hi = todo.pop()
-        if hi - lo <= leaf:
+        if hi - lo <= sizes[0]:
             continue
+        step = max(s for s in sizes if s < hi - lo)                      # on a run's edge
         pts = z[order[lo:hi]]                                            # (hi - lo, d)
         axis = int(np.argmax(pts.max(axis=0) - pts.min(axis=0)))
-        mid = lo + (math.ceil((hi - lo) / leaf) // 2) * leaf             # on a block edge
+        mid = lo + max(1, math.ceil((hi - lo) / step) // 2) * step
         part = np.argpartition(pts[:, axis], mid - lo - 1)
         order[lo:hi] = order[lo:hi][part]
         todo += [(lo, mid), (mid, hi)]
@@ -261,18 +283,21 @@ def spatial_order(z: np.ndarray, leaf: int) -> np.ndarray:
 
 def box_distance(
     box_x: tuple[np.ndarray, np.ndarray], box_y: tuple[np.ndarray, np.ndarray], metric: str,
-    p: float = 2.0,
+    p: float = 2.0, far: bool = False,
 ) -> np.ndarray:
     """The least ``metric`` distance between boxes: ``box_x = (lo, hi)`` (I, d) each,
     ``box_y`` (J, d); (I, J). Per coordinate the gap ``max(0, ylo - xhi, xlo - yhi)`` is
     at most ``|x_k - y_k|`` for any two points of the boxes, and every metric here grows
-    with each ``|x_k - y_k|``."""
+    with each ``|x_k - y_k|``. ``far``: the greatest distance instead, from the widest
+    gap ``max(yhi - xlo, xhi - ylo)``."""
     (xlo, xhi), (ylo, yhi) = box_x, box_y
     code = metric_code(metric, p)
     out = np.zeros((xlo.shape[0], ylo.shape[0]))
     for k in range(xlo.shape[1]):
-        gap = np.maximum(np.maximum(ylo[None, :, k] - xhi[:, None, k],
-                                    xlo[:, None, k] - yhi[None, :, k]), 0.0)  # (I, J)
+        a, b = (yhi, xhi) if far else (ylo, xlo)
+        c, d = (xlo, ylo) if far else (xhi, yhi)
+        gap = np.maximum(np.maximum(a[None, :, k] - c[:, None, k],
+                                    b[:, None, k] - d[None, :, k]), 0.0)  # (I, J)
         if code in (SQEUCLIDEAN, EUCLIDEAN):
             out += gap * gap
         elif code == CHEBYSHEV:

@@ -14,28 +14,37 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from .._xp import device_namespace
-from ..costs import as_cost, on_device, strip_module
+from ..costs import CostSource, PointCloudCost, as_cost, on_device, strip_module
 from ..errors import InputError
-from ..executors import StripJob, make_executor
+from ..executors import Session, StripJob, make_executor
 from ..kernels import check_tolerance, column_pair, pair_to_lse, potential_update, reference
 from ..kernels.scaling import kernel_dtype
 from ..problem import Problem, log0, make_problem, parse_eps
-from ..result import SinkhornResult
+from ..result import LevelRun, SinkhornResult
 from .checkpoint import Checkpointer, check_cost_range
 from .checkpoint import check_arguments as checkpoint_arguments
-from .config import Placement, SinkhornConfig, eps_schedule, placement, truncating
+from .config import (
+    AUTO_TRUNCATE_ELEMENTS,
+    STAGE_TOL,
+    Placement,
+    SinkhornConfig,
+    eps_schedule,
+    placement,
+    truncating,
+)
 from .finish import finish
 from .hooks import chain, user_hook
 from .hooks import progress as progress_hook
-from .loop import SolverState, iterate, relative_eps, scan, translate
-from .order import spatial_layout
-from .steps import Evaluation, evaluate, stage_steps
+from .loop import CostStats, SolverState, iterate, relative_eps, scan, translate
+from .multiscale import FANOUT, Level, coarse_to_fine, hierarchy
+from .order import Order, spatial_layout
+from .steps import Evaluation, StepFactory, evaluate, stage_steps
 
 __all__ = [
     "Evaluation", "Placement", "SinkhornConfig", "SolverState", "eps_schedule", "evaluate",
@@ -106,6 +115,7 @@ def solve(
     truncate: bool | None = None,
     theta: float | None = None,
     verify: bool = False,
+    multiscale: bool | None = None,
 ) -> SinkhornResult:
     """Solve entropic optimal transport ``min <P,C> + eps*KL(P || a b^T)`` (DESIGN.md §1).
 
@@ -189,6 +199,16 @@ def solve(
         theta: the truncation's L1 budget per pass; default ``tol / 10``.
         verify: with truncation, make the final check one exact pass over every block
             (the marginal error is then exact).
+        multiscale: for a point cloud, run the early (large) eps stages on clusters of
+            16, 256, ... points (their centroids and summed weights) and only the later
+            ones on the points, each level from the coarser one's potentials
+            (:mod:`bigsink.solver.multiscale`): a level serves the stages at whose eps its
+            clusters' radii move no cost by more than eps. The coarse levels only warm-start
+            the points' stages, whose truncation and convergence are certified as always.
+            Skips the first pass over C (the cost's range is bounded from the clouds'
+            boxes). None (auto): on where the cloud is solved in spatial order (see
+            ``truncate``) unless ``truncate=False``; True: always (a point-cloud cost only);
+            False: never. The result's ``levels`` and ``multiscale`` say what ran.
         callback: called after every iteration as ``callback(n_iter, err)``: the
             iterations so far and the L1 row marginal error before the last one (for
             logging, or timing iterations apart from the solve's one-off costs).
@@ -205,22 +225,31 @@ def solve(
     eps_value, eps_rule = parse_eps(eps)             # absolute, or a factor of C's mean/std
     user_problem = make_problem(user_src.shape, a, b, eps_value, rho, rho_a, rho_b)
     config = SinkhornConfig.make(tol, max_iter, omega, eps_scaling, eps_decay, resident_kernel,
-                                 mixed_precision, truncate, theta, verify)
+                                 mixed_precision, truncate, theta, verify, multiscale)
     check_tolerance(user_src.dtype, config.tol, stacklevel=2)
     f0, g0 = _check_init(init, user_problem)
     src, order = spatial_layout(user_src, config)     # a point cloud: in spatial order
-    problem = user_problem if order is None else order.problem(user_problem)
+    problem = user_problem
     if order is not None:
+        problem = order.problem(user_problem)
         f0, g0 = order.potentials(f0, g0)
     if device is not None:
         src = on_device(src, device_namespace(device))
     resumed, fp = checkpoint_arguments(checkpoint, checkpoint_every, resume, problem)
+    levels, note = _hierarchy(src, order, problem, config, init is not None or resumed is not None)
     user = user_hook(callback)
     session = make_executor(executor, client).open(src, problem.K)
+    runs: tuple[LevelRun, ...] = ()
     try:
-        t_scan = time.perf_counter()
-        stats = scan(session, src)
-        scan_seconds = time.perf_counter() - t_scan
+        scan_seconds: float | None = None
+        if levels is None:
+            t_scan = time.perf_counter()
+            stats = scan(session, src)
+            scan_seconds = time.perf_counter() - t_scan
+        else:                                  # a cloud's range from its boxes: no pass
+            assert isinstance(src, PointCloudCost)
+            lo, hi = src.cost_range()
+            stats = CostStats(lo, hi, 0, -1)
         relative = ""
         if eps_rule is not None:
             value, relative = relative_eps(session, src, stats, eps_rule, eps_value)
@@ -238,18 +267,16 @@ def solve(
         start = SolverState(0, f0, g0 if g0 is not None else np.zeros(problem.b.shape), 0)
         if resumed is not None:
             start = SolverState(resumed.stage, f0, resumed.g, resumed.n_iter, resumed.history)
+        elif levels:                     # the early stages on the clusters, then the points
+            coarse, runs = coarse_to_fine(levels, schedule, problem,
+                                          lambda lv, sch, st: _solve_level(lv, sch, st, config))
+            start = start if coarse is None else coarse
+            note = _levels_note(runs, len(levels))
         hooks = [progress_hook(progress), user]
         if checkpoint is not None:
             hooks.append(Checkpointer(checkpoint, checkpoint_every, schedule, fp,
                                       (stats.lo, stats.hi)))
-        place = placement(False if config.truncate else config.resident_kernel, session, src,
-                          problem, config.tol, config.mixed_precision, scan_seconds)
-        theta = config.theta if truncating(config, place, src) else None
-        sparse = None            # the block-sparse kernel's dtype, where one may be kept
-        if (theta is not None and config.resident_kernel is not False and problem.K == 1
-                and strip_module(src) == "numpy"):
-            sparse = kernel_dtype(src.dtype, config.tol, 1, config.mixed_precision)
-        steps = stage_steps(session, problem, place.dtype, theta, config.verify, sparse)
+        place, steps = _open_steps(session, src, problem, config, scan_seconds)
         state, ev, converged, report = iterate(session, problem, schedule, start, config,
                                                steps, chain(hooks))
         if ev is None:
@@ -262,6 +289,71 @@ def solve(
         problem = dataclasses.replace(problem, a=user_problem.a, b=user_problem.b)
         if device is not None:
             src = on_device(user_src, device_namespace(device))
-    return finish(problem, state, ev, schedule, config.tol, converged,
-                  time.perf_counter() - t0, user_src if order is not None and device is None
-                  else src, str(place), relative, report)
+    result = finish(problem, state, ev, schedule, config.tol, converged,
+                    time.perf_counter() - t0, user_src if order is not None and device is None
+                    else src, str(place), relative, report)
+    return dataclasses.replace(result, levels=runs, multiscale=note)
+
+
+def _open_steps(
+    session: Session, src: CostSource, problem: Problem, config: SinkhornConfig,
+    scan_seconds: float | None,
+) -> tuple[Placement, StepFactory]:
+    """Where the kernel goes (:func:`~bigsink.solver.config.placement`) and the factory of
+    each eps stage's step: truncated, block-sparse, resident or log domain
+    (:func:`~bigsink.solver.steps.stage_steps`)."""
+    place = placement(False if config.truncate else config.resident_kernel, session, src,
+                      problem, config.tol, config.mixed_precision, scan_seconds)
+    theta = config.theta if truncating(config, place, src) else None
+    sparse = None            # the block-sparse kernel's dtype, where one may be kept
+    if (theta is not None and config.resident_kernel is not False and problem.K == 1
+            and strip_module(src) == "numpy"):
+        sparse = kernel_dtype(src.dtype, config.tol, 1, config.mixed_precision)
+    return place, stage_steps(session, problem, place.dtype, theta, config.verify, sparse)
+
+
+def _hierarchy(src: CostSource, order: Order | None, problem: Problem, config: SinkhornConfig,
+               warm: bool) -> tuple[tuple[Level, ...] | None, str]:
+    """The multiscale levels of the solve (:func:`~bigsink.solver.multiscale.hierarchy`),
+    or None when it runs without, and a note on why (empty when multiscale was not asked
+    for and does not apply)."""
+    if order is None or config.multiscale is False or (
+            config.multiscale is None and config.truncate is False):
+        return None, ""
+    if warm:
+        return None, "off: the solve starts from given or checkpointed potentials"
+    if not order.nested or not isinstance(src, PointCloudCost):
+        return None, (f"off: the cost's blocks {src.grid.block_shape} are not powers of "
+                      f"{FANOUT} points, so clusters would not be compact")
+    return hierarchy(src, problem), ""
+
+
+def _levels_note(runs: tuple[LevelRun, ...], built: int) -> str:
+    """The result's multiscale note (:attr:`SinkhornResult.multiscale`)."""
+    if not runs:
+        return (f"on, but none of the {built} cluster levels fits an eps stage: their "
+                "clusters are too wide against eps (typical of high dimensions); solved on "
+                "the points only")
+    return f"{len(runs)} of {built} cluster levels used, coarsest first"
+
+
+def _solve_level(level: Level, schedule: Sequence[float], start: SolverState,
+                 config: SinkhornConfig) -> SolverState:
+    """Run the stages ``start.stage ..`` of ``schedule`` on a coarse level, in this process
+    (it is small), to the intermediate stages' tolerance; its own placement and
+    truncation as for any cloud (a level small enough is scanned for the placement)."""
+    cfg = dataclasses.replace(config, tol=max(config.tol, STAGE_TOL), truncate=None,
+                              verify=False)
+    n, m = level.cost.shape
+    session = make_executor("local").open(level.cost, level.problem.K)
+    try:
+        scan_seconds = None
+        if n * m < AUTO_TRUNCATE_ELEMENTS:
+            t0 = time.perf_counter()
+            scan(session, level.cost)
+            scan_seconds = time.perf_counter() - t0
+        _, steps = _open_steps(session, level.cost, level.problem, cfg, scan_seconds)
+        state, _, _, _ = iterate(session, level.problem, schedule, start, cfg, steps)
+    finally:
+        session.close()
+    return state

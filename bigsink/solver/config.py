@@ -50,7 +50,8 @@ class SinkhornConfig:
     ``decay`` is the resolved ratio between eps stages; ``resident_kernel``,
     ``mixed_precision`` and ``truncate`` None are automatic; ``theta`` is the truncation's
     L1 budget per pass (``tol / 10`` unless given) and ``verify`` asks for an exact final
-    pass over every block.
+    pass over every block; ``multiscale`` None is automatic (a point cloud solved in
+    spatial order).
     """
 
     tol: float = 1e-6
@@ -63,6 +64,7 @@ class SinkhornConfig:
     truncate: bool | None = None
     theta: float = 1e-7
     verify: bool = False
+    multiscale: bool | None = None
 
     @property
     def relaxed(self) -> bool:
@@ -74,7 +76,7 @@ class SinkhornConfig:
         cls, tol: Any = 1e-6, max_iter: Any = 10_000, omega: Any = None,
         eps_scaling: bool | None = None, eps_decay: Any = None, resident_kernel: Any = None,
         mixed_precision: Any = None, truncate: Any = None, theta: Any = None,
-        verify: Any = False,
+        verify: Any = False, multiscale: Any = None,
     ) -> SinkhornConfig:
         """Validate :func:`bigsink.solve`'s arguments (InputError naming the bad one)."""
         tol = check_positive("tol", tol)
@@ -86,7 +88,7 @@ class SinkhornConfig:
             raise InputError(f"eps_decay must be in (0, 1); got {eps_decay!r}.")
         for name, flag in (("resident_kernel", resident_kernel),
                            ("mixed_precision", mixed_precision), ("truncate", truncate),
-                           ("verify", verify)):
+                           ("verify", verify), ("multiscale", multiscale)):
             if flag is not None and not isinstance(flag, bool | np.bool_):
                 raise InputError(f"{name} must be None (auto), True or False; got {flag!r}.")
         if omega is not None and not (isinstance(omega, int | float) and 0 < omega < 2):
@@ -104,7 +106,8 @@ class SinkhornConfig:
         return cls(tol, max_iter, None if omega is None else float(omega), eps_scaling, decay,
                    None if resident_kernel is None else bool(resident_kernel),
                    None if mixed_precision is None else bool(mixed_precision),
-                   None if truncate is None else bool(truncate), budget, bool(verify))
+                   None if truncate is None else bool(truncate), budget, bool(verify),
+                   None if multiscale is None else bool(multiscale))
 
     def schedule(self, eps: float, spread: float, warm: bool) -> tuple[float, ...]:
         """The eps stages of a solve at ``eps`` over a cost of this ``spread``
@@ -179,7 +182,7 @@ def read_seconds_per_byte(threads: int) -> float:
 
 def placement(
     flag: bool | None, session: Session, src: CostSource, problem: Problem, tol: float,
-    mixed: bool | None, scan_seconds: float,
+    mixed: bool | None, scan_seconds: float | None,
 ) -> Placement:
     """Where the kernel goes (:func:`kernel_dtype` gives its dtype): resident where the
     session has room (``hold_room()``) unless ``flag`` is False.
@@ -188,8 +191,10 @@ def placement(
     kept resident only where reading the kernel is measured cheaper than recomputing: the
     recompute cost per element is the first scan's (``scan_seconds`` over ``n * m``; a
     scan computes every cost once, as a log-domain pass does before its exp), the read
-    cost the kernel's bytes at this process's measured read rate. ``resident_kernel=True``
-    (``flag``) insists, and is an InputError where no room is.
+    cost the kernel's bytes at this process's measured read rate; a cloud that was never
+    scanned (``scan_seconds`` None: a multiscale solve bounds its costs from the clouds'
+    boxes) is recomputed. ``resident_kernel=True`` (``flag``) insists, and is an
+    InputError where no room is.
     """
     n, m = src.shape
     cost_dtype = np.dtype(src.dtype)
@@ -214,9 +219,12 @@ def placement(
     fits = f"the {dtype} kernel ({size / 2**30:.2g} GiB) fits {where}"
     if not computed:
         return Placement("resident", fits, dtype)
+    if scan_seconds is None and not flag:
+        return Placement("recompute", "the cloud's costs are computed in every pass "
+                         "(bounded from its boxes, never scanned)")
     threads = int(getattr(session, "threads", 1) or 1)
     read_ns = dtype.itemsize * read_seconds_per_byte(threads) * 1e9
-    recompute_ns = scan_seconds / (n * m) * 1e9
+    recompute_ns = (scan_seconds or 0.0) / (n * m) * 1e9
     compared = (f"reading it costs {read_ns:.2g} ns/element, recomputing the cloud's costs "
                 f"{recompute_ns:.2g} ns/element (measured)")
     if read_ns < recompute_ns or flag:

@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 
 from ..costs import CostSource
+from ..errors import InputError
 from ..problem import Problem
 from .config import AUTO_TRUNCATE_ELEMENTS, CLOUD_BLOCK, SinkhornConfig
 from .loop import SolverState
+from .multiscale import runs
 from .steps import Evaluation
 
 __all__ = ["Order", "spatial_layout"]
@@ -27,10 +29,13 @@ __all__ = ["Order", "spatial_layout"]
 
 @dataclass(frozen=True)
 class Order:
-    """Row ``k`` of the solve is the user's row ``rows[k]``; likewise ``cols``."""
+    """Row ``k`` of the solve is the user's row ``rows[k]``; likewise ``cols``. ``nested``:
+    every run of ``FANOUT**k`` points is compact too (the multiscale clusters,
+    :mod:`bigsink.solver.multiscale`)."""
 
     rows: np.ndarray
     cols: np.ndarray
+    nested: bool = False
 
     def problem(self, problem: Problem) -> Problem:
         """The problem with its marginals in the solve's order."""
@@ -59,16 +64,24 @@ class Order:
 def spatial_layout(src: CostSource, config: SinkhornConfig
                    ) -> tuple[CostSource, Order | None]:
     """``src`` in spatial order with square blocks when it is a point cloud that may be
-    truncated (``truncate=True``, or auto and at least ``AUTO_TRUNCATE_ELEMENTS`` entries),
-    and the :class:`Order` back; else ``(src, None)``. A cloud whose grid already has
-    several column blocks keeps its block shape."""
+    truncated or solved multiscale (``truncate=True`` or ``multiscale=True``, or both auto
+    and at least ``AUTO_TRUNCATE_ELEMENTS`` entries), and the :class:`Order` back; else
+    ``(src, None)``. A cloud whose grid already has several column blocks keeps its block
+    shape. Unless ``multiscale=False``, the runs of the multiscale clusters are kept
+    compact where they nest with the blocks."""
     reordered: Any = getattr(src, "reordered", None)
     n, m = src.shape
-    if reordered is None or config.truncate is False or (
-            config.truncate is None and n * m < AUTO_TRUNCATE_ELEMENTS):
+    if config.multiscale and reordered is None:
+        raise InputError(f"multiscale=True needs a point-cloud cost (PointCloudCost); got "
+                         f"{type(src).__name__}. Pass the points, or multiscale=None.")
+    auto = config.truncate is None and n * m >= AUTO_TRUNCATE_ELEMENTS
+    if reordered is None or not (config.truncate or config.multiscale or auto):
         return src, None
     shape = src.grid.block_shape
     if src.grid.n_blocks[1] < 2:
         shape = (min(CLOUD_BLOCK, n), min(CLOUD_BLOCK, m))
-    cost, rows, cols = reordered(shape)
-    return cost, Order(rows, cols)
+    sides: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+    if config.multiscale is not False:
+        sides = (runs(shape[0], n), runs(shape[1], m))
+    cost, rows, cols = reordered(shape, sides)
+    return cost, Order(rows, cols, nested=bool(sides[0]) and bool(sides[1]))
