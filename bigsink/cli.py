@@ -255,7 +255,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                  else parsed(args.pot_methods, str, "pot-methods")),  # type: ignore[arg-type]
         device=args.device, rho=args.rho, cloud=args.cloud,
         dims=parsed(args.dims, int, "dims"),  # type: ignore[arg-type]
-        truncate=args.truncate,
+        truncate=args.truncate, multiscale=args.multiscale,
     )
     report = run_bench(cfg, log=None if args.quiet else lambda s: print(s, flush=True))
     print(format_report(report))
@@ -372,11 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="point clouds: one pass of the fused on-the-fly kernels against "
                             "the materialised path, per size, dtype and --dims")
     bench.add_argument("--dims", default="2,3,10,64",
-                       help="point dimensions of --cloud and --truncate, comma-separated")
+                       help="point dimensions of --cloud, --truncate and --multiscale, "
+                            "comma-separated")
     bench.add_argument("--truncate", action="store_true",
                        help="point clouds: certified truncation against the dense log domain "
                             "(time to --tol, blocks read per iteration; --no-reference: "
                             "truncated only)")
+    bench.add_argument("--multiscale", action="store_true",
+                       help="point clouds: multiscale solves beside the dense path capped "
+                            "at a few iterations (--no-reference: multiscale only)")
     bench.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
                        help="gpu: CuPy arrays, bound from the measured device bandwidth")
     bench.add_argument("--json", default=None, help="write the report as JSON to this path")

@@ -168,3 +168,18 @@ def test_bench_truncate_puts_truncated_and_dense_solves_side_by_side(
     assert ("store_gb" in rec) == (executor == "zarr")
     table = capsys.readouterr().out
     assert "trunc s" in table and "it at" in table
+
+
+def test_bench_multiscale_reports_levels_beside_the_capped_dense_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "multiscale.json"
+    assert main(["bench", "--multiscale", "--n", "3000", "--dims", "2", "--eps", "1e-4",
+                 "--dtype", "float32", "--json", str(out), "--quiet"]) == 0
+    rec = json.loads(out.read_text())["truncate"][0]
+    assert rec["truncated"]["converged"] and rec["levels"]          # clusters ran first
+    assert rec["dense"]["estimated"] and rec["dense_iteration_s"] > 0
+    assert rec["dense"]["n_iter"] == rec["truncated"]["n_iter"]
+    assert rec["speedup"] == pytest.approx(rec["dense"]["seconds"] / rec["truncated"]["seconds"])
+    table = capsys.readouterr().out
+    assert "clusters: eps" in table and "per iteration over 4 iterations" in table

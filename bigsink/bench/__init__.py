@@ -42,7 +42,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
     """Run the benchmark; returns a JSON-ready dict (``machine``, ``config``, ``runs``)."""
     if cfg.cloud:
         return run_bench_cloud(cfg, log)
-    if cfg.truncate:
+    if cfg.truncate or cfg.multiscale:
         return run_bench_truncate(cfg, log)
     return (run_bench_gpu if cfg.device == "gpu" else run_bench_cpu)(cfg, log)
 

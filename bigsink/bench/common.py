@@ -64,6 +64,11 @@ class BenchConfig:
         truncate: the truncation benchmark instead (:mod:`bigsink.bench.truncate`):
             truncated and dense solves of point clouds side by side (``reference=False``:
             the truncated one only).
+        multiscale: the multiscale benchmark (:mod:`bigsink.bench.truncate` too):
+            multiscale solves of point clouds beside the dense path, capped at
+            ``DENSE_CAP`` iterations (its time per iteration, and that times the
+            multiscale solve's iterations as an estimate; ``reference=False``: multiscale
+            only).
     """
 
     sizes: tuple[int, ...] = (10_000,)
@@ -82,6 +87,7 @@ class BenchConfig:
     cloud: bool = False
     dims: tuple[int, ...] = (2, 3, 10, 64)
     truncate: bool = False
+    multiscale: bool = False
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:

@@ -1,14 +1,20 @@
-"""``bigsink bench --truncate``: certified block truncation against the dense log domain,
-side by side on the same problems.
+"""``bigsink bench --truncate`` and ``--multiscale``: certified block truncation, and the
+multiscale solve of point clouds, against the dense log domain on the same problems.
 
 For every size ``n = m``, dtype and dimension ``d`` (uniform points in ``[0, 1]^d``,
 squared Euclidean cost divided by ``d``, the cube's squared diameter, so C lies in
 ``[0, 1]``), at the last ``--eps`` and ``--tol``, it solves
 
-* **truncated**: ``solve(cost, truncate=True)`` (the cloud in k-d order, 256 x 256 blocks);
-* **dense**: ``solve(cost, truncate=False)``, today's path over every block (the dense
-  resident kernel where it fits, else the log domain; skipped with ``--no-reference``,
-  e.g. where it would take hours),
+* **truncated**: ``solve(cost, truncate=True, multiscale=False)`` (the cloud in k-d order,
+  256 x 256 blocks), or with ``--multiscale`` ``solve(cost, truncate=True,
+  multiscale=True)`` (the early eps stages on clusters; the report adds what each level
+  ran);
+* **dense**: ``solve(cost, truncate=False, multiscale=False)``, the path over every block
+  (the dense resident kernel where it fits, else the log domain; skipped with
+  ``--no-reference``). With ``--multiscale`` it is capped at ``DENSE_CAP`` iterations
+  (at 10^5 points one takes a minute): the report gives its median time per iteration
+  after the first and that times the multiscale solve's iterations, an estimate that
+  leaves out the dense path's extra iterations in the early stages,
 
 and reports for each the time to tolerance, the iterations, ``<P, C>``, the marginal
 error, and for the truncated solve the blocks used per iteration in the last eps stage
@@ -26,6 +32,7 @@ the store's size, its write time and the time of one full read of it.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -44,6 +51,9 @@ from ..io import write_cost
 from ..result import SinkhornResult
 from ..solver import solve
 from .common import BenchConfig, machine_figures
+
+#: Iterations of the dense path that ``--multiscale`` runs for its time per iteration.
+DENSE_CAP = 4
 
 #: Chunk side of the benchmark's stores (4 MiB float32 chunks; a small problem gets 8
 #: chunks a side).
@@ -99,10 +109,10 @@ def _figures(res: SinkhornResult) -> dict[str, Any]:
 def _record(cost: CostSource, cfg: BenchConfig, n: int, d: int, dtype: str,
             where: dict[str, Any]) -> dict[str, Any]:
     """Both solves of one problem, as a record."""
-    cut, stamps = _timed(cost, cfg, truncate=True, **where)
+    cut, stamps = _timed(cost, cfg, truncate=True, multiscale=cfg.multiscale, **where)
     h = cut.history
     last = h.eps == h.eps[-1]                                            # the last stage
-    spent = np.diff(np.asarray(stamps))          # per iteration (the first: with the scan)
+    spent = np.diff(np.asarray(stamps))          # per iteration (the first: with the start)
     steps = spent[1:][last[1:]]
     rec: dict[str, Any] = {
         "n": n, "d": d, "dtype": dtype, "eps": cfg.eps[-1], "tol": cfg.tol,
@@ -113,13 +123,24 @@ def _record(cost: CostSource, cfg: BenchConfig, n: int, d: int, dtype: str,
         "truncation_bound": cut.truncation_bound,
         "stages": [[float(e), int((h.eps == e).sum()), float(h.active[h.eps == e].mean()),
                     float(spent[h.eps == e].sum())] for e in dict.fromkeys(h.eps.tolist())],
+        "levels": [[list(r.points), list(r.eps_stages), r.iterations, r.seconds]
+                   for r in cut.levels],
+        "multiscale": cut.multiscale,
     }
-    if cfg.reference:
-        dense, _ = _timed(cost, cfg, truncate=False, **where)
-        rec["dense"] = _figures(dense)
-        rec["dense_placement"] = dense.placement
-        rec["speedup"] = dense.seconds / cut.seconds
-        rec["rel_diff"] = abs(cut.transport_cost / dense.transport_cost - 1)
+    if not cfg.reference:
+        return rec
+    capped = dataclasses.replace(cfg, max_iter=DENSE_CAP) if cfg.multiscale else cfg
+    dense, dense_stamps = _timed(cost, capped, truncate=False, multiscale=False, **where)
+    rec["dense"] = _figures(dense)
+    rec["dense_placement"] = dense.placement
+    seconds = dense.seconds
+    if cfg.multiscale:                                 # per iteration, times the iterations
+        rec["dense_iteration_s"] = float(np.median(np.diff(dense_stamps)[1:]))
+        seconds = rec["dense_iteration_s"] * cut.n_iter
+        rec["dense"] |= {"seconds": seconds, "n_iter": cut.n_iter, "estimated": True}
+    rec["speedup"] = seconds / cut.seconds
+    rec["rel_diff"] = (None if cfg.multiscale
+                       else abs(cut.transport_cost / dense.transport_cost - 1))
     return rec
 
 
@@ -162,12 +183,15 @@ def _line(r: dict[str, Any]) -> str:
     """One record as a table row."""
     t, dense = r["truncated"], r.get("dense")
     it = r["last_stage_iteration_s"]
+    diff = "-" if dense is None or r["rel_diff"] is None else f"{r['rel_diff']:.2g}"
+    est = "~" if dense is not None and dense.get("estimated") else ""
     return (f"{r['n']:>7} {r['d']:>3} {r['dtype']:>7} {t['seconds']:>9.1f} {t['n_iter']:>6} "
             f"{r['active_last']:>8.2%} {r['active_last_stage_mean']:>8.2%} "
             f"{'-' if it is None else f'{it:.3f}':>8} "
             f"{r['truncation_bound']:>9.2g} {t['marginal_error']:>9.2g} "
-            + (f"{dense['seconds']:>9.1f} {dense['n_iter']:>6} {r['speedup']:>6.1f} "
-               f"{r['rel_diff']:>9.2g}" if dense else f"{'-':>9} {'-':>6} {'-':>6} {'-':>9}"))
+            + (f"{est + format(dense['seconds'], '.1f'):>9} {dense['n_iter']:>6} "
+               f"{r['speedup']:>6.1f} {diff:>9}" if dense
+               else f"{'-':>9} {'-':>6} {'-':>6} {'-':>9}"))
 
 
 def format_truncate_table(report: dict[str, Any]) -> str:
@@ -186,6 +210,14 @@ def format_truncate_table(report: dict[str, Any]) -> str:
         if "store_gb" in r:
             lines.append(f"  store {r['store_gb']:.1f} GB, written in {r['write_s']:.0f} s, "
                          f"one full read {r['full_read_s']:.1f} s")
+        for points, stages, its, secs in r.get("levels", ()):
+            lines.append(f"  {points[0]} x {points[1]} clusters: eps "
+                         f"{', '.join(f'{e:.3g}' for e in stages)}, {its} it in {secs:.2f} s")
+        if r.get("multiscale"):
+            lines.append(f"  multiscale: {r['multiscale']}")
         if "dense_placement" in r:
-            lines.append(f"  dense: {r['dense_placement']}")
+            capped = (f"; {r['dense_iteration_s']:.2f} s per iteration over {DENSE_CAP} "
+                      "iterations (~: that times the iterations above)"
+                      if "dense_iteration_s" in r else "")
+            lines.append(f"  dense: {r['dense_placement']}{capped}")
     return "\n".join(lines)
