@@ -157,6 +157,51 @@ def _update_row(
     return w
 
 
+@nb.njit(fastmath=True, cache=True, error_model="numpy")   # x / 0 -> inf, as in prange
+def _sweep_rows(
+    Kmat: np.ndarray, v: np.ndarray, a: np.ndarray, u: np.ndarray, omega: float, tau: float,
+    acc: np.ndarray, lo: int, hi: int,
+) -> None:  # pragma: no cover - compiled
+    """Rows ``[lo, hi)`` of the pass of :func:`_scaling_pass`: their ``u`` updated, and
+    ``acc = sum_i u_i Kmat_i`` (m,) over them.
+
+    Rows go ROWS_PER_STEP = 8 at a time: the reads of ``v`` and the read-modify-write of the
+    accumulator (L2 traffic, 24 bytes per step and column) are shared by 8 rows, which
+    keeps the pass bound by the read of ``Kmat`` itself. The last step repeats the last
+    row with weight 0.
+    """
+    m = Kmat.shape[1]
+    acc[:] = 0.0
+    for i in range(lo, hi, ROWS_PER_STEP):
+        last = min(i + ROWS_PER_STEP, hi) - 1
+        i1, i2, i3 = min(i + 1, last), min(i + 2, last), min(i + 3, last)
+        i4, i5, i6, i7 = min(i + 4, last), min(i + 5, last), min(i + 6, last), last
+        r0, r1, r2, r3 = Kmat[i], Kmat[i1], Kmat[i2], Kmat[i3]                    # (m,) each
+        r4, r5, r6, r7 = Kmat[i4], Kmat[i5], Kmat[i6], Kmat[i7]
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+        for j in range(m):                                               # (Kmat v)_i
+            vj = v[j]
+            s0 += r0[j] * vj
+            s1 += r1[j] * vj
+            s2 += r2[j] * vj
+            s3 += r3[j] * vj
+            s4 += r4[j] * vj
+            s5 += r5[j] * vj
+            s6 += r6[j] * vj
+            s7 += r7[j] * vj
+        w0 = _update_row(a, u, i, hi, s0, omega, tau)
+        w1 = _update_row(a, u, i + 1, hi, s1, omega, tau)
+        w2 = _update_row(a, u, i + 2, hi, s2, omega, tau)
+        w3 = _update_row(a, u, i + 3, hi, s3, omega, tau)
+        w4 = _update_row(a, u, i + 4, hi, s4, omega, tau)
+        w5 = _update_row(a, u, i + 5, hi, s5, omega, tau)
+        w6 = _update_row(a, u, i + 6, hi, s6, omega, tau)
+        w7 = _update_row(a, u, i + 7, hi, s7, omega, tau)
+        for j in range(m):                                               # (Kmat^T u) partial
+            acc[j] += ((r0[j] * w0 + r1[j] * w1) + (r2[j] * w2 + r3[j] * w3)) + (
+                (r4[j] * w4 + r5[j] * w5) + (r6[j] * w6 + r7[j] * w7))
+
+
 @nb.njit(parallel=True, fastmath=True, cache=True)
 def _scaling_pass(
     Kmat: np.ndarray, v: np.ndarray, a: np.ndarray, u: np.ndarray, omega: float, tau: float,
@@ -168,47 +213,33 @@ def _scaling_pass(
     u (n,) holds the previous scalings on entry; cols (ceil(n / rows), m); all sums in
     float64.
 
-    Rows are split into fixed chunks of ``rows`` (:func:`chunk_rows`) run in parallel; each
-    chunk owns its column accumulator, so the sum over chunks (done by the caller) has a
-    fixed order.
-    Rows go ROWS_PER_STEP = 8 at a time: the reads of ``v`` and the read-modify-write of the
-    accumulator (L2 traffic, 24 bytes per step and column) are shared by 8 rows, which
-    keeps the pass bound by the read of ``Kmat`` itself. A chunk's last step repeats its
-    last row with weight 0.
+    Rows are split into fixed chunks of ``rows`` (:func:`chunk_rows`) run in parallel
+    (:func:`_sweep_rows` each); each chunk owns its column accumulator, so the sum over
+    chunks (done by the caller) has a fixed order.
     """
-    n, m = Kmat.shape
+    n = Kmat.shape[0]
     for c in nb.prange(cols.shape[0]):
-        acc = cols[c]
-        acc[:] = 0.0
-        lo, hi = c * rows, min(n, (c + 1) * rows)
-        for i in range(lo, hi, ROWS_PER_STEP):
-            last = min(i + ROWS_PER_STEP, hi) - 1
-            i1, i2, i3 = min(i + 1, last), min(i + 2, last), min(i + 3, last)
-            i4, i5, i6, i7 = min(i + 4, last), min(i + 5, last), min(i + 6, last), last
-            r0, r1, r2, r3 = Kmat[i], Kmat[i1], Kmat[i2], Kmat[i3]                # (m,) each
-            r4, r5, r6, r7 = Kmat[i4], Kmat[i5], Kmat[i6], Kmat[i7]
-            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-            for j in range(m):                                           # (Kmat v)_i
-                vj = v[j]
-                s0 += r0[j] * vj
-                s1 += r1[j] * vj
-                s2 += r2[j] * vj
-                s3 += r3[j] * vj
-                s4 += r4[j] * vj
-                s5 += r5[j] * vj
-                s6 += r6[j] * vj
-                s7 += r7[j] * vj
-            w0 = _update_row(a, u, i, hi, s0, omega, tau)
-            w1 = _update_row(a, u, i + 1, hi, s1, omega, tau)
-            w2 = _update_row(a, u, i + 2, hi, s2, omega, tau)
-            w3 = _update_row(a, u, i + 3, hi, s3, omega, tau)
-            w4 = _update_row(a, u, i + 4, hi, s4, omega, tau)
-            w5 = _update_row(a, u, i + 5, hi, s5, omega, tau)
-            w6 = _update_row(a, u, i + 6, hi, s6, omega, tau)
-            w7 = _update_row(a, u, i + 7, hi, s7, omega, tau)
-            for j in range(m):                                           # (Kmat^T u) partial
-                acc[j] += ((r0[j] * w0 + r1[j] * w1) + (r2[j] * w2 + r3[j] * w3)) + (
-                    (r4[j] * w4 + r5[j] * w5) + (r6[j] * w6 + r7[j] * w7))
+        _sweep_rows(Kmat, v, a, u, omega, tau, cols[c], c * rows, min(n, (c + 1) * rows))
+
+
+@nb.njit(parallel=True, fastmath=True, cache=True)
+def _block_pass(
+    flat: np.ndarray, at: np.ndarray, rows: np.ndarray, r0: np.ndarray, col_at: np.ndarray,
+    cols: np.ndarray, v: np.ndarray, a: np.ndarray, u: np.ndarray, omega: float, tau: float,
+    part: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """:func:`_scaling_pass` over the segments of a block-sparse kernel at once, in
+    parallel over segments: segment ``s`` is the kernel ``flat[at[s]:]`` (rows[s], c) of
+    rows ``r0[s] ..`` and the columns ``cols[col_at[s]:col_at[s + 1]]`` (c of them); its
+    column partials go to ``part[col_at[s]:col_at[s + 1]]`` (one slot per segment: the
+    caller adds them in a fixed order)."""
+    for s in nb.prange(rows.shape[0]):
+        c0, c1 = col_at[s], col_at[s + 1]
+        r, c = rows[s], c1 - c0
+        K = flat[at[s]:at[s] + r * c].reshape((r, c))
+        vc = v[cols[c0:c1]]                                              # (c,) gathered
+        _sweep_rows(K, vc, a[r0[s]:r0[s] + r], u[r0[s]:r0[s] + r], omega, tau,
+                    part[c0:c1], 0, r)
 
 
 @nb.njit(parallel=True, cache=True)
@@ -401,11 +432,20 @@ class BlockKernel(HeldRows):
     def __init__(self, source: CostSource | Sequence[np.ndarray],
                  pieces: Sequence[tuple[int, int]], threads: int | None = None) -> None:
         super().__init__(source, pieces, threads)
-        # per segment: I, its row offset from lo, its kept columns (c,), where each kept
-        # block starts among them, and their kernel (r, c)
-        self.segments: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []
+        # the segments' kernels (r, c) one after the other in `flat`, and per segment s:
+        # its block row I[s], first entry at[s], rows[s] rows from row r0[s] (from lo), its
+        # kept columns cols[col_at[s]:col_at[s + 1]], and where each kept block starts
+        # among all kept columns (starts[block_at[s]:block_at[s + 1]])
+        self.flat = np.empty(0)
+        self.I = self.at = self.rows = self.r0 = np.zeros(0, dtype=np.int64)
+        self.cols = self.starts = np.zeros(0, dtype=np.int64)
+        self.col_at = self.block_at = np.zeros(1, dtype=np.int64)
         self.blocks: np.ndarray | None = None                           # (nI, nJ) kept
-        self.block_cols = 1
+
+    @property
+    def entries(self) -> int:
+        """Kernel entries kept (``sum_kept |I||J|`` over this group's rows)."""
+        return int((self.rows * np.diff(self.col_at)).sum())
 
     def _strip(self, k: int, s0: int, s1: int, blocks: np.ndarray | None) -> Any:
         """C's rows ``[s0, s1)``: read from a cost source (from a store: only the chunks of
@@ -420,7 +460,7 @@ class BlockKernel(HeldRows):
         alpha (hi - lo, 1), betaT (1, m). Returns None, or why no kernel could be made."""
         dtype = np.dtype(dtype)
         (rb, cb), m = block_shape, betaT.shape[1]
-        self.segments, self.blocks, self.block_cols = [], blocks.copy(), cb
+        self.blocks = blocks.copy()
         # the units read: a cost source's rows by whole block rows (few, long segments: the
         # pass's cost per segment is fixed), a worker's resident strips as they are
         units = self.pieces
@@ -431,56 +471,67 @@ class BlockKernel(HeldRows):
         for k, (s0, s1) in enumerate(units):
             for I, a, b in segments(s0, s1 - s0, rb):
                 plan.append((k, I, a, b, active_columns(blocks[I], cb, m)))
-        total = sum((b - a) * len(cols) for _, _, a, b, cols in plan)
+        self.I = np.array([p[1] for p in plan], dtype=np.int64)
+        self.rows = np.array([p[3] - p[2] for p in plan], dtype=np.int64)
+        self.r0 = np.array([units[p[0]][0] - self.lo + p[2] for p in plan], dtype=np.int64)
+        widths = np.array([len(p[4]) for p in plan], dtype=np.int64)
+        self.col_at = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+        self.at = np.concatenate([[0], np.cumsum(self.rows * widths)[:-1]]).astype(np.int64)
+        self.cols = (np.concatenate([p[4] for p in plan]) if plan
+                     else np.zeros(0)).astype(np.int64)
+        firsts = []                                     # each kept block's first column
+        for (_, I, _, _, _), c0 in zip(plan, self.col_at, strict=False):
+            sizes = np.diff(np.append(np.flatnonzero(blocks[I]) * cb, m))
+            firsts.append(c0 + np.concatenate([[0], np.cumsum(np.minimum(sizes, cb))[:-1]]))
+        self.starts = (np.concatenate(firsts) if firsts else np.zeros(0)).astype(np.int64)
+        self.block_at = np.concatenate([[0], np.cumsum([len(x) for x in firsts])]
+                                       ).astype(np.int64)
+        total = self.entries
         try:
-            flat = (scratch_array((max(1, total),), dtype) if self.scratch
-                    else np.empty(max(1, total), dtype=dtype))
+            self.flat = (scratch_array((max(1, total),), dtype) if self.scratch
+                         else np.empty(max(1, total), dtype=dtype))
         except OSError as exc:
             return f"no room for the kernel's scratch file ({exc})"
-        at, strip, current = 0, None, -1        # (strip: the unit read last, index current)
+        strip, current = None, -1               # (strip: the unit read last, index current)
         with _numba_threads(self.threads):
-            for k, I, a, b, cols in plan:
+            for s, (k, _, a, b, cols) in enumerate(plan):
                 s0, s1 = units[k]
                 if k != current:
                     need = np.asarray(blocks[s0 // rb:(s1 - 1) // rb + 1].any(axis=0))
                     strip, current = self._strip(k, s0, s1, need), k
                 assert strip is not None
-                r0 = s0 - self.lo + a                                  # offset in alpha
+                r0 = int(self.r0[s])                                   # offset in alpha
                 C = np.ascontiguousarray(as_matrix(columns(strip[a:b], cols)))  # (r, c)
-                K = flat[at:at + C.size].reshape(1, *C.shape)
-                at += C.size
+                K = self.flat[self.at[s]:self.at[s] + C.size].reshape(1, *C.shape)
                 _fill_kernel(C, alpha[r0:r0 + C.shape[0]], np.ascontiguousarray(betaT[:, cols]),
                              eps, FLUSH[dtype], K, dtype == np.float32)
-                sizes = np.diff(np.append(np.flatnonzero(blocks[I]) * cb, m))
-                starts = np.concatenate([[0], np.cumsum(np.minimum(sizes, cb))[:-1]])
-                self.segments.append((I, r0, cols, starts, K[0]))
         return None
 
     def sweep(self, v: np.ndarray, a: np.ndarray, u_prev: np.ndarray, omega: float,
               tau: float = 1.0) -> tuple[np.ndarray, np.ndarray, Records]:
         """One pass over the kept blocks: ``u`` (r, 1) as :meth:`KernelRows.sweep`, this
         group's share ``t`` (m, 1) of the column sums, and the kept blocks' masses as
-        records (``(I, log M (nJ_kept, 1))``, merged by block row)."""
+        records (``(I, log M (nJ_kept, 1))``, merged by block row): all segments in one
+        parallel pass (:func:`_block_pass`), their column partials added in segment order."""
         assert self.blocks is not None
         m = v.shape[0]
         u = np.ascontiguousarray(u_prev[:, 0]).copy()                    # (r,)
-        t = np.zeros(m)
         aw, vv = np.ascontiguousarray(a[:, 0]), np.ascontiguousarray(v[:, 0])
-        records = []
+        part = np.empty(len(self.cols))                          # per segment's columns
         with _numba_threads(self.threads):
-            for I, r0, cols, starts, K in self.segments:
-                r = K.shape[0]
-                rows = chunk_rows(r)
-                part = np.empty((-(-r // rows), len(cols)))
-                vc = vv[cols]
-                _scaling_pass(K, vc, aw[r0:r0 + r], u[r0:r0 + r], omega, tau, part, rows)
-                t_seg = part.sum(axis=0)                                 # (c,) this segment's
-                t[cols] += t_seg
-                with np.errstate(divide="ignore"):                       # a block's plan mass
-                    records.append((I, np.log(np.add.reduceat(t_seg * vc, starts))[:, None]))
-        return u[:, None], t[:, None], merge_records(tuple(records), ())
+            _block_pass(self.flat, self.at, self.rows, self.r0, self.col_at, self.cols, vv,
+                        aw, u, omega, tau, part)
+        t = np.bincount(self.cols, weights=part, minlength=m)            # (m,) in order
+        records: Records = ()
+        if len(self.starts):
+            with np.errstate(divide="ignore"):                           # each block's mass
+                log_m = np.log(np.add.reduceat(part * vv[self.cols], self.starts))
+            records = merge_records(tuple(
+                (int(I), log_m[b0:b1, None]) for I, b0, b1 in
+                zip(self.I, self.block_at[:-1], self.block_at[1:], strict=True)), ())
+        return u[:, None], t[:, None], records
 
     def close(self) -> None:
         """Drop the kernels and the rows of C."""
-        self.segments, self.blocks = [], None
+        self.flat, self.blocks = np.empty(0), None
         self.source = []

@@ -36,6 +36,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -62,16 +63,16 @@ FIT = 4.0
 
 def runs(block: int, n: int) -> tuple[int, ...]:
     """The cluster sizes ``FANOUT**k`` below ``n`` when they nest with the block side
-    ``block`` (a power of ``FANOUT``, or the whole side), so that
-    :func:`~bigsink.costs.pointcloud.spatial_order` keeps every run of each size compact;
-    else none."""
-    k = round(math.log(block, FANOUT)) if block > 1 else 0
-    if FANOUT**k != block and block < n:
-        return ()
+    ``block`` (each of them and ``block`` divides the next larger, or ``block`` is the
+    whole side), so that :func:`~bigsink.costs.pointcloud.spatial_order` keeps every run
+    of each size compact; else none."""
     sizes, s = [], FANOUT
     while s < n:
         sizes.append(s)
         s *= FANOUT
+    chain = sorted({*sizes, block}) if block < n else sizes
+    if any(big % small for small, big in pairwise(chain)):
+        return ()
     return tuple(sizes)
 
 

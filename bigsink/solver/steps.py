@@ -263,6 +263,7 @@ class BlockBounds:
     B: np.ndarray | None = field(default=None, repr=False)               # (nJ, K)
     F: np.ndarray | None = field(default=None, repr=False)               # (n, K) last pass
     G: np.ndarray | None = field(default=None, repr=False)               # (m, K)
+    _memo: tuple[Any, ...] = field(default=(), repr=False)               # last log_mass
 
     def __post_init__(self) -> None:
         (n, m), (rb, cb) = self.shape, self.block_shape
@@ -280,11 +281,15 @@ class BlockBounds:
             with np.errstate(invalid="ignore"):                          # inf * 0: none
                 self.w = self.log_size + log_m * (self.eps / eps)
             self.A, self.B = np.zeros_like(self.A), np.zeros_like(self.B)
-        self.eps = eps
+        self.eps, self._memo = eps, ()
 
     def log_mass(self, f: np.ndarray, g: np.ndarray) -> np.ndarray:
         """``log U_IJk`` for potentials ``(f, g)`` (nI, nJ, K); ``+inf`` where nothing
-        bounds a block yet."""
+        bounds a block yet. The last answer is kept for the same potential arrays (a
+        pass's output is the next one's input; the solver never changes potentials in
+        place), until a pass is recorded."""
+        if self._memo and self._memo[0] is f and self._memo[1] is g:
+            return self._memo[2]
         K = f.shape[1]
         bound = np.full((len(self.rows), len(self.cols), K), np.inf)
         if self.cmin is not None:
@@ -297,6 +302,7 @@ class BlockBounds:
             df = self.A + _drift(f, self.F, self.rows)                   # (nI, K)
             dg = self.B + _drift(g, self.G, self.cols)                   # (nJ, K)
             bound = np.fmin(bound, self.w + (df[:, None, :] + dg[None, :, :]) / self.eps)
+        self._memo = (f, g, bound)
         return bound
 
     def record(self, active: np.ndarray, records: Records, f: np.ndarray,
@@ -312,9 +318,14 @@ class BlockBounds:
         self.F, self.G = f.copy(), g.copy()
         if self.w is None:
             self.w = np.full((len(self.rows), len(self.cols), f.shape[1]), np.inf)
-        for I, log_m in records:
-            J = np.flatnonzero(active[I])
-            self.w[I, J] = log_m + slack - (self.A[I][None, :] + self.B[J]) / self.eps
+        self._memo = ()
+        if not records:
+            return
+        rows = np.array([I for I, _ in records])                         # block rows read
+        ii, J = np.nonzero(active[rows])            # row-major: the records' own order
+        I = rows[ii]
+        log_m = np.concatenate([m for _, m in records])                  # (blocks, K)
+        self.w[I, J] = log_m + slack - (self.A[I] + self.B[J]) / self.eps
 
 
 def truncated_evaluation(session: Session, bounds: BlockBounds, active: np.ndarray,
@@ -331,16 +342,22 @@ def truncated_evaluation(session: Session, bounds: BlockBounds, active: np.ndarr
 def select_blocks(log_u: np.ndarray, theta: float) -> np.ndarray:
     """The blocks to read (nI, nJ) bool: all but the cheapest whose bounds ``log_u``
     (nI, nJ, K) sum to at most ``theta`` in every problem; each block row and column keeps
-    its largest block (no potential loses all its terms)."""
-    worst = log_u.max(axis=2)                                        # (nI, nJ) over K
+    its largest block (no potential loses all its terms).
+
+    Only the bounds between ``theta / N`` and ``theta`` (N blocks) are sorted: those below
+    go first and together stay within ``theta``, those above are never skipped."""
+    worst = log_u.max(axis=2) if log_u.shape[2] > 1 else log_u[:, :, 0]   # (nI, nJ)
     active = np.ones(worst.shape, dtype=bool)
-    top = worst.max()
-    if np.isfinite(top):
-        order = np.argsort(worst, axis=None)                         # cheapest first
-        mass = np.exp(worst.ravel()[order] - top)                    # scaled by e^top
-        with np.errstate(divide="ignore"):
-            within = np.log(np.cumsum(mass)) + top <= np.log(theta)
-        active.ravel()[order[within]] = False
+    if np.isfinite(worst.max()):
+        flat, log_theta = worst.ravel(), math.log(theta)
+        low = flat < log_theta - math.log(flat.size)
+        middle = np.flatnonzero(~low & (flat <= log_theta))
+        order = middle[np.argsort(flat[middle], kind="stable")]          # cheapest first
+        room = theta - np.exp(flat[low]).sum()
+        within = np.cumsum(np.exp(flat[order])) <= room
+        skip = active.ravel()
+        skip[low] = False
+        skip[order[within]] = False
     active[np.arange(worst.shape[0]), worst.argmax(axis=1)] = True
     active[worst.argmax(axis=0), np.arange(worst.shape[1])] = True
     return active

@@ -307,8 +307,7 @@ def test_the_block_sparse_kernel_keeps_only_kept_blocks_and_stays_certified() ->
             assert step.held is not None
             kernel = step.held[0].obj
             assert isinstance(kernel, BlockKernel)
-            entries = sum(seg[-1].size for seg in kernel.segments)
-            assert entries == bounds.sizes[step.kept].sum() < 300 * 300
+            assert kernel.entries == bounds.sizes[step.kept].sum() < 300 * 300
     assert step.kept.mean() < 0.5
     assert errors[-1] < 0.5 * errors[WARMUP]                 # it iterates
     step.close()
@@ -318,3 +317,22 @@ def test_the_block_sparse_kernel_keeps_only_kept_blocks_and_stays_certified() ->
     results = [tight.step(f, g, 1.0) for _ in range(WARMUP + 1)]
     assert all(r is not None for r in results[:WARMUP]) and results[-1] is None
     session.close()
+
+
+def test_select_blocks_is_the_cheapest_first_greedy() -> None:
+    from bigsink.solver.steps import select_blocks
+
+    rng = np.random.default_rng(7)
+    for trial in range(20):
+        log_u = rng.normal(-25.0, 8.0, size=(30, 40, 1 + trial % 2))
+        log_u[rng.random(log_u.shape) < 0.1] = -np.inf                  # massless blocks
+        theta = 10.0 ** rng.uniform(-12, -4)
+        worst = log_u.max(axis=2).ravel()
+        order = np.argsort(worst, kind="stable")
+        skipped = np.cumsum(np.exp(worst[order])) <= theta              # the greedy, whole
+        expected = np.ones(worst.size, dtype=bool)
+        expected[order[skipped]] = False
+        expected = expected.reshape(30, 40)
+        expected[np.arange(30), log_u.max(axis=2).argmax(axis=1)] = True
+        expected[log_u.max(axis=2).argmax(axis=0), np.arange(40)] = True
+        np.testing.assert_array_equal(select_blocks(log_u, theta), expected)
