@@ -42,7 +42,7 @@ from .finish import finish
 from .hooks import chain, user_hook
 from .hooks import progress as progress_hook
 from .loop import CostStats, SolverState, iterate, relative_eps, scan, translate
-from .multiscale import FANOUT, Level, coarse_to_fine, hierarchy
+from .multiscale import FANOUT, Level, assign, coarse_to_fine, hierarchy
 from .order import Order, spatial_layout
 from .steps import Evaluation, StepFactory, evaluate, stage_steps
 
@@ -236,24 +236,30 @@ def solve(
     if device is not None:
         src = on_device(src, device_namespace(device))
     resumed, fp = checkpoint_arguments(checkpoint, checkpoint_every, resume, problem)
-    levels, note = _hierarchy(src, order, problem, config, init is not None or resumed is not None)
+    levels, note = _hierarchy(src, order, problem, config)
     user = user_hook(callback)
     session = make_executor(executor, client).open(src, problem.K)
     runs: tuple[LevelRun, ...] = ()
     try:
         scan_seconds: float | None = None
+        relative = ""
+        if levels is not None:                 # a cloud's range from its boxes: no pass
+            assert isinstance(src, PointCloudCost)
+            stats = CostStats(*src.cost_range(), 0, -1)
+            problem, relative = _relative(session, src, stats, problem, eps_rule, eps_value)
+            cold = config.schedule(problem.eps, stats.spread, False)
+            if assign(levels, cold)[0] is None:     # no level serves a stage: as without
+                note = (f"off: none of the {len(levels)} cluster levels fits an eps stage "
+                        "(their clusters are too wide against eps, typical of high "
+                        "dimensions)")
+                levels = None
         if levels is None:
             t_scan = time.perf_counter()
             stats = scan(session, src)
             scan_seconds = time.perf_counter() - t_scan
-        else:                                  # a cloud's range from its boxes: no pass
-            assert isinstance(src, PointCloudCost)
-            lo, hi = src.cost_range()
-            stats = CostStats(lo, hi, 0, -1)
-        relative = ""
-        if eps_rule is not None:
-            value, relative = relative_eps(session, src, stats, eps_rule, eps_value)
-            problem = dataclasses.replace(problem, eps=value)
+            if not relative:
+                problem, relative = _relative(session, src, stats, problem, eps_rule,
+                                              eps_value)
         schedule = config.schedule(problem.eps, stats.spread, init is not None)
         if resumed is not None:
             check_cost_range(resumed, (stats.lo, stats.hi), checkpoint)
@@ -267,11 +273,13 @@ def solve(
         start = SolverState(0, f0, g0 if g0 is not None else np.zeros(problem.b.shape), 0)
         if resumed is not None:
             start = SolverState(resumed.stage, f0, resumed.g, resumed.n_iter, resumed.history)
+        elif levels and init is not None:
+            note = "off: the solve starts from the given potentials (init)"
         elif levels:                     # the early stages on the clusters, then the points
             coarse, runs = coarse_to_fine(levels, schedule, problem,
                                           lambda lv, sch, st: _solve_level(lv, sch, st, config))
             start = start if coarse is None else coarse
-            note = _levels_note(runs, len(levels))
+            note = f"{len(runs)} of {len(levels)} cluster levels used, coarsest first"
         hooks = [progress_hook(progress), user]
         if checkpoint is not None:
             hooks.append(Checkpointer(checkpoint, checkpoint_every, schedule, fp,
@@ -312,29 +320,29 @@ def _open_steps(
     return place, stage_steps(session, problem, place.dtype, theta, config.verify, sparse)
 
 
-def _hierarchy(src: CostSource, order: Order | None, problem: Problem, config: SinkhornConfig,
-               warm: bool) -> tuple[tuple[Level, ...] | None, str]:
+def _relative(session: Session, src: CostSource, stats: CostStats, problem: Problem,
+              rule: str | None, factor: float) -> tuple[Problem, str]:
+    """The problem at a relative eps (:func:`~bigsink.solver.loop.relative_eps`: one pass)
+    and how it was set; unchanged, and "", for an absolute eps."""
+    if rule is None:
+        return problem, ""
+    value, relative = relative_eps(session, src, stats, rule, factor)
+    return dataclasses.replace(problem, eps=value), relative
+
+
+def _hierarchy(src: CostSource, order: Order | None, problem: Problem, config: SinkhornConfig
+               ) -> tuple[tuple[Level, ...] | None, str]:
     """The multiscale levels of the solve (:func:`~bigsink.solver.multiscale.hierarchy`),
     or None when it runs without, and a note on why (empty when multiscale was not asked
-    for and does not apply)."""
+    for and does not apply). With levels, the cost's range comes from the clouds' boxes
+    (whether or not a resumed or warm-started solve runs them: a checkpoint records it)."""
     if order is None or config.multiscale is False or (
             config.multiscale is None and config.truncate is False):
         return None, ""
-    if warm:
-        return None, "off: the solve starts from given or checkpointed potentials"
     if not order.nested or not isinstance(src, PointCloudCost):
         return None, (f"off: the cost's blocks {src.grid.block_shape} are not powers of "
                       f"{FANOUT} points, so clusters would not be compact")
     return hierarchy(src, problem), ""
-
-
-def _levels_note(runs: tuple[LevelRun, ...], built: int) -> str:
-    """The result's multiscale note (:attr:`SinkhornResult.multiscale`)."""
-    if not runs:
-        return (f"on, but none of the {built} cluster levels fits an eps stage: their "
-                "clusters are too wide against eps (typical of high dimensions); solved on "
-                "the points only")
-    return f"{len(runs)} of {built} cluster levels used, coarsest first"
 
 
 def _solve_level(level: Level, schedule: Sequence[float], start: SolverState,

@@ -49,8 +49,9 @@ def test_multiscale_and_points_only_solves_agree(d: int, metric: str, p: float,
         assert multi.levels and multi.levels[-1].points[0] < x.shape[0]
         assert multi.eps_stages[0] in multi.levels[0].eps_stages
         assert "cluster levels used" in multi.multiscale
-    else:
-        assert multi.multiscale                 # used or not, the result says which
+    else:                                # used, or why not; then C was scanned as without
+        assert multi.levels or ("none of the" in multi.multiscale
+                                and "never scanned" not in multi.placement)
     assert plain.levels == () and plain.multiscale == ""
 
 
@@ -195,13 +196,28 @@ def test_multiscale_arguments_and_where_it_does_not_apply(tmp_path: Path) -> Non
     r = bigsink.solve(odd, a, b, eps=1e-2, multiscale=True, progress=False)
     assert r.levels == () and "not powers of 16" in r.multiscale
     cloud = PointCloudCost(x, y, scale=2.0)
-    first = bigsink.solve(cloud, a, b, eps=1e-2, progress=False, multiscale=True)
-    warm = bigsink.solve(cloud, a, b, eps=1e-2, progress=False, multiscale=True,
-                         init=(first.f, first.g))
-    assert warm.levels == () and "starts from given" in warm.multiscale
+    kw: dict[str, Any] = dict(eps=2e-3, eps_scaling=True, progress=False, multiscale=True)
+    staged = bigsink.solve(cloud, a, b, **kw)
+    warm = bigsink.solve(cloud, a, b, init=(staged.f, staged.g), **kw)
+    assert warm.levels == () and "starts from the given potentials" in warm.multiscale
+    single = bigsink.solve(cloud, a, b, eps=1e-2, progress=False, multiscale=True)
+    assert single.levels == () and "none of the 1 cluster levels fits" in single.multiscale
     # the summary names the levels, and a saved result keeps them
-    staged = bigsink.solve(cloud, a, b, eps=2e-3, eps_scaling=True, progress=False,
-                           multiscale=True)
     assert staged.levels and "clusters: eps" in staged.summary()
     back = bigsink.load_result(staged.save(tmp_path / "r.zarr"))
     assert back.levels == staged.levels and back.multiscale == staged.multiscale
+
+
+def test_a_multiscale_solve_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    x, y, a, b = _clouds(2, 600, 500, seed=8)
+    cost = PointCloudCost(x, y, scale=2.0)
+    kw: dict[str, Any] = dict(eps=1e-3, eps_scaling=True, tol=1e-7, progress=False,
+                              multiscale=True, checkpoint=tmp_path / "ck", checkpoint_every=5)
+    with pytest.warns(bigsink.ConvergenceWarning):
+        stopped = bigsink.solve(cost, a, b, max_iter=40, **kw)      # the points' stages cut
+    assert stopped.levels and not stopped.converged
+    resumed = bigsink.solve(cost, a, b, resume=True, **kw)        # the same cost range
+    whole = bigsink.solve(cost, a, b, eps=1e-3, eps_scaling=True, tol=1e-7, progress=False,
+                          multiscale=True)
+    assert resumed.converged and resumed.levels == ()          # the clusters ran before
+    np.testing.assert_allclose(resumed.transport_cost, whole.transport_cost, rtol=1e-6)
