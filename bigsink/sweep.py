@@ -24,6 +24,7 @@ pair reaches ``tol``, so its other pairs are only ever more converged).
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import warnings
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ._fs import atomic_path, check_target, local_path
+from ._net import ray_address
 from ._progress import progress_bar
 from ._xp import import_cupy, to_numpy
 from .costs import CostSource, DenseCost, as_cost
@@ -393,9 +395,12 @@ def sweep(
         max_iter: iteration budget per solve.
         batch_size: pairs solved together per task (K columns per pass over C); default
             enough batches to keep every CPU busy twice over, at most 64 pairs each.
-        address: join this Ray cluster (``"host:port"`` or ``"auto"``) when Ray is not yet
+        address: join this Ray cluster (``"host:port"``, ``"auto"`` or ``"ray://host:port"``,
+            as ``ray.init`` takes it; default ``RAY_ADDRESS`` if set) when Ray is not yet
             initialised in this process (an initialised session is always used as it is);
-            without it a new local instance starts. Whatever the sweep started or joined it
+            without either a new local instance starts. A ``host:port`` is checked first
+            (malformed, nothing listening, or a dashboard's web port: an InputError in
+            seconds, where Ray would retry for minutes). Whatever the sweep started or joined it
             shuts down (disconnects) at the end; a cluster it joined keeps running.
         num_cpus: CPUs of a new local Ray instance (default: all).
         num_gpus: run on this many GPUs through one long-lived actor per GPU, each holding the
@@ -450,10 +455,12 @@ def sweep(
 
     started = not ray.is_initialized()
     if started:
+        address = ray_address("address", address)   # refused or probed before Ray dials
         if address is not None:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
     store: _PotentialStore | None = None
     try:
         with ExitStack() as outputs:

@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bigsink"
 
 #: The wings, lowest first: a module may import its own level and the levels below it.
 LEVELS: tuple[tuple[str, ...], ...] = (
-    ("bigsink.errors", "bigsink._xp", "bigsink._fs", "bigsink._version", "bigsink._progress",
+    ("bigsink.errors", "bigsink._xp", "bigsink._fs", "bigsink._net", "bigsink._version",
+     "bigsink._progress",
      "bigsink.scratch", "bigsink.problem"),
     ("bigsink.costs",),
     ("bigsink.kernels",),

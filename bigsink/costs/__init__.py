@@ -11,8 +11,12 @@ wing imports the kernels, the executors or the solver.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import numpy as np
+
+from ..errors import InputError
 from .base import (
     BlockGrid,
     ColumnStrip,
@@ -45,4 +49,26 @@ def as_cost(cost: Any) -> CostSource:
         return cost
     if isinstance(cost, str | bytes) or hasattr(cost, "__fspath__"):
         return ZarrCost(cost)
+    if hasattr(cost, "__dask_graph__") and hasattr(cost, "compute"):
+        return _computed(cost)
     return DenseCost(cost)
+
+
+#: A lazy (dask.array) cost is computed once when it takes at most this share of memory.
+LAZY_SHARE = 0.25
+
+
+def _computed(cost: Any) -> DenseCost:
+    """A lazy array (``dask.array``) computed once into memory, in its own chunks as blocks
+    (its graph would otherwise be recomputed for every strip of every pass); an InputError
+    when it would not fit."""
+    nbytes = int(getattr(cost, "nbytes", 0))
+    room = LAZY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if nbytes > room:
+        raise InputError(
+            f"cost: a lazy (dask) array of {nbytes / 2**30:.1f} GiB is more than a quarter "
+            "of this machine's memory; write it to a Zarr store (cost.to_zarr(path), or "
+            "bigsink.write_cost for point clouds) and pass the path: stores are streamed.")
+    chunks = getattr(cost, "chunksize", None)
+    block = (int(chunks[0]), int(chunks[1])) if chunks is not None and len(chunks) == 2 else None
+    return DenseCost(np.asarray(cost.compute()), block_shape=block)

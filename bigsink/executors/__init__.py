@@ -11,6 +11,7 @@ Dask cluster (the only module that imports Dask).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .base import Executor, Session, StripJob, strip_rows
@@ -25,9 +26,13 @@ __all__ = [
 def make_executor(executor: Any = None, client: Any = None) -> Executor:
     """The executor for ``solve(executor=..., client=...)``.
 
-    ``client`` (a ``distributed.Client`` or a scheduler address) selects the Dask executor;
-    otherwise ``executor`` may be an :class:`Executor`, ``"local"`` or ``None`` (local).
+    ``client`` (a ``distributed.Client``, a cluster object or a scheduler address) selects
+    the Dask executor; otherwise ``executor`` may be an :class:`Executor`, ``"local"`` or
+    ``None``: local, unless the environment names a scheduler (``DASK_SCHEDULER_ADDRESS``,
+    as a dask-operator ``DaskJob`` sets it), which is then used (and must answer).
     """
+    if client is None and executor is None:
+        client = os.environ.get("DASK_SCHEDULER_ADDRESS") or None
     if client is not None:
         from .dask import DaskExecutor
 

@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from .._net import dask_address, probe
 from .._xp import like, to_numpy
 from ..costs import CostSource, DenseCost, read_strip, reads_store, strip_module
 from ..errors import InputError
@@ -394,8 +395,9 @@ class DaskExecutor:
     """Run strips as tasks on a Dask cluster.
 
     Args:
-        client: a ``distributed.Client``, or a scheduler address (``"tcp://host:8786"``) to
-            connect to for the length of each solve.
+        client: a ``distributed.Client``, a cluster object (``LocalCluster``, ...), or a
+            scheduler address (``"tcp://host:8786"``) to connect to for the length of each
+            solve (checked first, see :func:`connect`).
         mode: "auto" (resident when C takes less than half of the workers' total memory
             limit, else streaming), "resident" or "streaming"; see the module docstring.
         strip_bytes: memory of one strip task's kernel temporaries, which sets the rows per
@@ -418,10 +420,11 @@ class DaskExecutor:
             raise InputError(
                 f"strip_bytes must be a positive number of bytes or None; got {strip_bytes!r}."
             )
-        if not isinstance(client, str | bytes) and not hasattr(client, "submit"):
+        if not isinstance(client, str | bytes) and not (
+                hasattr(client, "submit") or hasattr(client, "scheduler_address")):
             raise InputError(
-                f"client must be a distributed.Client or a scheduler address string; got "
-                f"{type(client).__name__}."
+                f"client must be a distributed.Client, a cluster (e.g. LocalCluster) or a "
+                f"scheduler address string; got {type(client).__name__}."
             )
         self.client = client.decode() if isinstance(client, bytes) else client
         self.mode = mode
@@ -484,22 +487,33 @@ class DaskExecutor:
 
 
 def connect(client: Any, timeout: float = CONNECT_TIMEOUT_S) -> tuple[Any, bool]:
-    """``(Client, owned)`` from a ``distributed.Client`` or a scheduler address.
+    """``(Client, owned)`` from a ``distributed.Client``, a cluster object (anything with a
+    ``scheduler_address``: ``LocalCluster``, a dask-jobqueue or dask-kubernetes cluster) or
+    a scheduler address.
 
-    ``owned`` is True when this call opened the connection (the caller closes it). An address
-    that does not answer within ``timeout`` seconds is an InputError.
+    ``owned`` is True when this call opened the connection (the caller closes it). An
+    address is checked first (:mod:`bigsink._net`: malformed, nothing listening, or a web
+    server such as the dashboard: an InputError in seconds, where a ``Client`` would wait
+    forever); one that then does not answer within ``timeout`` seconds is an InputError.
     """
     from distributed import Client
 
     if isinstance(client, Client):
         return client, False
+    if hasattr(client, "scheduler_address"):                     # a cluster object
+        return Client(client, timeout=timeout, set_as_default=False), True
     if not isinstance(client, str):
         raise InputError(
-            f"client must be a distributed.Client or a scheduler address such as "
-            f"'tcp://127.0.0.1:8786'; got {client!r}."
+            f"client must be a distributed.Client, a cluster (e.g. LocalCluster) or a "
+            f"scheduler address such as 'tcp://127.0.0.1:8786'; got {client!r}."
         )
+    address = dask_address("client", client)
+    if address.scheme == "tcp":
+        probe("client", address, "a Dask scheduler", "dask scheduler",
+              "the dashboard (usually :8787)? The scheduler usually listens on :8786",
+              timeout=timeout)
     try:
-        return Client(client, timeout=timeout, set_as_default=False), True
+        return Client(str(address), timeout=timeout, set_as_default=False), True
     except (OSError, TimeoutError) as exc:
         raise InputError(
             f"client: could not reach a Dask scheduler at {client!r} within {timeout:g} s "

@@ -316,6 +316,16 @@ def test_streamed_strips_of_a_computed_cost_cannot_hold_a_kernel(dask_client: An
     assert r.converged                              # auto: the log domain
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie does not)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _rss() -> int:
     import psutil
 
@@ -350,25 +360,33 @@ def test_worker_killed_mid_solve(tmp_path: Path, mode: str, scaling: bool) -> No
         pids = client.run(os.getpid)
         ck = tmp_path / "ck"
         out: dict[str, Any] = {}
+        paused, resume = threading.Event(), threading.Event()
+
+        def hold(n_iter: int, err: float) -> None:
+            """Pause the solve after iteration 6 (a checkpoint exists) until the kill."""
+            if n_iter == 6:
+                paused.set()
+                resume.wait(60)
 
         def run() -> None:
             try:
                 with warnings.catch_warnings(record=True) as seen:
                     warnings.simplefilter("always")
                     out["r"] = bigsink.solve(path, a, b, executor=ex, checkpoint=ck,
-                                             checkpoint_every=5, **kw)
+                                             checkpoint_every=5, callback=hold, **kw)
                 out["warnings"] = [str(w.message) for w in seen]
             except BaseException as exc:  # reported below
                 out["err"] = exc
 
         th = threading.Thread(target=run)
         th.start()
-        deadline = time.monotonic() + calm_s
-        while not checkpoint_exists(ck) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        assert paused.wait(60 + calm_s) and checkpoint_exists(ck)
         victim = sorted(pids.values())[0]
-        os.kill(victim, signal.SIGKILL)                       # mid-solve: after iteration 5
+        os.kill(victim, signal.SIGKILL)                       # mid-solve: after iteration 6
         killed_at = time.monotonic()
+        while _alive(victim) and time.monotonic() < killed_at + 30:
+            time.sleep(0.05)                                  # gone before the solve goes on
+        resume.set()
         th.join(timeout=120)
         assert not th.is_alive()
         assert "err" not in out, out.get("err")
@@ -536,3 +554,44 @@ def test_point_cloud_strips_travel_as_points(dask_client: Any) -> None:
             np.testing.assert_allclose(res.f, local.f, rtol=1e-8, atol=1e-10)
             if resident is False:
                 assert res.placement.startswith("recompute")
+
+
+def test_client_takes_a_cluster_object_and_the_environment_names_a_scheduler(
+    dask_client: Any, reference: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bigsink.executors import LocalExecutor, make_executor
+
+    C, a, b = problem()
+    kw: dict[str, Any] = dict(eps=EPS, tol=TOL, eps_scaling=False, progress=False)
+    assert_same(bigsink.solve(C, a, b, client=dask_client.cluster, **kw), reference)
+    address = dask_client.scheduler.address
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)     # as a DaskJob sets it
+    chosen = make_executor()
+    assert isinstance(chosen, DaskExecutor) and chosen.client == address
+    assert isinstance(make_executor("local"), LocalExecutor)   # asked for: local
+    assert_same(bigsink.solve(C, a, b, **kw), reference)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", nowhere)      # an error, not a local solve
+    with pytest.raises(InputError, match="nothing accepts connections"):
+        bigsink.solve(C, a, b, **kw)
+
+
+def test_a_dask_array_cost_is_computed_once(reference: Any) -> None:
+    import dask.array as da
+
+    from bigsink.costs import DenseCost, as_cost
+
+    C, a, b = problem()
+    lazy = da.from_array(C, chunks=(C.shape[0] // 4, C.shape[1]))
+    src = as_cost(lazy)
+    assert isinstance(src, DenseCost) and src.grid.block_shape == (C.shape[0] // 4, C.shape[1])
+    kw: dict[str, Any] = dict(eps=EPS, tol=TOL, eps_scaling=False, progress=False)
+    t0 = time.perf_counter()
+    plain = bigsink.solve(C, a, b, **kw)
+    t_plain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    r = bigsink.solve(lazy, a, b, **kw)
+    assert time.perf_counter() - t0 < 5 * t_plain + 1.0
+    assert_same(r, reference) and plain.converged
