@@ -233,10 +233,11 @@ def solve(
     if order is not None:
         problem = order.problem(user_problem)
         f0, g0 = order.potentials(f0, g0)
+    levels, note = _hierarchy(src, order, problem, config)   # (from the host's points)
+    host = src
     if device is not None:
         src = on_device(src, device_namespace(device))
     resumed, fp = checkpoint_arguments(checkpoint, checkpoint_every, resume, problem)
-    levels, note = _hierarchy(src, order, problem, config)
     user = user_hook(callback)
     session = make_executor(executor, client).open(src, problem.K)
     runs: tuple[LevelRun, ...] = ()
@@ -244,8 +245,8 @@ def solve(
         scan_seconds: float | None = None
         relative = ""
         if levels is not None:                 # a cloud's range from its boxes: no pass
-            assert isinstance(src, PointCloudCost)
-            stats = CostStats(*src.cost_range(), 0, -1)
+            assert isinstance(host, PointCloudCost)
+            stats = CostStats(*host.cost_range(), 0, -1)
             problem, relative = _relative(session, src, stats, problem, eps_rule, eps_value)
             cold = config.schedule(problem.eps, stats.spread, False)
             if assign(levels, cold)[0] is None:     # no level serves a stage: as without
