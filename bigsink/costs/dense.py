@@ -34,7 +34,12 @@ class DenseCost:
             )
         if C.shape[0] == 0 or C.shape[1] == 0:
             raise InputError(f"cost: the matrix is empty (shape {tuple(C.shape)}).")
-        if not np.issubdtype(np.dtype(str(C.dtype).split(".")[-1]), np.floating):
+        kind = np.dtype(str(C.dtype).split(".")[-1])
+        if np.issubdtype(kind, np.complexfloating):
+            raise InputError(
+                f"cost: the matrix is complex ({kind}); a transport cost is real. Pass "
+                "C.real (or abs(C)) explicitly if that is the cost you mean.")
+        if not np.issubdtype(kind, np.floating):
             C = C.astype("float64") if hasattr(C, "astype") else np.asarray(C, float)
         self._C = C
         shape = (int(C.shape[0]), int(C.shape[1]))

@@ -41,7 +41,15 @@ from .config import (
 from .finish import finish
 from .hooks import chain, user_hook
 from .hooks import progress as progress_hook
-from .loop import CostStats, SolverState, iterate, relative_eps, scan, translate
+from .loop import (
+    CostStats,
+    SolverState,
+    check_resolution,
+    iterate,
+    relative_eps,
+    scan,
+    translate,
+)
 from .multiscale import FANOUT, Level, assign, coarse_to_fine, hierarchy
 from .order import Order, spatial_layout
 from .steps import Evaluation, StepFactory, evaluate, stage_steps
@@ -261,6 +269,7 @@ def solve(
             if not relative:
                 problem, relative = _relative(session, src, stats, problem, eps_rule,
                                               eps_value)
+        check_resolution(problem.eps, stats, np.dtype(src.dtype))
         schedule = config.schedule(problem.eps, stats.spread, init is not None)
         if resumed is not None:
             check_cost_range(resumed, (stats.lo, stats.hi), checkpoint)

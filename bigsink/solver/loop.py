@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,8 @@ from ..problem import Problem, log0
 from .config import STAGE_TOL, SinkhornConfig
 from .steps import Evaluation, Step, StepFactory, evaluate
 
-__all__ = ["CostStats", "Relaxation", "SolverState", "iterate", "relative_eps", "row_error",
-           "scan", "translate"]
+__all__ = ["CostStats", "Relaxation", "SolverState", "check_resolution", "iterate",
+           "relative_eps", "row_error", "scan", "translate"]
 
 #: Iterations per window of the over-relaxation's rate estimate (:class:`Relaxation`).
 RELAX_WINDOW = 8
@@ -95,6 +96,21 @@ def scan(session: Session, cost: CostSource) -> CostStats:
             f"(a large finite value forbids a pair).{lost}"
         )
     return CostStats(lo, hi, n_bad, first)
+
+
+def check_resolution(eps: float, stats: CostStats, dtype: np.dtype[Any]) -> None:
+    """InputError when ``eps`` is at most one unit of rounding of the cost's largest entry
+    (``max |C|`` times the dtype's epsilon): ``(f + g - C) / eps`` would then move by more
+    than 1 from the rounding of C alone, so the plan would be noise, and eps-scaling cannot
+    help."""
+    top = max(abs(stats.lo), abs(stats.hi))
+    ulp = top * float(np.finfo(dtype).eps)
+    if eps <= ulp:
+        raise InputError(
+            f"eps={eps:g} is below what {np.dtype(dtype).name} resolves on this cost: its "
+            f"entries reach {top:g}, rounded to about {ulp:.2g}, so the plan "
+            f"exp(-C/eps) would be rounding noise. Use eps well above {ulp:.2g} (or "
+            f"shift or rescale C).")
 
 
 def relative_eps(

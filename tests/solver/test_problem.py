@@ -108,3 +108,27 @@ def test_a_bool_is_not_a_number_here() -> None:
     for kw in ({"eps": True}, {"eps": 0.1, "tol": True}, {"eps": 0.1, "rho": np.True_}):
         with pytest.raises(bigsink.InputError, match="positive number; got"):
             bigsink.solve(C, progress=False, **kw)
+
+
+def test_an_eps_below_the_costs_resolution_is_refused_up_front() -> None:
+    """eps=1e-12 on costs of 1e6 ran 20 stages into a plan of rounding noise (issue 24,
+    item 11): refused, naming both numbers."""
+    rng = np.random.default_rng(1)
+    C = 1e6 * rng.random((30, 20))
+    calls: list[int] = []
+    with pytest.raises(bigsink.InputError,
+                       match=r"eps=1e-12 is below.*reach 99\d+, rounded to about 2.2e-10"):
+        bigsink.solve(C, eps=1e-12, progress=False, callback=lambda i, e: calls.append(i))
+    assert calls == []                                   # before any iteration
+    for dtype, eps in (("float32", 1e-2), ("float64", 1e-8)):  # above a few ulps: solved
+        r = bigsink.solve((C / 1e6).astype(dtype), eps=eps, progress=False, max_iter=5)
+        assert np.isfinite(r.transport_cost)
+    with pytest.raises(bigsink.InputError, match="float32 resolves"):
+        bigsink.solve((C / 1e6).astype("float32"), eps=1e-8, progress=False)
+
+
+def test_a_complex_cost_is_refused() -> None:
+    """A complex cost was solved on its real part (issue 24, item 12)."""
+    C = np.random.default_rng(2).random((6, 5)) * (1 + 1j)
+    with pytest.raises(bigsink.InputError, match=r"complex.*C\.real"):
+        bigsink.solve(C, eps=0.1, progress=False)
