@@ -10,7 +10,13 @@ Quick start::
 from ._version import __version__
 from .assign import assign
 from .costs import BlockGrid, CostSource, DenseCost, PointCloudCost, ZarrCost
-from .errors import ConvergenceWarning, InputError, NumericalError, PrecisionWarning
+from .errors import (
+    ClusterError,
+    ConvergenceWarning,
+    InputError,
+    NumericalError,
+    PrecisionWarning,
+)
 from .io import write_cost
 from .plans import PlanMarginals, TopK, plan_marginals, plan_topk, write_plan
 from .result import History, MarginalError, SinkhornResult, load_result
@@ -26,6 +32,7 @@ from .toolbox import (
 
 __all__ = [
     "BlockGrid",
+    "ClusterError",
     "ConvergenceWarning",
     "CostSource",
     "DenseCost",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["ConvergenceWarning", "InputError", "NumericalError", "PrecisionWarning"]
+__all__ = ["ClusterError", "ConvergenceWarning", "InputError", "NumericalError",
+           "PrecisionWarning"]
 
 
 class InputError(ValueError):
@@ -13,6 +14,11 @@ class InputError(ValueError):
 class NumericalError(RuntimeError):
     """A solve produced non-finite potentials or a plan whose mass vanished. bigsink raises
     this instead of returning such a result."""
+
+
+class ClusterError(RuntimeError):
+    """The cluster a solve ran on was lost mid-solve (its Dask scheduler). The message names
+    it and how to go on: start it again and resume from the checkpoint."""
 
 
 class ConvergenceWarning(UserWarning):

@@ -61,7 +61,7 @@ import numpy as np
 from .._net import dask_address, probe
 from .._xp import like, to_numpy
 from ..costs import CostSource, DenseCost, read_strip, reads_store, strip_module
-from ..errors import InputError
+from ..errors import ClusterError, InputError
 from ..kernels import tree_reduce
 from ..scratch import scratch_room
 from .base import Held, HeldLost, StripJob, apply_kernel, strip_rows
@@ -217,6 +217,7 @@ class DaskSession:
         slots: list[str] | None = None, workers: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.client = client
+        self._address = str(client.scheduler.address)
         self.cost = cost
         self.strips = strips
         self.chunk_rows = chunk_rows
@@ -377,7 +378,16 @@ class DaskSession:
                                  retries=self.retries, key=(f"{prefix}-merge", next(counter)))
 
         root = tree_reduce(parts, merge)
-        rows, partial = root.result()
+        try:
+            rows, partial = root.result()
+        except Exception as exc:
+            if client.status != "running":          # the scheduler is gone, not a task
+                raise ClusterError(
+                    f"lost the Dask scheduler at {self._address} mid-solve "
+                    f"({type(exc).__name__}). Start it (and its workers) again and rerun "
+                    "with the same checkpoint and resume=True (CLI: --checkpoint PATH "
+                    "--resume) to go on from the last checkpoint.") from exc
+            raise
         return rows, partial
 
     def close(self) -> None:

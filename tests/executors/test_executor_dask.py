@@ -4,6 +4,7 @@ counts in streaming mode, an out-of-core solve within the workers' memory limits
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -87,11 +88,11 @@ def zarr_costs(tmp_path_factory: Any) -> dict[tuple[int, int], str]:
     return {ch: write_zarr(root / f"C_{ch[0]}_{ch[1]}.zarr", C, ch) for ch in CHUNKINGS}
 
 
-@pytest.fixture(scope="module")
-def subprocess_cluster(tmp_path_factory: Any) -> Iterator[str]:
-    """`dask scheduler` + two `dask worker` processes on 127.0.0.1; yields the address."""
+@contextlib.contextmanager
+def dask_processes(tmp: Path, workers: int = 2) -> Iterator[tuple[str, list[Any]]]:
+    """`dask scheduler` + ``workers`` `dask worker` processes on 127.0.0.1; yields the
+    address and the processes (the scheduler first)."""
     bindir = Path(sys.executable).parent
-    tmp = tmp_path_factory.mktemp("cluster")
     sfile = tmp / "scheduler.json"
     env = {**os.environ, "PYTHONPATH": str(Path(bigsink.__file__).parent.parent)}
     procs = [subprocess.Popen(
@@ -103,7 +104,7 @@ def subprocess_cluster(tmp_path_factory: Any) -> Iterator[str]:
         while not sfile.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         address = json.loads(sfile.read_text())["address"]
-        for _ in range(2):
+        for _ in range(workers):
             procs.append(subprocess.Popen(
                 [str(bindir / "dask"), "worker", address, "--nthreads", "1",
                  "--memory-limit", "1GiB", "--no-dashboard", "--host", "127.0.0.1",
@@ -112,8 +113,8 @@ def subprocess_cluster(tmp_path_factory: Any) -> Iterator[str]:
         from distributed import Client
 
         with Client(address, timeout=30) as c:
-            c.wait_for_workers(2, timeout=60)
-        yield address
+            c.wait_for_workers(workers, timeout=60)
+        yield address, procs
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -122,6 +123,13 @@ def subprocess_cluster(tmp_path_factory: Any) -> Iterator[str]:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@pytest.fixture(scope="module")
+def subprocess_cluster(tmp_path_factory: Any) -> Iterator[str]:
+    """`dask scheduler` + two `dask worker` processes on 127.0.0.1; yields the address."""
+    with dask_processes(tmp_path_factory.mktemp("cluster")) as (address, _):
+        yield address
 
 
 @pytest.mark.parametrize("mode", ["resident", "streaming"])
@@ -595,3 +603,39 @@ def test_a_dask_array_cost_is_computed_once(reference: Any) -> None:
     r = bigsink.solve(lazy, a, b, **kw)
     assert time.perf_counter() - t0 < 5 * t_plain + 1.0
     assert_same(r, reference) and plain.converged
+
+
+def test_a_lost_scheduler_is_named_with_the_way_on(tmp_path: Path) -> None:
+    """The scheduler killed mid-solve: a ClusterError naming it and the checkpoint, not
+    "FutureCancelledError ... reason: unknown" (issue 24, item 10)."""
+    C, a, b = problem()
+    paused, resume = threading.Event(), threading.Event()
+    out: dict[str, Any] = {}
+
+    def hold(n_iter: int, err: float) -> None:
+        if n_iter == 3:
+            paused.set()
+            resume.wait(60)
+
+    with dask_processes(tmp_path, workers=1) as (address, procs):
+        def run() -> None:
+            try:
+                bigsink.solve(C, a, b, eps=EPS, tol=1e-12, eps_scaling=False, progress=False,
+                              client=address, resident_kernel=False, callback=hold,
+                              checkpoint=tmp_path / "ck", checkpoint_every=1)
+            except BaseException as exc:  # reported below
+                out["err"] = exc
+
+        th = threading.Thread(target=run)
+        th.start()
+        assert paused.wait(120)
+        procs[0].kill()                                      # the scheduler
+        procs[0].wait(timeout=20)
+        t0 = time.monotonic()
+        resume.set()
+        th.join(timeout=120)
+    assert not th.is_alive()
+    err = out.get("err")
+    assert isinstance(err, bigsink.ClusterError), repr(err)
+    assert address in str(err) and "resume=True" in str(err)
+    assert time.monotonic() - t0 < 90
