@@ -5,22 +5,30 @@ renamed into place only once complete, so a crash or an error never leaves a par
 array or group at the requested path. Replacing a directory moves the old one aside first
 (``PATH.old-XXXX``, removed after the rename): for an instant neither is at ``PATH``, and a
 reader that finds nothing there can use :func:`old_copies` (checkpoints do). Outputs are
-local (a rename is atomic there; object stores have no such operation).
+local (a rename is atomic there; object stores have no such operation). Two writers of one
+path in this machine's processes (two solves sharing a checkpoint, two saves at once) take
+turns for the swap: a lock per destination (:func:`swap_lock`, a ``filelock`` in the temp
+directory, so nothing is left beside the output); the later one's output stays.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from filelock import FileLock
+
 from .errors import InputError
 
-__all__ = ["FORMAT", "atomic_path", "check_target", "local_path", "old_copies", "remove"]
+__all__ = ["FORMAT", "atomic_path", "check_target", "local_path", "old_copies", "remove",
+           "swap_lock"]
 
 #: Format marker stored in the attributes of every Zarr group or array bigsink writes.
 FORMAT = "bigsink"
@@ -84,18 +92,29 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = True) -> Iterato
     except BaseException:
         remove(tmp)
         raise
-    old = None
-    if os.path.lexists(target):
-        if not overwrite:
-            remove(tmp)
-            raise InputError(f"{target!r} appeared while it was being written; not replacing it.")
-        if (os.path.isdir(target) and not os.path.islink(target)) or os.path.isdir(tmp):
-            old = f"{target}.old-{tag}"
-            os.rename(target, old)
     try:
-        os.replace(tmp, target)
+        with swap_lock(target):
+            old = None
+            if os.path.lexists(target):
+                if not overwrite:
+                    raise InputError(
+                        f"{target!r} appeared while it was being written; not replacing it.")
+                if (os.path.isdir(target) and not os.path.islink(target)) or os.path.isdir(tmp):
+                    old = f"{target}.old-{tag}"
+                    os.rename(target, old)
+            os.replace(tmp, target)
     except BaseException:
         remove(tmp)
         raise
     if old is not None:
         remove(old)
+
+
+def swap_lock(target: str) -> FileLock:
+    """The lock that writers of ``target`` hold while they swap their output in: one file
+    per destination in ``tempfile.gettempdir()/bigsink-locks`` (named by a hash of the
+    path)."""
+    where = os.path.join(tempfile.gettempdir(), "bigsink-locks")
+    os.makedirs(where, exist_ok=True)
+    name = hashlib.sha1(target.encode()).hexdigest()
+    return FileLock(os.path.join(where, f"{name}.lock"))

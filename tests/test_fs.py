@@ -1,0 +1,65 @@
+"""The one atomic writer (bigsink._fs): concurrent writers of one path take turns, and
+nothing partial or temporary is left behind (issue 24, item 9)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+import bigsink
+from bigsink._fs import atomic_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_threads_replacing_one_directory_all_succeed(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    errors: list[BaseException] = []
+
+    def write(k: int) -> None:
+        try:
+            for _ in range(20):
+                with atomic_path(target) as tmp:
+                    os.mkdir(tmp)
+                    (Path(tmp) / "who").write_text(str(k))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert (target / "who").read_text() in {"0", "1", "2", "3"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]      # no tmp-, no old-
+
+
+def test_two_processes_saving_one_result_and_sharing_a_checkpoint(tmp_path: Path) -> None:
+    """Two processes: each solves with the same checkpoint directory and saves its result
+    to the same path (overwrite=True), twice; both finish, and a whole result is there."""
+    script = tmp_path / "w.py"
+    script.write_text(
+        "import sys, numpy as np, bigsink\n"
+        "C = np.random.default_rng(0).random((60, 50))\n"
+        "for _ in range(2):\n"
+        "    r = bigsink.solve(C, eps=0.05, progress=False, checkpoint=sys.argv[1],\n"
+        "                      checkpoint_every=1)\n"
+        "    r.save(sys.argv[2], overwrite=True)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "ck"),
+                               str(tmp_path / "r.zarr")], env=env, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    r = bigsink.load_result(tmp_path / "r.zarr")
+    C = np.random.default_rng(0).random((60, 50))
+    assert r.converged and r.transport_cost == bigsink.solve(C, eps=0.05,
+                                                             progress=False).transport_cost
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "r.zarr", "w.py"]
