@@ -79,7 +79,8 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = True) -> Iterato
     """Yield a temporary name next to ``path`` to write a file or directory under; when the
     block ends without an exception, move it to ``path``.
 
-    On an exception the temporary output is removed and nothing changes at ``path``. An
+    On an exception the temporary output is removed and nothing changes at ``path`` (an
+    OSError such as a full disk is raised again naming ``path``, not the temporary name). An
     existing ``path`` is replaced when ``overwrite`` (a file in one atomic rename; a
     directory is moved aside first and removed after), else InputError: it appeared while
     the output was being written.
@@ -89,6 +90,12 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = True) -> Iterato
     tmp = f"{target}.tmp-{tag}"
     try:
         yield tmp
+    except OSError as exc:             # a full disk, a size limit, no permission: say where
+        remove(tmp)
+        if exc.errno is None or target in str(exc):
+            raise
+        raise OSError(exc.errno, f"{os.strerror(exc.errno)} while writing {target!r} "
+                      "(nothing was written there)") from exc
     except BaseException:
         remove(tmp)
         raise

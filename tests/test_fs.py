@@ -63,3 +63,26 @@ def test_two_processes_saving_one_result_and_sharing_a_checkpoint(tmp_path: Path
     assert r.converged and r.transport_cost == bigsink.solve(C, eps=0.05,
                                                              progress=False).transport_cost
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "r.zarr", "w.py"]
+
+
+def test_a_full_disk_names_the_output_and_leaves_nothing(tmp_path: Path) -> None:
+    """A file-size limit (as a full disk): the error names the output the user asked for,
+    and neither it nor a temporary copy is left (issue 24, item 12)."""
+    script = tmp_path / "w.py"
+    script.write_text(
+        "import resource, signal, sys, numpy as np, bigsink\n"
+        "r = bigsink.solve(np.random.default_rng(0).random((400, 300)), eps=0.05,\n"
+        "                  progress=False)\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
+        "try:\n"
+        "    r.save(sys.argv[1])\n"
+        "except OSError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(3)\n")
+    out = tmp_path / "r.zarr"
+    p = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert p.returncode == 3, p.stderr
+    assert f"File too large while writing {str(out)!r}" in p.stdout, p.stdout
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["w.py"]
