@@ -132,3 +132,17 @@ def test_a_complex_cost_is_refused() -> None:
     C = np.random.default_rng(2).random((6, 5)) * (1 + 1j)
     with pytest.raises(bigsink.InputError, match=r"complex.*C\.real"):
         bigsink.solve(C, eps=0.1, progress=False)
+
+
+def test_potentials_are_minus_inf_only_where_the_weight_is_zero() -> None:
+    """What the README promises (issue 24, item 12): a -inf potential only for a 0 weight,
+    whose row of the plan is exactly 0; every other potential is finite."""
+    rng = np.random.default_rng(3)
+    C = rng.random((12, 9))
+    a = rng.random(12)
+    a[[2, 7]] = 0.0
+    r = bigsink.solve(C, a / a.sum(), eps=0.1, progress=False)
+    assert np.all(np.isneginf(r.f[[2, 7]])) and np.all(np.isfinite(np.delete(r.f, [2, 7])))
+    assert np.all(np.isfinite(r.g))
+    P = r.plan(C)
+    assert np.all(P[[2, 7]] == 0.0) and np.isfinite(P).all()
