@@ -67,12 +67,32 @@ from ..scratch import scratch_room
 from .base import Held, HeldLost, StripJob, apply_kernel, strip_rows
 
 __all__ = [
-    "CONNECT_TIMEOUT_S", "MODES", "DaskExecutor", "DaskSession", "connect", "local_cluster",
-    "plan_strip_rows", "run_items",
+    "CONNECT_TIMEOUT_S", "MODES", "DaskExecutor", "DaskSession", "config_seconds", "connect",
+    "local_cluster", "plan_strip_rows", "run_items",
 ]
 
-#: Seconds to wait for a scheduler given by address (and for its first worker).
+#: Seconds to wait for a scheduler given by address (and for its first worker), unless
+#: ``dask.config`` says otherwise (:func:`config_seconds`).
 CONNECT_TIMEOUT_S = 5.0
+
+
+def config_seconds(name: str, default: float) -> float:
+    """Seconds from ``dask.config``'s ``bigsink.<name>`` (a number, or a Dask duration such
+    as ``"30s"``; e.g. ``DASK_BIGSINK__WORKER_WAIT=2m`` in the environment), else
+    ``default``. Keys: ``connect-timeout`` (reaching a scheduler), ``worker-wait`` (its
+    first worker; default the connect timeout)."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    value = dask.config.get(f"bigsink.{name}", default)
+    try:
+        seconds = parse_timedelta(value, default="s")
+    except (TypeError, ValueError, KeyError):
+        seconds = None
+    if seconds is None or not seconds > 0:
+        raise InputError(f"dask.config bigsink.{name}: expected a positive duration such as "
+                         f"'10s'; got {value!r}.")
+    return float(seconds)
 
 #: What ``mode=`` accepts.
 MODES = ("auto", "resident", "streaming")
@@ -415,14 +435,17 @@ class DaskExecutor:
             per worker thread when resident (two streaming), their kernels run in chunks
             planned from the workers' memory limits (:func:`plan_strip_rows`). Strips are
             aligned to C's blocks.
-        connect_timeout: seconds to wait for the scheduler and its first worker.
+        connect_timeout: seconds to wait for the scheduler; None: ``dask.config``'s
+            ``bigsink.connect-timeout`` (default 5 s). The wait for its first worker is
+            ``bigsink.worker-wait`` (default: the connect timeout); see
+            :func:`config_seconds`.
         retries: re-runs of a task that raised (transient read errors); worker deaths are
             handled by the scheduler's lineage recomputation instead.
     """
 
     def __init__(
         self, client: Any, mode: str = "auto", strip_bytes: int | None = None,
-        connect_timeout: float = CONNECT_TIMEOUT_S, retries: int = 2,
+        connect_timeout: float | None = None, retries: int = 2,
     ) -> None:
         if mode not in MODES:
             raise InputError(f"mode must be one of {MODES}; got {mode!r}.")
@@ -439,7 +462,8 @@ class DaskExecutor:
         self.client = client.decode() if isinstance(client, bytes) else client
         self.mode = mode
         self.strip_bytes = strip_bytes
-        self.connect_timeout = float(connect_timeout)
+        self.connect_timeout = (config_seconds("connect-timeout", CONNECT_TIMEOUT_S)
+                                if connect_timeout is None else float(connect_timeout))
         self.retries = int(retries)
 
     def _connect(self) -> tuple[Any, bool]:
@@ -450,13 +474,14 @@ class DaskExecutor:
         """Bind to ``cost``: choose the mode and the strips, load resident strips."""
         client, owns = self._connect()
         try:
+            wait = config_seconds("worker-wait", self.connect_timeout)
             try:
-                client.wait_for_workers(1, timeout=self.connect_timeout)
+                client.wait_for_workers(1, timeout=wait)
             except (OSError, TimeoutError) as exc:
                 raise InputError(
                     f"client: the Dask scheduler at {client.scheduler.address!r} has no "
-                    f"workers (waited {self.connect_timeout:g} s). Start some with "
-                    "`dask worker <address>`."
+                    f"workers (waited {wait:g} s; dask.config bigsink.worker-wait sets the "
+                    "wait). Start some with `dask worker <address>`."
                 ) from exc
             workers = _workers(client)
             n, m = cost.shape
@@ -546,7 +571,7 @@ def run_items(
     """
     from distributed import as_completed
 
-    cl, owned = connect(client)
+    cl, owned = connect(client, config_seconds("connect-timeout", CONNECT_TIMEOUT_S))
     try:
         futures = [cl.submit(fn, item, pure=False) for item in items]
         index = {f.key: k for k, f in enumerate(futures)}

@@ -112,8 +112,9 @@ def dask_processes(tmp: Path, workers: int = 2) -> Iterator[tuple[str, list[Any]
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         from distributed import Client
 
-        with Client(address, timeout=30) as c:
-            c.wait_for_workers(workers, timeout=60)
+        if workers:
+            with Client(address, timeout=30) as c:
+                c.wait_for_workers(workers, timeout=60)
         yield address, procs
     finally:
         for p in reversed(procs):
@@ -639,3 +640,24 @@ def test_a_lost_scheduler_is_named_with_the_way_on(tmp_path: Path) -> None:
     assert isinstance(err, bigsink.ClusterError), repr(err)
     assert address in str(err) and "resume=True" in str(err)
     assert time.monotonic() - t0 < 90
+
+
+def test_the_waits_follow_dask_config(tmp_path: Path) -> None:
+    """``bigsink.worker-wait`` / ``bigsink.connect-timeout`` in dask.config set the waits
+    (a Job that starts before its workers can wait longer; issue 23)."""
+    from bigsink.executors.dask import config_seconds
+
+    assert config_seconds("worker-wait", 5.0) == 5.0
+    with dask.config.set({"bigsink.worker-wait": "2m", "bigsink.connect-timeout": 3}):
+        assert config_seconds("worker-wait", 5.0) == 120.0
+        assert DaskExecutor("tcp://127.0.0.1:8786").connect_timeout == 3.0
+    with dask.config.set({"bigsink.worker-wait": "soon"}), \
+            pytest.raises(InputError, match=r"bigsink\.worker-wait"):
+        config_seconds("worker-wait", 5.0)
+    C, a, b = problem()
+    with dask_processes(tmp_path, workers=0) as (address, _), \
+            dask.config.set({"bigsink.worker-wait": "1s"}):
+        t0 = time.monotonic()
+        with pytest.raises(InputError, match=r"has no workers \(waited 1 s"):
+            bigsink.solve(C, a, b, eps=EPS, client=address, progress=False)
+        assert time.monotonic() - t0 < 15
