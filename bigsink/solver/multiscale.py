@@ -200,7 +200,7 @@ def coarse_to_fine(
     prev: Level | None = None
     stage = 0
     while (k := plan[stage]) is not None:
-        stop = stage + len(_run_of(plan, stage))
+        stop = next(i for i in range(stage, len(plan)) if plan[i] != k)  # (last: None)
         level = levels[k]
         if state is None or prev is None:
             start = SolverState(stage, None, np.zeros(level.problem.b.shape), 0)
@@ -216,16 +216,6 @@ def coarse_to_fine(
         return None, ()
     f, g = _down(state, prev, problem, 1, schedule[stage - 1])
     return SolverState(stage, f, g, 0), tuple(done)
-
-
-def _run_of(plan: list[int | None], stage: int) -> list[int]:
-    """The stages from ``stage`` on the same level."""
-    out = []
-    for k in range(stage, len(plan)):
-        if plan[k] != plan[stage]:
-            break
-        out.append(k)
-    return out
 
 
 def _down(state: SolverState, coarse: Level, fine: Problem, fine_size: int, eps: float
