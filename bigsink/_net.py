@@ -41,10 +41,10 @@ class Address:
             f"{self.host}:{self.port}")
 
 
-def _split(name: str, value: str, example: str, scheme: str) -> Address:
+def _split(name: str, value: str, example: str) -> Address:
     """``host:port`` with an optional ``scheme://`` (InputError naming ``name``)."""
     text = value.strip()
-    parts = urlsplit(text if "://" in text else f"{scheme}://{text}")
+    parts = urlsplit(text if "://" in text else f"tcp://{text}")     # (a scheme to parse)
     try:
         port = parts.port
     except ValueError:
@@ -62,7 +62,7 @@ def dask_address(name: str, value: str) -> Address:
     if value.strip().lower().startswith(("http://", "https://")):
         raise InputError(f"{name}: {value!r} is a web URL (the dashboard's?); a Dask "
                          f"scheduler's address looks like {example!r}.")
-    address = _split(name, value, example, "tcp")
+    address = _split(name, value, example)
     return Address(address.scheme or "tcp", address.host, address.port)
 
 
@@ -76,7 +76,7 @@ def ray_address(name: str, value: str | None) -> str | None:
     if value.strip().lower().startswith(("http://", "https://")):
         raise InputError(f"{name}: {value!r} is a web URL (the Ray dashboard's?); a Ray "
                          "head's address looks like '127.0.0.1:6379'.")
-    address = _split(name, value, "127.0.0.1:6379", "tcp")
+    address = _split(name, value, "127.0.0.1:6379")
     if address.scheme:
         raise InputError(f"{name}: {value!r}: a Ray address is host:port, 'auto' or "
                          "ray://host:port.")

@@ -22,20 +22,24 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SCRATCH_MARGIN", "in_memory_fs", "kernel_budget", "release_pages",
-           "scratch_array", "scratch_room"]
+__all__ = ["SCRATCH_MARGIN", "in_memory_fs", "kernel_budget", "physical_memory",
+           "release_pages", "scratch_array", "scratch_room"]
 
 #: Free space a scratch kernel file leaves on its disk.
 SCRATCH_MARGIN = 1 << 30
 
 
+def physical_memory() -> int:
+    """This machine's physical memory in bytes (8 GiB where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
 def kernel_budget() -> int:
     """Bytes a resident kernel may take in memory: 40% of physical memory (at most 16 GiB)."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        total = 8 << 30
-    return int(min(0.4 * total, 16 << 30))
+    return int(min(0.4 * physical_memory(), 16 << 30))
 
 
 def in_memory_fs(path: str) -> bool:

@@ -9,10 +9,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -139,30 +137,22 @@ def test_unreachable_scheduler_solve(inputs: Path) -> None:
     assert not (inputs / "R").exists()
 
 
-def test_wrong_cluster_addresses_exit_2_within_seconds(inputs: Path) -> None:
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
+def test_wrong_cluster_addresses_exit_2_within_seconds(inputs: Path, http_port: int,
+                                                       free_port: int) -> None:
     np.save(inputs / "C.npy", np.ones((80, 60)))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)  # a "dashboard"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    web = f"tcp://127.0.0.1:{server.server_address[1]}"
-    try:
-        t0 = time.monotonic()
-        p = bigsink_cli("solve", "C.npy", "--eps", "0.1", "--out", "R", "--scheduler", web,
-                        cwd=inputs, timeout=30)
-        assert_clean_error(p, 2, web.removeprefix("tcp://"), "dashboard", ":8786")
-        assert time.monotonic() - t0 < 30
-    finally:
-        server.shutdown()
+    web = f"tcp://127.0.0.1:{http_port}"                               # a "dashboard"
+    t0 = time.monotonic()
+    p = bigsink_cli("solve", "C.npy", "--eps", "0.1", "--out", "R", "--scheduler", web,
+                    cwd=inputs, timeout=30)
+    assert_clean_error(p, 2, web.removeprefix("tcp://"), "dashboard", ":8786")
+    assert time.monotonic() - t0 < 30
     for bad in ("localhost", "tcp://127.0.0.1", "http://127.0.0.1:8787"):
         t0 = time.monotonic()
         p = bigsink_cli("solve", "C.npy", "--eps", "0.1", "--out", "R", "--scheduler", bad,
                         cwd=inputs, timeout=15)
         assert_clean_error(p, 2, repr(bad))
         assert time.monotonic() - t0 < 15
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        nowhere = f"127.0.0.1:{s.getsockname()[1]}"
+    nowhere = f"127.0.0.1:{free_port}"
     np.savez(inputs / "pairs.npz", a=np.full((1, 80), 1 / 80), b=np.full((1, 60), 1 / 60))
     t0 = time.monotonic()
     p = bigsink_cli("sweep", "C.npy", "--pairs", "pairs.npz", "--eps", "0.1", "--out", "s.csv",

@@ -4,32 +4,12 @@ named within seconds (a web server, nothing listening, a silent listener)."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from bigsink._net import Address, dask_address, probe, ray_address
 from bigsink.errors import InputError
-
-
-@pytest.fixture(scope="module")
-def http_port() -> Iterator[int]:
-    """A web server on 127.0.0.1 (what a dashboard port answers like)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield int(server.server_address[1])
-    server.shutdown()
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("bad", ["localhost", "tcp://127.0.0.1", "127.0.0.1:99999",
@@ -47,12 +27,12 @@ def test_dask_addresses_parse_and_a_dashboard_url_is_named() -> None:
 
 
 def test_probe_names_a_web_server_nothing_listening_and_a_silent_listener(
-        http_port: int) -> None:
+        http_port: int, free_port: int) -> None:
     t0 = time.monotonic()
     with pytest.raises(InputError, match=f"127.0.0.1:{http_port}: it answers HTTP.*dashb"):
         probe("client", Address("tcp", "127.0.0.1", http_port), "a Dask scheduler",
               "dask scheduler", "the dashboard (usually :8787)?")
-    port = closed_port()
+    port = free_port
     with pytest.raises(InputError, match=f"reach tcp://127.0.0.1:{port}: nothing accepts"):
         probe("client", Address("tcp", "127.0.0.1", port), "a Dask scheduler",
               "dask scheduler", "the dashboard?")
@@ -65,18 +45,18 @@ def test_probe_names_a_web_server_nothing_listening_and_a_silent_listener(
     assert time.monotonic() - t0 < 15
 
 
-def test_ray_addresses(http_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ray_addresses(http_port: int, free_port: int, monkeypatch: pytest.MonkeyPatch
+                       ) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert ray_address("address", None) is None
     assert ray_address("address", "auto") == "auto"
     assert ray_address("address", "ray://127.0.0.1:10001") == "ray://127.0.0.1:10001"
     with pytest.raises(InputError, match=r"nothing accepts connections.*ray start --head"):
-        ray_address("address", f"127.0.0.1:{closed_port()}")
+        ray_address("address", f"127.0.0.1:{free_port}")
     with pytest.raises(InputError, match=r"it answers HTTP.*Ray's dashboard"):
         ray_address("address", f"127.0.0.1:{http_port}")
     with pytest.raises(InputError, match="not a host:port"):
         ray_address("address", "127.0.0.1")
-    port = closed_port()
-    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")          # the environment's own
-    with pytest.raises(InputError, match=f"127.0.0.1:{port}"):
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port}")     # the environment's own
+    with pytest.raises(InputError, match=f"127.0.0.1:{free_port}"):
         ray_address("address", None)

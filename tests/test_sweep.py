@@ -8,7 +8,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -187,13 +186,7 @@ print(json.dumps({{"rows": len(res), "errors": len(res.errors),
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_sweep_on_ray_start_head(tmp_path: Path) -> None:
+def test_sweep_on_ray_start_head(tmp_path: Path, free_port: int) -> None:
     """The same 40 x 3 sweep joined to a `ray start --head` cluster with token auth.
 
     Head and driver share ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN``. The driver runs in
@@ -202,7 +195,7 @@ def test_sweep_on_ray_start_head(tmp_path: Path) -> None:
     """
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed")
-    port = _free_port()
+    port = free_port
     temp_dir = tempfile.mkdtemp(prefix="bsray", dir="/tmp")  # short: Ray's socket paths
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16),
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),

@@ -11,12 +11,12 @@ wing imports the kernels, the executors or the solver.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
+from ..scratch import physical_memory
 from .base import (
     BlockGrid,
     ColumnStrip,
@@ -63,7 +63,7 @@ def _computed(cost: Any) -> DenseCost:
     (its graph would otherwise be recomputed for every strip of every pass); an InputError
     when it would not fit."""
     nbytes = int(getattr(cost, "nbytes", 0))
-    room = LAZY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    room = LAZY_SHARE * physical_memory()
     if nbytes > room:
         raise InputError(
             f"cost: a lazy (dask) array of {nbytes / 2**30:.1f} GiB is more than a quarter "

@@ -219,12 +219,14 @@ def placement(
     fits = f"the {dtype} kernel ({size / 2**30:.2g} GiB) fits {where}"
     if not computed:
         return Placement("resident", fits, dtype)
-    if scan_seconds is None and not flag:
+    if scan_seconds is None:                  # nothing measured to compare with
+        if flag:
+            return Placement("resident", f"{fits}; resident_kernel=True", dtype)
         return Placement("recompute", "the cloud's costs are computed in every pass "
                          "(bounded from its boxes, never scanned)")
     threads = int(getattr(session, "threads", 1) or 1)
     read_ns = dtype.itemsize * read_seconds_per_byte(threads) * 1e9
-    recompute_ns = (scan_seconds or 0.0) / (n * m) * 1e9
+    recompute_ns = scan_seconds / (n * m) * 1e9
     compared = (f"reading it costs {read_ns:.2g} ns/element, recomputing the cloud's costs "
                 f"{recompute_ns:.2g} ns/element (measured)")
     if read_ns < recompute_ns or flag:

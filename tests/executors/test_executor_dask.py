@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -471,11 +470,8 @@ def test_out_of_core_streaming_within_memory_limit(tmp_path: Path) -> None:
     assert r.mass == pytest.approx(1.0, rel=1e-6)
 
 
-def test_unreachable_scheduler_is_a_clear_error_within_10s() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    address = f"tcp://127.0.0.1:{port}"
+def test_unreachable_scheduler_is_a_clear_error_within_10s(free_port: int) -> None:
+    address = f"tcp://127.0.0.1:{free_port}"
     t0 = time.monotonic()
     with pytest.raises(InputError, match=address):
         bigsink.solve(np.ones((3, 3)), eps=0.1, client=address, progress=False)
@@ -566,7 +562,7 @@ def test_point_cloud_strips_travel_as_points(dask_client: Any) -> None:
 
 
 def test_client_takes_a_cluster_object_and_the_environment_names_a_scheduler(
-    dask_client: Any, reference: Any, monkeypatch: pytest.MonkeyPatch
+    dask_client: Any, reference: Any, monkeypatch: pytest.MonkeyPatch, free_port: int
 ) -> None:
     from bigsink.executors import LocalExecutor, make_executor
 
@@ -579,9 +575,7 @@ def test_client_takes_a_cluster_object_and_the_environment_names_a_scheduler(
     assert isinstance(chosen, DaskExecutor) and chosen.client == address
     assert isinstance(make_executor("local"), LocalExecutor)   # asked for: local
     assert_same(bigsink.solve(C, a, b, **kw), reference)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        nowhere = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    nowhere = f"tcp://127.0.0.1:{free_port}"
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", nowhere)      # an error, not a local solve
     with pytest.raises(InputError, match="nothing accepts connections"):
         bigsink.solve(C, a, b, **kw)
