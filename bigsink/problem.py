@@ -6,6 +6,7 @@ Every check here runs before any pass over C, and every failure is an
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -15,12 +16,19 @@ import numpy as np
 from .errors import InputError
 
 __all__ = [
-    "RELATIVE_EPS", "Problem", "check_eps", "check_max_iter", "check_positive", "log0",
-    "make_problem", "parse_eps",
+    "MASS_RANGE", "RELATIVE_EPS", "UNBALANCED_MASS_RANGE", "Problem", "check_eps",
+    "check_max_iter", "check_positive", "log0", "make_problem", "parse_eps",
 ]
 
 #: Relative tolerance on ``|sum(a) - sum(b)|`` for a balanced problem.
 MASS_RTOL = 1e-6
+
+#: Total masses a solve accepts: from the least normal float64 (below it a sum loses
+#: precision) to 1e150, where ``sum(a) * sum(b)`` in the KL term of the objective (and an
+#: unbalanced plan, which scales up to the square of the mass) still fits in float64.
+MASS_RANGE = (float(np.finfo(np.float64).tiny), 1e150)
+#: The narrower range of an unbalanced problem, whose plan scales up to ``t**2`` either way.
+UNBALANCED_MASS_RANGE = (1e-150, 1e150)
 
 
 def check_positive(name: str, value: Any, *, allow_inf: bool = False) -> float:
@@ -156,6 +164,34 @@ class Problem:
         """Exponents ``rho / (rho + eps)`` of the f- and g-updates (1 when balanced)."""
         return tuple(1.0 if math.isinf(r) else r / (r + eps) for r in (self.rho_a, self.rho_b))  # type: ignore[return-value]
 
+    @property
+    def mass(self) -> np.ndarray:
+        """The scale ``t`` (K,) of the weights: ``sum(a)`` when balanced, else the geometric
+        mean of ``sum(a)`` and ``sum(b)``. ``tol`` and ``history.error`` are relative to it."""
+        sa, sb = self.a.sum(axis=0), self.b.sum(axis=0)
+        return sa if self.balanced else np.sqrt(sa) * np.sqrt(sb)
+
+    def normalised(self) -> Problem:
+        """The problem with weights ``a / t``, ``b / t`` (``t`` = :attr:`mass`): the solve
+        runs on these, so its numbers do not depend on the scale of the weights."""
+        t = self.mass
+        return dataclasses.replace(self, a=self.a / t, b=self.b / t)
+
+    def shifts(self, eps: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(s_f, s_g)`` (K,) each: the potentials of this problem at ``eps`` are those of
+        :meth:`normalised` plus these. From the update ``f = eps log a - tau_a eps LSE``:
+        scaling the weights by ``t`` adds ``L = eps log t`` to ``eps log a``, so the shifts
+        solve ``s_f = L - tau_a s_g`` and ``s_g = L - tau_b s_f``:
+        ``s_f = L (1 - tau_a) / (1 - tau_a tau_b)``, likewise ``s_g``. When balanced only
+        ``s_f + s_g = L`` is fixed; we take ``(L, 0)``. The plan scales by
+        ``exp((s_f + s_g) / eps)``: ``t`` when balanced, up to ``t**2`` as ``rho -> 0``."""
+        L = eps * np.log(self.mass)                                      # (K,)
+        ta, tb = self.tau(eps)
+        if ta == 1.0 and tb == 1.0:
+            return L, np.zeros_like(L)
+        d = 1.0 - ta * tb
+        return L * (1.0 - ta) / d, L * (1.0 - tb) / d
+
 
 def make_problem(
     shape: tuple[int, int],
@@ -201,4 +237,18 @@ def make_problem(
                 f"{abs(sa[k] - sb[k]) / max(sa[k], sb[k]):.3g} > {MASS_RTOL:g}). Normalise both "
                 "to the same total, or pass rho=... for unbalanced transport."
             )
-    return Problem(a=A, b=B, eps=eps_f, rho_a=ra, rho_b=rb, batched=bool(batched))
+    problem = Problem(a=A, b=B, eps=eps_f, rho_a=ra, rho_b=rb, batched=bool(batched))
+    lo, hi = MASS_RANGE if problem.balanced else UNBALANCED_MASS_RANGE
+    for name, w in (("a", A), ("b", B)):
+        total = w.sum(axis=0)                                            # (K,)
+        bad = (total < lo) | (total > hi)
+        if bad.any():
+            k = int(np.argmax(bad))
+            where = f" (batch column {k})" if batched else ""
+            kind = "" if problem.balanced else " for an unbalanced problem"
+            raise InputError(
+                f"{name} sums to {total[k]:.3g}{where}, outside the total masses float64 "
+                f"can solve{kind}, [{lo:.3g}, {hi:.3g}]. Multiply a and b by one factor "
+                "to bring their total near 1: the plan, costs and marginal errors scale "
+                "with it (by the factor itself when balanced).")
+    return problem

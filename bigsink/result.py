@@ -46,8 +46,9 @@ class LevelRun:
 @dataclass(frozen=True)
 class History:
     """One entry per iteration: its index (1-based), its eps, the L1 row error of the
-    potentials it started from (``inf`` when unknown, e.g. the first iteration of a solve),
-    the worst over a batch, and the share of the cost's blocks it read (``active``: 1
+    potentials it started from relative to the total mass (the quantity ``tol`` bounds;
+    ``inf`` when unknown, e.g. the first iteration of a solve), the worst over a batch,
+    and the share of the cost's blocks it read (``active``: 1
     without truncation)."""
 
     iteration: np.ndarray

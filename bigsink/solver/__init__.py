@@ -137,8 +137,12 @@ def solve(
             entries) or ``"mean:0.05"`` (times their mean), found by one pass over C; the
             result's ``eps`` is then the absolute value and ``relative_eps`` says how it
             was set.
-        tol: stop when the L1 marginal error is at most this (for unbalanced problems: the
-            L1 change of the row scaling between iterations).
+        tol: stop when the L1 marginal error, relative to the total mass ``sum(a)``, is
+            at most this (for unbalanced problems: the L1 change of the row scaling between
+            iterations, relative to the geometric mean of ``sum(a)`` and ``sum(b)``). The
+            solve runs on weights normalised to total mass 1 and scales the answer back,
+            so it does not depend on the weights' scale (total masses in
+            :data:`~bigsink.problem.MASS_RANGE`; else an InputError).
         max_iter: iteration budget over all eps stages.
         rho, rho_a, rho_b: KL marginal penalties for unbalanced transport (``inf`` = balanced;
             ``rho_a``/``rho_b`` override ``rho`` for one side). The problem solved is then
@@ -218,7 +222,8 @@ def solve(
             ``truncate``) unless ``truncate=False``; True: always (a point-cloud cost only);
             False: never. The result's ``levels`` and ``multiscale`` say what ran.
         callback: called after every iteration as ``callback(n_iter, err)``: the
-            iterations so far and the L1 row marginal error before the last one (for
+            iterations so far and the L1 row marginal error before the last one,
+            relative to the total mass (for
             logging, or timing iterations apart from the solve's one-off costs).
 
     Returns:
@@ -237,9 +242,9 @@ def solve(
     check_tolerance(user_src.dtype, config.tol, stacklevel=2)
     f0, g0 = _check_init(init, user_problem)
     src, order = spatial_layout(user_src, config)     # a point cloud: in spatial order
-    problem = user_problem
+    problem = user_problem.normalised()              # total mass 1: scale-free numbers
     if order is not None:
-        problem = order.problem(user_problem)
+        problem = order.problem(problem)
         f0, g0 = order.potentials(f0, g0)
     levels, note = _hierarchy(src, order, problem, config)   # (from the host's points)
     host = src
@@ -275,6 +280,9 @@ def solve(
             check_cost_range(resumed, (stats.lo, stats.hi), checkpoint)
             schedule = resumed.schedule
             f0, g0 = resumed.f, resumed.g
+        else:                                      # the user's potentials, normalised
+            s_f, s_g = user_problem.shifts(schedule[0])
+            f0, g0 = (None if f0 is None else f0 - s_f), (None if g0 is None else g0 - s_g)
         if g0 is None and f0 is not None:  # g from the given f: one column pass
             _, col = session.run(StripJob(column_pair, reference.merge_pairs, (f0,),
                                           (schedule[0],)))
@@ -304,13 +312,29 @@ def solve(
         session.close()
     if order is not None:                             # back to the user's order
         state, ev = order.back(state, ev)
-        problem = dataclasses.replace(problem, a=user_problem.a, b=user_problem.b)
         if device is not None:
             src = on_device(user_src, device_namespace(device))
+    problem = dataclasses.replace(problem, a=user_problem.a, b=user_problem.b)
+    state, ev = _scale_back(problem, state, ev, schedule[-1])
     result = finish(problem, state, ev, schedule, config.tol, converged,
                     time.perf_counter() - t0, user_src if order is not None and device is None
                     else src, str(place), relative, report)
     return dataclasses.replace(result, levels=runs, multiscale=note)
+
+
+def _scale_back(problem: Problem, state: SolverState, ev: Evaluation, eps: float
+                ) -> tuple[SolverState, Evaluation]:
+    """The final state and evaluation of the normalised solve, for ``problem``'s own
+    weights (:meth:`~bigsink.problem.Problem.shifts`): the potentials shifted, the plan's
+    sums and cost scaled by ``exp((s_f + s_g) / eps)``."""
+    assert state.f is not None
+    s_f, s_g = problem.shifts(eps)                                    # (K,) each
+    factor = np.exp((s_f + s_g) / eps)                                # (K,) the plan's scale
+    state = dataclasses.replace(state, f=state.f + s_f, g=state.g + s_g)
+    ev = dataclasses.replace(ev, rows=ev.rows * factor, cols=ev.cols * factor,
+                             transport_cost=ev.transport_cost * factor,
+                             slack=ev.slack * float(factor.max()))
+    return state, ev
 
 
 def _open_steps(

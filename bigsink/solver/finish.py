@@ -77,8 +77,9 @@ def finish(
             with np.errstate(invalid="ignore", over="ignore"):
                 dual = dual - rho * _dot(w, np.expm1(-pot_kl / rho))  # - rho<a, e^{-f/rho}-1>
     row_err, col_err = ev.errors(problem)
+    relative = np.maximum(row_err, col_err) / problem.mass           # (K,) what tol bounds
     if problem.balanced:
-        converged = bool(max(row_err.max(), col_err.max()) <= tol)
+        converged = bool(relative.max() <= tol)
     hist = np.array(state.history, dtype=float).reshape(-1, 4)
 
     def sq(x: np.ndarray) -> Any:
@@ -103,7 +104,8 @@ def finish(
         warnings.warn(
             ConvergenceWarning(
                 f"Sinkhorn did not converge in {state.n_iter} iterations: marginal error "
-                f"row {row_err.max():.3g}, col {col_err.max():.3g} > tol {tol:g} "
+                f"row {row_err.max():.3g}, col {col_err.max():.3g} (relative to the mass: "
+                f"{relative.max():.3g}) > tol {tol:g} "
                 f"(eps={eps:g}). Raise max_iter, or use eps-scaling (eps_scaling=True)."
             ),
             stacklevel=3,

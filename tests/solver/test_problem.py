@@ -146,3 +146,60 @@ def test_potentials_are_minus_inf_only_where_the_weight_is_zero() -> None:
     assert np.all(np.isfinite(r.g))
     P = r.plan(C)
     assert np.all(P[[2, 7]] == 0.0) and np.isfinite(P).all()
+
+
+RNG = np.random.default_rng(5)
+CS = RNG.random((40, 30))
+AS = RNG.random(40) + 0.1
+AS /= AS.sum()
+BS = RNG.random(30) + 0.1
+BS /= BS.sum()
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-20, 7.0, 1e20, 1e149])
+def test_the_weights_scale_changes_nothing_but_the_scale_of_the_answer(scale: float) -> None:
+    # issue 24, item 5: at 1e-300 the absolute tol passed at once (2 iterations, cost 1.5%
+    # off); at 1e300 it never converged
+    ref = bigsink.solve(CS, AS, BS, eps=0.05, tol=1e-9, progress=False)
+    r = bigsink.solve(CS, AS * scale, BS * scale, eps=0.05, tol=1e-9, progress=False)
+    assert r.converged and r.n_iter == ref.n_iter
+    assert r.transport_cost / scale == pytest.approx(ref.transport_cost, rel=1e-12)
+    assert r.mass / scale == pytest.approx(1.0, rel=1e-12)
+    np.testing.assert_allclose(r.f - 0.05 * np.log(scale), ref.f, atol=1e-12)
+    assert r.marginal_error.row / scale <= 1e-9
+    if scale >= 1e-20:          # the plan of mass 1e-300 underflows entrywise: sums only
+        P = r.plan()
+        assert P.sum() == pytest.approx(r.mass, rel=1e-12)
+        assert np.abs(P.sum(1) - AS * scale).sum() == pytest.approx(r.marginal_error.row,
+                                                                     rel=1e-6, abs=1e-13 * scale)
+
+
+@pytest.mark.parametrize(("rho_a", "rho_b"), [(1.0, 1.0), (0.5, np.inf), (2.0, 0.3)])
+@pytest.mark.parametrize("scale", [1e-3, 7.0, 1e5])
+def test_unbalanced_weights_at_any_scale_match_pot(rho_a: float, rho_b: float,
+                                                   scale: float) -> None:
+    ot = pytest.importorskip("ot")
+    a, b = AS * scale, BS * scale * 1.3
+    r = bigsink.solve(CS, a, b, eps=0.1, rho_a=rho_a, rho_b=rho_b, tol=1e-12, progress=False)
+    P = ot.unbalanced.sinkhorn_unbalanced(a, b, CS, 0.1, (rho_a, rho_b), reg_type="kl",
+                                          stopThr=1e-16, numItermax=100_000)
+    np.testing.assert_allclose(r.plan(), P, rtol=1e-7, atol=1e-9 * P.max())
+    assert r.mass == pytest.approx(P.sum(), rel=1e-7)
+
+
+def test_a_warm_start_in_the_users_scale_is_one_iteration_from_done() -> None:
+    a, b = AS * 1e8, BS * 1e8
+    r = bigsink.solve(CS, a, b, eps=0.05, tol=1e-9, progress=False)
+    again = bigsink.solve(CS, a, b, eps=0.05, tol=1e-9, init=(r.f, r.g), progress=False)
+    assert again.n_iter <= 2
+    np.testing.assert_allclose(again.f, r.f, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("scale", "rho", "match"), [
+    (1e-310, np.inf, r"a sums to 1e-310, outside .*\[2.23e-308, 1e\+150\]. Multiply a and b"),
+    (1e300, np.inf, r"a sums to 1e\+300, outside"),
+    (1e-200, 1.0, r"a sums to 1e-200, outside .* for an unbalanced problem, \[1e-150"),
+])
+def test_a_scale_float64_cannot_hold_is_refused(scale: float, rho: float, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        bigsink.solve(CS, AS * scale, BS * scale, eps=0.05, rho=rho, progress=False)
