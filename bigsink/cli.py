@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from ._fs import check_target, local_path
 from .errors import ConvergenceWarning, InputError
 
 __all__ = ["build_parser", "main"]
@@ -214,16 +213,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             cost = np.load(args.cost)
         except (OSError, ValueError) as exc:
             raise InputError(f"COST: cannot read {args.cost!r} as .npy ({exc}).") from None
-    out = local_path("--out", args.out)
-    check_target("--out", out, args.overwrite)          # before any work, as --potentials
     t0 = time.perf_counter()
-    res = sweep(
+    res = sweep(                    # --out is kept as batches complete, checked before any work
         cost, _load_pairs(args.pairs), eps, tol=args.tol, max_iter=args.max_iter,
         batch_size=args.batch_size, address=args.address, num_cpus=args.num_cpus,
         num_gpus=args.num_gpus, progress=not args.quiet, save_potentials=args.potentials,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, out=args.out, resume=args.resume,
     )
-    res.save(out, overwrite=args.overwrite)
     if args.plot:
         from . import plot
 
@@ -343,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write potentials to this Zarr group")
     sw.add_argument("--overwrite", action="store_true",
                     help="replace an existing --out and --potentials")
+    sw.add_argument("--resume", action="store_true",
+                    help="continue the sweep whose table is at --out: solve only its missing "
+                    "or failed rows")
     sw.add_argument("--plot", metavar="FILE.png", help="save a plot of the results here")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.set_defaults(func=_cmd_sweep)

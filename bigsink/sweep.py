@@ -15,6 +15,15 @@ How a sweep runs:
    first, each eps warm-started from the previous one's potentials (``solve(init=(f, g))``).
 4. Results stream back with ``ray.wait`` as tasks finish. Tasks whose worker dies are retried
    (``max_retries``); a batch that still fails gets error rows naming the reason.
+5. With ``out``, the table is rewritten (to a temporary name, then renamed) as each batch
+   completes, and the potentials of its rows are in ``save_potentials`` before that: a sweep
+   that stops keeps every finished row, and ``resume=True`` solves only the rows missing
+   from the table (or failed there). The Ray head is watched while the sweep waits: losing
+   it is a :class:`~bigsink.errors.ClusterError` in the caller within
+   ``HEAD_LOST_S`` seconds, naming the head and the rows kept.
+
+A local Ray instance that the sweep starts listens on 127.0.0.1 only, with no dashboard
+(:func:`_loopback_only`; ``docs/security.md``).
 
 Each pair's answer is the converged solution at its eps; with a tight ``tol`` it does not
 depend on the warm-start path or on which pairs share a batch (a batch stops when its worst
@@ -27,6 +36,9 @@ import csv
 import logging
 import math
 import os
+import socket
+import sys
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
@@ -40,7 +52,7 @@ from ._net import ray_address
 from ._progress import progress_bar
 from ._xp import import_cupy, to_numpy
 from .costs import CostSource, DenseCost, as_cost
-from .errors import ConvergenceWarning, InputError, NumericalError
+from .errors import ClusterError, ConvergenceWarning, InputError, NumericalError
 from .executors import LocalExecutor
 from .problem import check_eps, check_max_iter, check_positive, make_problem
 from .solver import solve
@@ -49,6 +61,14 @@ __all__ = ["Pairs", "SweepResults", "SweepRow", "sweep"]
 
 #: Default cap on the pairs solved together by one task.
 MAX_BATCH = 64
+#: Seconds between checks that the Ray head still answers while the sweep waits.
+HEAD_CHECK_S = 1.0
+#: Seconds without an answer from the Ray head after which the sweep gives up (Ray's own
+#: driver ends the process after 60 s without its head).
+HEAD_LOST_S = 6.0
+#: Ray's switch (meant for laptops) under which a node takes the loopback address: every
+#: server of a local instance then listens on 127.0.0.1 only (checked with Ray 2.60).
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 @dataclass(frozen=True)
@@ -206,6 +226,10 @@ class SweepResults:
         """
         path = local_path("path", path)
         check_target("path", path, overwrite)
+        self._write(path)
+
+    def _write(self, path: str) -> None:
+        """Write the table to ``path`` atomically (a temporary name, then a rename)."""
         with atomic_path(path) as tmp:
             if path.endswith(".parquet"):
                 try:
@@ -228,11 +252,26 @@ class SweepResults:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SweepResults:
-        """Read a table written by :meth:`save` as CSV."""
+        """Read a table written by :meth:`save` (CSV, or Parquet with pyarrow); an
+        InputError for a file that is not a sweep table."""
+        where = os.fspath(path)
+        if where.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(where).to_pylist()
+            if table and tuple(table[0]) != _COLUMNS:
+                raise InputError(f"{where!r} is not a bigsink sweep table (columns "
+                                 f"{tuple(table[0])}).")
+            rows = [SweepRow(**rec) for rec in table]
+            return cls(tuple(rows), tuple(dict.fromkeys(r.eps for r in rows)))
         conv = {f.name: f.type for f in fields(SweepRow)}
         rows = []
-        with open(path, newline="") as fh:
-            for rec in csv.DictReader(fh):
+        with open(where, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if tuple(reader.fieldnames or ()) != _COLUMNS:
+                raise InputError(f"{where!r} is not a bigsink sweep table: its header is "
+                                 f"{reader.fieldnames}, expected {list(_COLUMNS)}.")
+            for rec in reader:
                 vals: dict[str, Any] = {}
                 for name, text in rec.items():
                     t = conv[name]
@@ -342,20 +381,39 @@ def _check_pair(shape: tuple[int, int], a: Any, b: Any, eps: float) -> tuple[np.
 
 
 class _PotentialStore:
-    """Potentials ``f`` (P, E, n) and ``g`` (P, E, m) in a Zarr group at ``path`` (the
-    temporary name of :func:`~bigsink._fs.atomic_path`), written as results come in."""
+    """Potentials ``f`` (P, E, n) and ``g`` (P, E, m) in a Zarr group at ``path``, written as
+    results come in: at the temporary name of :func:`~bigsink._fs.atomic_path`, or, for a
+    sweep that keeps its rows as it goes, in place with the attribute ``complete`` False
+    until the sweep ends. ``reopen``: continue the store a resumed sweep left there."""
 
-    def __init__(self, path: str, P: int, eps: Sequence[float], shape: tuple[int, int]) -> None:
+    def __init__(self, path: str, P: int, eps: Sequence[float], shape: tuple[int, int],
+                 reopen: bool = False) -> None:
         import zarr
 
-        group = zarr.open_group(path, mode="w")
-        group.attrs["eps"] = list(eps)
         E, (n, m) = len(eps), shape
-        self.f = group.create_array("f", shape=(P, E, n), chunks=(1, E, n), dtype="float64",
-                                    fill_value=math.nan)
-        self.g = group.create_array("g", shape=(P, E, m), chunks=(1, E, m), dtype="float64",
-                                    fill_value=math.nan)
+        if reopen:
+            group = zarr.open_group(path, mode="r+")
+            self.f, self.g = zarr.open_array(f"{path}/f"), zarr.open_array(f"{path}/g")
+            if (group.attrs.get("eps") != list(eps) or self.f.shape != (P, E, n)
+                    or self.g.shape != (P, E, m)):
+                raise InputError(
+                    f"save_potentials: {path!r} holds potentials of another sweep (eps "
+                    f"{group.attrs.get('eps')}, f {self.f.shape}); resume with the same "
+                    "pairs and eps, or choose another path.")
+        else:
+            group = zarr.open_group(path, mode="w")
+            group.attrs["eps"] = list(eps)
+            self.f = group.create_array("f", shape=(P, E, n), chunks=(1, E, n),
+                                        dtype="float64", fill_value=math.nan)
+            self.g = group.create_array("g", shape=(P, E, m), chunks=(1, E, m),
+                                        dtype="float64", fill_value=math.nan)
+        group.attrs["complete"] = False
+        self.group = group
         self.eps_index = {e: i for i, e in enumerate(eps)}
+
+    def finish(self) -> None:
+        """Mark the store complete."""
+        self.group.attrs["complete"] = True
 
     def write(self, p: int, eps: float, f: np.ndarray, g: np.ndarray) -> None:
         """Store one pair's potentials at one eps."""
@@ -363,6 +421,85 @@ class _PotentialStore:
         self.f[p, i, :] = f
         self.g[p, i, :] = g
 
+
+
+def _loopback_only() -> None:
+    """Make a Ray instance this process starts listen on 127.0.0.1 only: Ray otherwise
+    gives a node its network address and binds its core servers to every interface (with
+    only Ray's token to guard them). An explicit ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1``
+    in the environment is respected."""
+    os.environ.setdefault(LOOPBACK_ENV, "0")
+    constants: Any = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and os.environ[LOOPBACK_ENV] == "0":
+        constants.ENABLE_RAY_CLUSTER = False     # what the variable sets when Ray is imported
+
+
+def _start_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Join the Ray cluster at ``address`` (checked first, :func:`~bigsink._net.ray_address`),
+    or start a local instance on 127.0.0.1 without a dashboard, unless Ray is initialised
+    in this process already; True when this call started or joined it."""
+    address = ray_address("address", address)   # refused or probed before Ray dials
+    if address is None and "ray" not in sys.modules:
+        _loopback_only()
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address is not None:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        _loopback_only()
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING)
+    return True
+
+
+class _HeadWatch:
+    """Whether the Ray head (its GCS port) still accepts connections, checked while the
+    sweep waits; :meth:`check` raises :class:`ClusterError` once it has not for
+    ``HEAD_LOST_S`` seconds."""
+
+    def __init__(self, gcs_address: str, kept: Any) -> None:
+        host, _, port = gcs_address.rpartition(":")
+        self.address, self.head = gcs_address, (host, int(port))
+        self.kept = kept                # () -> the message on what was kept
+        self.since: float | None = None
+
+    def answers(self) -> bool:
+        """One connection attempt to the head."""
+        try:
+            socket.create_connection(self.head, timeout=HEAD_CHECK_S).close()
+        except OSError:
+            return False
+        return True
+
+    def check(self, now: bool = False) -> None:
+        """Raise ClusterError when the head has been silent ``HEAD_LOST_S`` seconds (at
+        once with ``now``, after a task failed)."""
+        if self.answers():
+            self.since = None
+            return
+        self.since = self.since or time.monotonic()
+        if now or time.monotonic() - self.since >= HEAD_LOST_S:
+            raise ClusterError(f"lost the Ray head at {self.address} (no answer for "
+                               f"{time.monotonic() - self.since:.0f} s); {self.kept()}")
+
+
+def _resumed_rows(out: str, index: Pairs, eps: Sequence[float]
+                  ) -> dict[tuple[int, float], SweepRow]:
+    """The finished rows of the table at ``out`` (a resumed sweep skips them); an
+    InputError when it is not this sweep's table."""
+    done: dict[tuple[int, float], SweepRow] = {}
+    for r in SweepResults.load(out).rows:
+        if (r.pair >= len(index) or r.eps not in eps
+                or (r.source, r.target) != tuple(int(x) for x in index.index[r.pair])):
+            raise InputError(
+                f"out: {out!r} holds rows of another sweep (pair {r.pair}, source {r.source}, "
+                f"target {r.target}, eps {r.eps:g}); resume with the same pairs and eps, or "
+                "choose another path.")
+        if r.error is None:
+            done[r.pair, r.eps] = r
+    return done
 
 
 def sweep(
@@ -380,6 +517,8 @@ def sweep(
     progress: bool | None = None,
     save_potentials: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> SweepResults:
     """Solve every pair at every eps on a Ray cluster; one result row per (pair, eps).
 
@@ -398,26 +537,41 @@ def sweep(
         address: join this Ray cluster (``"host:port"``, ``"auto"`` or ``"ray://host:port"``,
             as ``ray.init`` takes it; default ``RAY_ADDRESS`` if set) when Ray is not yet
             initialised in this process (an initialised session is always used as it is);
-            without either a new local instance starts. A ``host:port`` is checked first
-            (malformed, nothing listening, or a dashboard's web port: an InputError in
-            seconds, where Ray would retry for minutes). Whatever the sweep started or joined it
-            shuts down (disconnects) at the end; a cluster it joined keeps running.
+            without either a new local instance starts, listening on 127.0.0.1 only and
+            without a dashboard. A ``host:port`` is checked first (malformed, nothing
+            listening, or a dashboard's web port: an InputError in seconds, where Ray would
+            retry for minutes). Whatever the sweep started or joined it shuts down
+            (disconnects) at the end; a cluster it joined keeps running. A head lost
+            mid-sweep is a :class:`~bigsink.errors.ClusterError` within ``HEAD_LOST_S``
+            seconds.
         num_cpus: CPUs of a new local Ray instance (default: all).
         num_gpus: run on this many GPUs through one long-lived actor per GPU, each holding the
             cost on its device. Needs CuPy on the workers.
         max_retries: retries of a task whose worker process died.
         progress: tqdm progress bar over pairs; None shows it on a terminal only.
         save_potentials: write potentials to a Zarr group here: arrays ``f`` (P, E, n) and
-            ``g`` (P, E, m), NaN for failed rows, eps in the group's attributes. Something
-            already there is an InputError (before any work) unless ``overwrite``.
-        overwrite: replace what is at ``save_potentials``.
+            ``g`` (P, E, m), NaN for failed rows, eps in the group's attributes, and
+            ``complete`` (False while a sweep with ``out`` writes it in place). Something
+            already there is an InputError (before any work) unless ``overwrite`` (or a
+            ``resume`` of the sweep that wrote it).
+        overwrite: replace what is at ``out`` and ``save_potentials``.
+        out: keep the table here as the sweep goes: ``.parquet`` (needs pyarrow) or CSV,
+            rewritten atomically as each batch completes, so a sweep that stops (a lost
+            head, a killed driver) keeps every finished row. Something already there is an
+            InputError unless ``overwrite`` or ``resume``.
+        resume: continue the sweep whose table is at ``out`` (and potentials at
+            ``save_potentials``): its finished rows are kept, and only missing or failed
+            rows are solved (whole pairs). Without a table there yet, start afresh.
 
     Returns:
         :class:`SweepResults`; a pair with bad weights or a batch whose task failed beyond its
         retries gets rows with ``error`` set, and the rest of the sweep goes on.
 
     Raises:
-        InputError: for a bad cost, eps, tol, max_iter, batch_size or num_gpus (before any work).
+        InputError: for a bad cost, eps, tol, max_iter, batch_size, num_gpus, or an output
+            path (before any work).
+        ClusterError: the Ray head was lost mid-sweep (the rows finished by then are in
+            ``out``).
         ImportError: when Ray is not installed.
     """
     src = as_cost(cost)
@@ -430,16 +584,28 @@ def sweep(
         raise InputError(f"batch_size must be an integer >= 1; got {batch_size!r}.")
     if isinstance(num_gpus, bool) or int(num_gpus) < 0:
         raise InputError(f"num_gpus must be an integer >= 0; got {num_gpus!r}.")
-    if save_potentials is not None:
-        save_potentials = local_path("save_potentials", save_potentials)
-        check_target("save_potentials", save_potentials, overwrite)
     index = as_pairs(pairs)
     P = len(index)
-
     rows: dict[tuple[int, float], SweepRow] = {}
+    if out is not None:
+        out = local_path("out", out)
+        if resume and os.path.exists(out):
+            rows = _resumed_rows(out, index, eps_list)
+        else:
+            check_target("out", out, overwrite)
+    reopen = False
+    if save_potentials is not None:
+        save_potentials = local_path("save_potentials", save_potentials)
+        reopen = resume and out is not None and os.path.exists(save_potentials)
+        if not reopen:
+            check_target("save_potentials", save_potentials, overwrite)
+            rows = {}           # the kept rows' potentials are not there: solve them again
+
     valid: list[tuple[int, np.ndarray, np.ndarray]] = []
     for p in range(P):
         ids = (int(index.index[p, 0]), int(index.index[p, 1]))
+        if all((p, e) in rows for e in eps_list):
+            continue                                    # finished in the resumed sweep
         try:
             a, b = _check_pair(src.shape, *index.pair(p), eps_list[-1])
         except InputError as exc:
@@ -448,19 +614,26 @@ def sweep(
             continue
         valid.append((p, a, b))
 
+    def table() -> SweepResults:
+        """The rows so far, by pair then eps."""
+        return SweepResults(tuple(rows[k] for k in sorted(rows, key=lambda k: (k[0], -k[1]))),
+                            eps_list, tol)
+
+    def kept() -> str:
+        """What a lost head leaves, and how to go on."""
+        if out is None:
+            return ("the finished rows are lost with it: pass out=... (--out) so that a sweep "
+                    "keeps its rows as it goes.")
+        return (f"{len(rows)} of {P * len(eps_list)} rows are saved in {out!r}. Start the "
+                "cluster again and rerun the same sweep with resume=True (--resume) to solve "
+                "the rest.")
+
     try:
         import ray
     except ImportError:
         raise ImportError("bigsink.sweep needs Ray: pip install 'bigsink[ray]'") from None
 
-    started = not ray.is_initialized()
-    if started:
-        address = ray_address("address", address)   # refused or probed before Ray dials
-        if address is not None:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)
+    started = _start_ray(address, num_cpus)
     store: _PotentialStore | None = None
     try:
         with ExitStack() as outputs:
@@ -470,9 +643,11 @@ def sweep(
                     f"num_gpus={num_gpus} but the Ray cluster has {resources.get('GPU', 0):g} "
                     "GPU(s); lower num_gpus or add GPU nodes."
                 )
-            if save_potentials is not None:         # renamed into place once complete
-                store = _PotentialStore(outputs.enter_context(atomic_path(save_potentials)),
-                                        P, eps_list, src.shape)
+            if save_potentials is not None:
+                where = (save_potentials if out is not None      # in place, as rows are kept
+                         else outputs.enter_context(atomic_path(save_potentials)))
+                store = _PotentialStore(where, P, eps_list, src.shape, reopen)
+            watch = _HeadWatch(ray.get_runtime_context().gcs_address, kept)
             workers = int(num_gpus) or max(1, int(resources.get("CPU", 1)))
             per_worker = math.ceil(len(valid) / (2 * workers))
             K = int(batch_size) if batch_size else max(1, min(MAX_BATCH, per_worker))
@@ -498,11 +673,15 @@ def sweep(
             bar.update(P - len(valid))
             try:
                 while pending:
-                    [done], _ = ray.wait(list(pending), num_returns=1)
-                    batch = pending.pop(done)
+                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=HEAD_CHECK_S)
+                    if not ready:
+                        watch.check()
+                        continue
+                    batch = pending.pop(ready[0])
                     try:
-                        records = ray.get(done)
+                        records = ray.get(ready[0])
                     except Exception as exc:  # the task failed beyond its retries
+                        watch.check(now=True)        # ... or the head went with it
                         for p, _, _ in batch:
                             ids = (int(index.index[p, 0]), int(index.index[p, 1]))
                             for e in eps_list:
@@ -516,11 +695,16 @@ def sweep(
                                               err)
                         if store is not None and f is not None:
                             store.write(p, e, f, g)
+                    if out is not None:             # the batch's rows kept, all or none
+                        table()._write(out)
                     bar.update(len(batch))
             finally:
                 bar.close()
+            if store is not None:
+                store.finish()
     finally:
         if started:
             ray.shutdown()
-    ordered = tuple(rows[p, e] for p in range(P) for e in eps_list)
-    return SweepResults(ordered, eps_list, tol)
+    if out is not None:
+        table()._write(out)
+    return table()

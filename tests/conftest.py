@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -10,6 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+# every Ray the tests start (here, and `ray start` in subprocesses, which inherit this)
+# takes the loopback address and listens on 127.0.0.1 only (bigsink.sweep._loopback_only)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def gaussian_1d(n: int, mean: float, sd: float) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -186,16 +189,15 @@ print(json.dumps({{"rows": len(res), "errors": len(res.errors),
 """
 
 
-def test_sweep_on_ray_start_head(tmp_path: Path, free_port: int) -> None:
-    """The same 40 x 3 sweep joined to a `ray start --head` cluster with token auth.
+@contextlib.contextmanager
+def ray_head(tmp_path: Path, port: int) -> Iterator[tuple[dict[str, str], int]]:
+    """A `ray start --head` on 127.0.0.1:``port`` with token auth, in its own process group
+    (stopped by its id at the end); yields the environment its drivers need and its pid.
 
-    Head and driver share ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN``. The driver runs in
-    its own process (this process may already hold the session fixture's Ray). The head runs
-    with ``--block`` in its own process group, which the test stops by its id at the end.
-    """
+    Head and drivers share ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN``; drivers run in
+    their own processes (this one may already hold the session fixture's Ray)."""
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed")
-    port = free_port
     temp_dir = tempfile.mkdtemp(prefix="bsray", dir="/tmp")  # short: Ray's socket paths
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16),
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -209,32 +211,43 @@ def test_sweep_on_ray_start_head(tmp_path: Path, free_port: int) -> None:
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        script = DRIVER.format(tests=str(ROOT / "tests"), address=f"127.0.0.1:{port}")
-        deadline = time.monotonic() + 60
-        while True:  # the driver's ray.init retries while the head starts
-            out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                                 text=True, timeout=300)
-            if out.returncode == 0 or time.monotonic() > deadline:
+        yield env, head.pid
+    finally:
+        # SIGTERM is the graceful stop of Ray's processes (what `ray stop` sends); `ray start
+        # --block` itself may linger after its children are gone, so it then gets SIGKILL.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(head.pid, sig)
+            except ProcessLookupError:
                 break
-            time.sleep(2)
+            try:
+                head.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        head.wait(10)
+        log.close()
+
+
+def run_driver(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a driver script, retrying while a fresh head starts (its ray.init fails then)."""
+    deadline = time.monotonic() + 60
+    while True:
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                             text=True, timeout=300)
+        if out.returncode == 0 or time.monotonic() > deadline:
+            return out
+        time.sleep(2)
+
+
+def test_sweep_on_ray_start_head(tmp_path: Path, free_port: int) -> None:
+    """The same 40 x 3 sweep joined to a `ray start --head` cluster with token auth."""
+    with ray_head(tmp_path, free_port) as (env, _):
+        script = DRIVER.format(tests=str(ROOT / "tests"), address=f"127.0.0.1:{free_port}")
+        out = run_driver(script, env)
         assert out.returncode == 0, out.stderr[-3000:]
         figures = json.loads(out.stdout.strip().splitlines()[-1])
         assert figures["rows"] == 120 and figures["errors"] == 0
         assert figures["rel"] < 1e-9
-    finally:
-        # SIGTERM is the graceful stop of Ray's processes (what `ray stop` sends); `ray start
-        # --block` itself may linger after its children are gone, so it then gets SIGKILL.
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(head.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        head.wait(10)
-        log.close()
 
 
 def test_cli_sweep(ray_session: Any, tmp_path: Path) -> None:
@@ -291,3 +304,134 @@ def test_num_gpus_beyond_cluster(ray_session: Any, tmp_path: Path) -> None:
         bigsink.sweep(C, pairs, [0.1], num_gpus=int(gpus) + 1,
                       save_potentials=tmp_path / "f.zarr")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_sweep_keeps_its_rows_as_it_goes_and_resumes(ray_session: Any,
+                                                        tmp_path: Path) -> None:
+    """issue 24, item 4: with ``out`` the table is there as batches finish; ``resume``
+    solves only the rows missing from it (or failed there), and refuses another sweep's."""
+    import zarr
+
+    C, pairs = problem(n=40, P=6, seed=6)
+    table, pots = tmp_path / "t.csv", tmp_path / "pots.zarr"
+    kw: dict[str, Any] = dict(tol=TOL, batch_size=2, progress=False, out=table,
+                              save_potentials=pots)
+    full = bigsink.sweep(C, pairs, list(EPS), **kw)
+    assert SweepResults.load(table).rows == full.rows
+    assert zarr.open_group(str(pots)).attrs["complete"] is True
+    with pytest.raises(bigsink.InputError, match="already exists"):
+        bigsink.sweep(C, pairs, list(EPS), **kw)
+    # a sweep stopped after pairs 0-2, pair 3 failed: its table as it was left
+    kept = [r for r in full.rows if r.pair < 3]
+    kept[0] = dataclasses.replace(kept[0], transport_cost=123.0)     # marks a kept row
+    failed = [dataclasses.replace(r, transport_cost=float("nan"), error="RayTaskError: x")
+              for r in full.rows if r.pair == 3]
+    SweepResults(tuple(kept + failed))._write(str(table))
+    again = bigsink.sweep(C, pairs, list(EPS), resume=True, **kw)
+    assert again.rows[0].transport_cost == 123.0                # not solved again
+    assert [r.pair for r in again.rows] == [r.pair for r in full.rows] and not again.errors
+    ref = reference(C, pairs, EPS)
+    np.testing.assert_allclose(as_array(again, 6)[1:], ref[1:], rtol=1e-9)   # pair 0 marked
+    assert SweepResults.load(table).rows == again.rows
+    f = zarr.open_array(str(pots / "f"))[:]
+    assert np.isfinite(f).all()
+    # another sweep's table is not resumed, nor something that is no table
+    with pytest.raises(bigsink.InputError, match="rows of another sweep"):
+        bigsink.sweep(C, pairs, [0.3], resume=True, **{**kw, "save_potentials": None})
+    other = tmp_path / "notes.csv"
+    other.write_text("my,own\n1,2\n")
+    with pytest.raises(bigsink.InputError, match="not a bigsink sweep table"):
+        bigsink.sweep(C, pairs, list(EPS), resume=True,
+                      **{**kw, "out": other, "save_potentials": None})
+    assert other.read_text() == "my,own\n1,2\n"
+
+
+LOSING_DRIVER = """
+import sys, time, numpy as np, bigsink
+rng = np.random.default_rng(0)
+n = 600
+C = rng.random((n, n))
+pairs = [(rng.random(n) + .1, rng.random(n) + .1) for _ in range(60)]
+pairs = [(a / a.sum(), b / b.sum()) for a, b in pairs]
+t0 = time.monotonic()
+try:
+    bigsink.sweep(C, pairs, [0.1, 0.01, 0.001], tol=1e-9, batch_size=1, address={address!r},
+                  out={out!r}, progress=False)
+    print("finished")
+except bigsink.ClusterError as exc:
+    print(f"{{time.monotonic() - t0:.1f}} ClusterError: {{exc}}")
+"""
+
+
+@pytest.mark.slow
+def test_a_lost_ray_head_is_an_error_with_the_rows_kept(tmp_path: Path, free_port: int
+                                                         ) -> None:
+    """issue 24, item 4: SIGKILL of the head mid-sweep used to end the driver after 60 s with
+    no exception and every row lost. Now: a ClusterError within seconds naming the head,
+    the finished rows in the table, and a resumed sweep (on a fresh local Ray) finishes."""
+    out = tmp_path / "rows.csv"
+    with ray_head(tmp_path, free_port) as (env, head):
+        script = LOSING_DRIVER.format(address=f"127.0.0.1:{free_port}", out=str(out))
+        deadline = time.monotonic() + 120
+        while True:               # the driver's ray.init fails while the head starts: again
+            driver = subprocess.Popen([sys.executable, "-c", script], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            while not out.exists() and driver.poll() is None:
+                time.sleep(0.2)
+            if out.exists() or time.monotonic() > deadline:
+                break
+            driver.communicate()
+            time.sleep(2)
+        assert out.exists(), "no batch finished"
+        os.killpg(head, signal.SIGKILL)                          # the whole head, at once
+        killed = time.monotonic()
+        stdout, _ = driver.communicate(timeout=120)
+        waited = time.monotonic() - killed
+    assert "ClusterError: lost the Ray head at 127.0.0.1:" in stdout, stdout
+    assert "--resume" in stdout and str(out) in stdout
+    assert waited < 30                                           # Ray's own limit is 60 s
+    rows = SweepResults.load(out).rows
+    assert 0 < len(rows) < 180
+    resume = LOSING_DRIVER.replace("address={address!r}", "num_cpus=2, resume=True").format(
+        out=str(out))
+    env = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+    done = subprocess.run([sys.executable, "-c", resume], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.stdout.strip().endswith("finished"), done.stderr[-3000:]
+    final = SweepResults.load(out)
+    assert len(final.rows) == 180 and not final.errors
+    assert set(rows) <= set(final.rows)                          # the kept rows as they were
+
+
+LISTENERS = """
+import json, psutil
+from bigsink.sweep import _start_ray
+import ray
+assert _start_ray(None, 1)
+me = psutil.Process()
+seen = set()
+for p in [me, *me.children(recursive=True)]:
+    try:
+        seen |= {c.laddr.ip for c in p.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN}
+    except psutil.Error:
+        pass
+print(json.dumps({"ips": sorted(seen), "dashboard": ray.get_runtime_context().gcs_address}))
+ray.shutdown()
+"""
+
+
+def test_a_local_sweeps_ray_listens_on_loopback_only(tmp_path: Path) -> None:
+    """issue 24, item 13: Ray's core servers bound every interface (its token the only
+    guard). The Ray a sweep starts now listens on 127.0.0.1 only, even where the
+    environment does not ask for it."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    out = subprocess.run([sys.executable, "-c", LISTENERS], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["ips"] and all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for ip in found["ips"])
+    assert found["dashboard"].startswith("127.0.0.1:")
