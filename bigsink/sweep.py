@@ -628,6 +628,12 @@ def sweep(
                 "cluster again and rerun the same sweep with resume=True (--resume) to solve "
                 "the rest.")
 
+    if not valid and (save_potentials is None or reopen):   # nothing left to solve
+        if reopen and save_potentials is not None:
+            _PotentialStore(save_potentials, P, eps_list, src.shape, reopen).finish()
+        if out is not None:
+            table()._write(out)
+        return table()
     try:
         import ray
     except ImportError:

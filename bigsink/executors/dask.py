@@ -543,6 +543,16 @@ def connect(client: Any, timeout: float = CONNECT_TIMEOUT_S) -> tuple[Any, bool]
             f"scheduler address such as 'tcp://127.0.0.1:8786'; got {client!r}."
         )
     address = dask_address("client", client)
+    if address.scheme == "tls":
+        from distributed.security import Security
+
+        if Security().get_connection_args("client").get("ssl_context") is None:
+            raise InputError(
+                f"client: {client!r} is a TLS scheduler, but dask.config holds no TLS "
+                "certificates for this client: set distributed.comm.tls.ca-file, "
+                "distributed.comm.tls.client.cert and distributed.comm.tls.client.key (in "
+                "the environment: DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ..._CLIENT__CERT, "
+                "..._CLIENT__KEY). See docs/security.md.")
     if address.scheme == "tcp":
         probe("client", address, "a Dask scheduler", "dask scheduler",
               "the dashboard (usually :8787)? The scheduler usually listens on :8786",

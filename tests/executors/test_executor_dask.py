@@ -88,15 +88,18 @@ def zarr_costs(tmp_path_factory: Any) -> dict[tuple[int, int], str]:
 
 
 @contextlib.contextmanager
-def dask_processes(tmp: Path, workers: int = 2) -> Iterator[tuple[str, list[Any]]]:
+def dask_processes(tmp: Path, workers: int = 2, flags: tuple[str, ...] = (),
+                   security: Any = None) -> Iterator[tuple[str, list[Any]]]:
     """`dask scheduler` + ``workers`` `dask worker` processes on 127.0.0.1; yields the
-    address and the processes (the scheduler first)."""
+    address and the processes (the scheduler first). ``flags`` go to both (e.g. TLS
+    certificates), ``security`` to the client that waits for the workers."""
     bindir = Path(sys.executable).parent
     sfile = tmp / "scheduler.json"
     env = {**os.environ, "PYTHONPATH": str(Path(bigsink.__file__).parent.parent)}
+    protocol = ["--protocol", "tls"] if "--tls-cert" in flags else []
     procs = [subprocess.Popen(
         [str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-         "--no-dashboard", "--scheduler-file", str(sfile)],
+         "--no-dashboard", "--scheduler-file", str(sfile), *protocol, *flags],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
         deadline = time.monotonic() + 60
@@ -107,12 +110,12 @@ def dask_processes(tmp: Path, workers: int = 2) -> Iterator[tuple[str, list[Any]
             procs.append(subprocess.Popen(
                 [str(bindir / "dask"), "worker", address, "--nthreads", "1",
                  "--memory-limit", "1GiB", "--no-dashboard", "--host", "127.0.0.1",
-                 "--local-directory", str(tmp)],
+                 "--local-directory", str(tmp), *flags],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         from distributed import Client
 
         if workers:
-            with Client(address, timeout=30) as c:
+            with Client(address, timeout=30, security=security) as c:
                 c.wait_for_workers(workers, timeout=60)
         yield address, procs
     finally:
@@ -655,3 +658,34 @@ def test_the_waits_follow_dask_config(tmp_path: Path) -> None:
         with pytest.raises(InputError, match=r"has no workers \(waited 1 s"):
             bigsink.solve(C, a, b, eps=EPS, client=address, progress=False)
         assert time.monotonic() - t0 < 15
+
+
+def test_a_tls_scheduler_takes_the_users_certificates(tmp_path: Path) -> None:
+    """issue 24, item 13: the scheduler and workers of cluster/ speak TLS with certificates
+    the user supplies (distributed's ``--tls-*``); bigsink connects through dask.config's
+    ``distributed.comm.tls.*``, and without them says what to set, in seconds."""
+    trustme = pytest.importorskip("trustme")
+    from distributed.security import Security
+
+    ca = trustme.CA()
+    ca_file, pem = tmp_path / "ca.pem", tmp_path / "node.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    flags = ("--tls-ca-file", str(ca_file), "--tls-cert", str(pem), "--tls-key", str(pem))
+    config = {"distributed.comm.tls.ca-file": str(ca_file),
+              "distributed.comm.tls.client.cert": str(pem),
+              "distributed.comm.tls.client.key": str(pem),
+              "distributed.comm.require-encryption": True}
+    C, a, b = problem()
+    ref = bigsink.solve(C, a, b, eps=0.05, progress=False)
+    with dask.config.set(config):
+        security = Security()
+    with dask_processes(tmp_path, workers=1, flags=flags, security=security) as (address, _):
+        assert address.startswith("tls://127.0.0.1:")
+        t0 = time.monotonic()
+        with pytest.raises(InputError, match=r"distributed\.comm\.tls\.ca-file"):
+            bigsink.solve(C, a, b, eps=0.05, client=address, progress=False)
+        assert time.monotonic() - t0 < 30
+        with dask.config.set(config):
+            r = bigsink.solve(C, a, b, eps=0.05, client=address, progress=False)
+    np.testing.assert_allclose(r.f, ref.f, rtol=1e-12, atol=1e-14)
