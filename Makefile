@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS ?= test,dev,ray,plot
 
-.PHONY: install test lint typecheck pytest demo bench clean
+.PHONY: install test lint typecheck pytest faults demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ pytest: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# the fault-injection suite alone (it runs within `make test` too): killed schedulers,
+# workers and Ray heads, damaged chunks and checkpoints, a full disk, racing writers
+faults: $(STAMP)
+	$(PY) -m pytest -q -m fault $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(VENV)/bin/bigsink demo

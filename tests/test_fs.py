@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import bigsink
 from bigsink._fs import atomic_path
@@ -17,6 +18,7 @@ from bigsink._fs import atomic_path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.fault
 def test_threads_replacing_one_directory_all_succeed(tmp_path: Path) -> None:
     target = tmp_path / "out"
     errors: list[BaseException] = []
@@ -40,6 +42,7 @@ def test_threads_replacing_one_directory_all_succeed(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]      # no tmp-, no old-
 
 
+@pytest.mark.fault
 def test_two_processes_saving_one_result_and_sharing_a_checkpoint(tmp_path: Path) -> None:
     """Two processes: each solves with the same checkpoint directory and saves its result
     to the same path (overwrite=True), twice; both finish, and a whole result is there."""
@@ -65,6 +68,7 @@ def test_two_processes_saving_one_result_and_sharing_a_checkpoint(tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "r.zarr", "w.py"]
 
 
+@pytest.mark.fault
 def test_a_full_disk_names_the_output_and_leaves_nothing(tmp_path: Path) -> None:
     """A file-size limit (as a full disk): the error names the output the user asked for,
     and neither it nor a temporary copy is left (issue 24, item 12)."""

@@ -97,6 +97,7 @@ def test_pairs_index_and_pot(ray_session: Any) -> None:
     np.testing.assert_allclose(res.column("transport_cost")[:4], expected, rtol=1e-8)
 
 
+@pytest.mark.fault
 def test_killed_task_is_retried_and_bad_pair_reported(ray_session: Any, tmp_path: Path) -> None:
     """A worker killed on its first task is retried; a bad pair gets error rows only."""
     marker = tmp_path / "killed-once"
@@ -364,6 +365,7 @@ except bigsink.ClusterError as exc:
 
 
 @pytest.mark.slow
+@pytest.mark.fault
 def test_a_lost_ray_head_is_an_error_with_the_rows_kept(tmp_path: Path, free_port: int
                                                          ) -> None:
     """issue 24, item 4: SIGKILL of the head mid-sweep used to end the driver after 60 s with

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,12 +128,39 @@ class ZarrCost:
         """Block ``(i, j)`` read from the store."""
         r0, r1 = self._grid.row_range(i)
         c0, c1 = self._grid.col_range(j)
-        return np.asarray(self._arr[r0:r1, c0:c1])
+        with self._reading(r0, r1):
+            return np.asarray(self._arr[r0:r1, c0:c1])
+
+    @contextlib.contextmanager
+    def _reading(self, start: int, stop: int) -> Iterator[None]:
+        """A failure of zarr to read rows ``[start, stop)`` (a chunk its codec cannot decode,
+        an unreadable file) as an InputError naming the store and the first such chunk."""
+        try:
+            yield
+        except InputError:
+            raise
+        except Exception as exc:
+            what = f"{type(exc).__name__}: {exc}"
+            rb = self._grid.block_shape[0]
+            for i in range(start // rb, (stop - 1) // rb + 1):
+                r0, r1 = self._grid.row_range(i)
+                for j in range(self._grid.n_blocks[1]):
+                    c0, c1 = self._grid.col_range(j)
+                    try:
+                        self._arr[r0:r1, c0:c1]
+                    except Exception:
+                        raise InputError(
+                            f"cost: chunk ({i}, {j}) of the Zarr array at {self.path!r} "
+                            f"cannot be read ({what}): the store is damaged. Restore that "
+                            "chunk, or write the store again.") from None
+            raise InputError(f"cost: reading rows {start}:{stop} of the Zarr array at "
+                             f"{self.path!r} failed ({what}).") from None
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` read from the store."""
         if self._raw is None:
-            return np.asarray(self._arr[start:stop, :])
+            with self._reading(start, stop):
+                return np.asarray(self._arr[start:stop, :])
         return self.rows_into(start, stop, np.empty((stop - start, self.shape[1]), self.dtype))
 
     def rows_in(self, start: int, stop: int, blocks: np.ndarray) -> ColumnStrip:
@@ -145,8 +174,9 @@ class ZarrCost:
         out = np.empty((stop - start, cols.size), self.dtype)
         at = dict(zip(J, np.cumsum([0] + [c1 - c0 for c0, c1 in ranges])[:-1], strict=True))
         if self._raw is None:
-            for j, (c0, c1) in zip(J, ranges, strict=True):
-                out[:, at[j]:at[j] + c1 - c0] = self._arr[start:stop, c0:c1]
+            with self._reading(start, stop):
+                for j, (c0, c1) in zip(J, ranges, strict=True):
+                    out[:, at[j]:at[j] + c1 - c0] = self._arr[start:stop, c0:c1]
         else:
             self._read_raw(start, stop, out, J, at)
         return ColumnStrip(out, cols)
@@ -170,8 +200,9 @@ class ZarrCost:
         if self._raw is None:
             from zarr.core.buffer import cpu
 
-            self._arr.get_basic_selection((slice(start, stop), slice(None)),
-                                          out=cpu.NDBuffer.from_numpy_array(out))
+            with self._reading(start, stop):
+                self._arr.get_basic_selection((slice(start, stop), slice(None)),
+                                              out=cpu.NDBuffer.from_numpy_array(out))
             return out
         return self._read_raw(start, stop, out, range(self._grid.n_blocks[1]))
 

@@ -57,6 +57,7 @@ def test_compressed_and_sharded_stores_read_through_zarr(tmp_path: Path) -> None
         assert np.array_equal(cost.rows(1, 9), X[1:9])
 
 
+@pytest.mark.fault
 def test_truncated_chunk_file_is_a_clear_error(tmp_path: Path) -> None:
     path, _ = _store(tmp_path, (10, 8), (4, 8), "float64", compressors=None)
     chunk = Path(path) / "c" / "1" / "0"
@@ -65,6 +66,7 @@ def test_truncated_chunk_file_is_a_clear_error(tmp_path: Path) -> None:
         ZarrCost(path).rows(0, 10)
 
 
+@pytest.mark.fault
 def test_a_lost_chunk_of_a_written_store_is_refused_not_read_as_zero(tmp_path: Path) -> None:
     """write_cost fills with NaN: a deleted chunk file reads as NaN and the solve refuses
     the cost, naming the chunk (with fill 0 it converged to a wrong <P, C>)."""
@@ -75,3 +77,26 @@ def test_a_lost_chunk_of_a_written_store_is_refused_not_read_as_zero(tmp_path: P
     (tmp_path / "C.zarr" / key).unlink()
     with pytest.raises(bigsink.InputError, match=r"chunk \(1, 1\)"):
         bigsink.solve(bigsink.ZarrCost(tmp_path / "C.zarr"), eps=0.1, progress=False)
+
+
+@pytest.mark.fault
+def test_a_damaged_compressed_chunk_names_the_store_and_the_chunk(tmp_path: Path) -> None:
+    """issue 24, item 12: zarr's bare "Zstd decompression error: invalid input data" (CLI
+    exit 1) is now an InputError naming the store and the chunk (CLI exit 2)."""
+    from bigsink.cli import main
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "C.zarr"
+    bigsink.write_cost(rng.random((40, 2)), rng.random((30, 2)), path, chunks=(10, 10),
+                       dtype="float64", progress=False,
+                       compressors=zarr.codecs.ZstdCodec(level=1))
+    chunk = path / "c" / "1" / "2"
+    data = bytearray(chunk.read_bytes())
+    data[:8] = b"\xff" * 8
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"chunk \(1, 2\) of the Zarr array at .*C\.zarr.* "
+                                         r"cannot be read \(.*[Zz]std"):
+        bigsink.solve(str(path), eps=0.1, progress=False)
+    assert main(["solve", str(path), "--eps", "0.1", "--out", str(tmp_path / "r"),
+                 "--quiet"]) == 2
+    assert not (tmp_path / "r").exists()

@@ -346,6 +346,7 @@ def _rss() -> int:
 @pytest.mark.parametrize(("mode", "scaling"),
                          [("resident", False), ("resident", True), ("streaming", True)],
                          ids=["log-domain", "scaling", "streaming-scaling"])
+@pytest.mark.fault
 def test_worker_killed_mid_solve(tmp_path: Path, mode: str, scaling: bool) -> None:
     """SIGKILL a worker in the middle of a solve: the same answer as undisturbed (the log
     domain: the same iterates; the scaling path: its kernels, in memory or in a scratch file,
@@ -603,6 +604,7 @@ def test_a_dask_array_cost_is_computed_once(reference: Any) -> None:
     assert_same(r, reference) and plain.converged
 
 
+@pytest.mark.fault
 def test_a_lost_scheduler_is_named_with_the_way_on(tmp_path: Path) -> None:
     """The scheduler killed mid-solve: a ClusterError naming it and the checkpoint, not
     "FutureCancelledError ... reason: unknown" (issue 24, item 10)."""
