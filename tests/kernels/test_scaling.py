@@ -127,8 +127,8 @@ def test_unbalanced_scaling_and_log_paths_agree(
     assert not log_steps                                      # the scaling path throughout
     slow = bigsink.solve(C, a, b, resident_kernel=False, **kw)
     assert log_steps and fast.converged and slow.converged
-    if kernel == np.float64:
-        assert fast.n_iter == slow.n_iter
+    if kernel == np.float64:         # the same iterates up to rounding: a stop at the
+        assert abs(fast.n_iter - slow.n_iter) <= 1       # threshold may come one later
     assert fast.transport_cost == pytest.approx(slow.transport_cost, rel=rel)
     fin = np.isfinite(slow.f)
     assert (np.isfinite(fast.f) == fin).all() and not fin[3]
