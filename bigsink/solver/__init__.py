@@ -318,7 +318,7 @@ def solve(
     state, ev = _scale_back(problem, state, ev, schedule[-1])
     result = finish(problem, state, ev, schedule, config.tol, converged,
                     time.perf_counter() - t0, user_src if order is not None and device is None
-                    else src, str(place), relative, report)
+                    else src, str(place), relative, report, config.omega)
     return dataclasses.replace(result, levels=runs, multiscale=note)
 
 

@@ -44,10 +44,12 @@ def finish(
     placement: str = "",
     relative_eps: str = "",
     report: dict[str, float] | None = None,
+    omega: float | None = None,
 ) -> SinkhornResult:
     """Costs, errors and checks of the final potentials, as a :class:`SinkhornResult`.
 
-    Raises NumericalError rather than return non-finite potentials or a vanished plan.
+    Raises NumericalError rather than return non-finite potentials or a vanished plan
+    (naming ``omega``, the solve's fixed over-relaxation, when there was one).
     """
     f, g, eps = state.f, state.g, schedule[-1]
     assert f is not None
@@ -58,10 +60,13 @@ def finish(
     # almost none (costs far above rho), down to what float64 holds
     vanished = problem.balanced and bool(np.any(mass <= 1e-12 * a.sum(axis=0)))
     if not finite or not np.all(np.isfinite(mass)) or vanished:
+        cause = ("this is a bug in bigsink, please report it with the problem."
+                 if omega is None or omega == 1.0 else
+                 f"the fixed over-relaxation omega={omega:g} diverged on this problem: use "
+                 "omega=None (adaptive) or a value nearer 1.")
         raise NumericalError(
             f"the solve at eps={eps:g} produced non-finite potentials or a plan with no mass "
-            f"(mass {mass}); this is a bug in bigsink, please report it with the problem."
-        )
+            f"(mass {mass}); {cause}")
     pc = ev.transport_cost                                            # (K,) <P, C>
     p_log_p = (_dot(ev.rows, f) + _dot(ev.cols, g) - pc) / eps        # sum P log P
     kl = p_log_p - _dot(ev.rows, log0(a)) - _dot(ev.cols, log0(b)) - mass + a.sum(0) * b.sum(0)

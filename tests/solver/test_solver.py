@@ -227,3 +227,20 @@ def test_result_pickles_without_the_cost(r3_problem) -> None:
         r2.plan()
     np.testing.assert_allclose(r2.plan(C), r.plan())
     assert "converged" in r.summary()
+
+
+def test_a_diverging_fixed_over_relaxation_is_named_not_called_a_bug() -> None:
+    """omega=1.95 fixed on a 1-D problem at small eps runs to max_iter and ended in "a plan
+    with no mass ... this is a bug in bigsink"; the NumericalError now names omega. (Its
+    errors pass 1e80 on the way in runs that converge: no test during the run is safe.)"""
+    ot = pytest.importorskip("ot")
+    n = 100
+    a = ot.datasets.make_1D_gauss(n, m=30, s=10)
+    b = ot.datasets.make_1D_gauss(n, m=40, s=10)
+    M = ot.utils.dist0(n)
+    with pytest.raises(bigsink.NumericalError, match=r"omega=1\.95 diverged.*omega=None"):
+        bigsink.solve(M, a, b, eps=0.1, omega=1.95, resident_kernel=False, max_iter=20_000,
+                      progress=False)
+    r = bigsink.solve(M, a, b, eps=0.1, omega=1.9, resident_kernel=False, max_iter=20_000,
+                      progress=False)
+    assert r.converged
