@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,8 +28,8 @@ from filelock import FileLock
 
 from .errors import InputError
 
-__all__ = ["FORMAT", "atomic_path", "check_target", "local_path", "old_copies", "remove",
-           "swap_lock"]
+__all__ = ["FORMAT", "atomic_path", "check_target", "local_path", "marked", "old_copies",
+           "remove", "swap_lock"]
 
 #: Format marker stored in the attributes of every Zarr group or array bigsink writes.
 FORMAT = "bigsink"
@@ -48,16 +49,39 @@ def local_path(name: str, path: Any) -> str:
     return os.path.abspath(where)
 
 
-def check_target(name: str, path: str, overwrite: bool) -> None:
-    """InputError unless ``path`` may be written (free, or ``overwrite``) in an existing
-    directory."""
+def marked(path: str) -> bool:
+    """Whether ``path`` is a Zarr group or array that bigsink wrote: its ``zarr.json``
+    carries the attribute ``format`` = :data:`FORMAT` (or a checkpoint's
+    ``bigsink-checkpoint``)."""
+    try:
+        with open(os.path.join(path, "zarr.json")) as fh:
+            attrs = json.load(fh).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(attrs, dict) and str(attrs.get("format", "")).startswith(FORMAT)
+
+
+def check_target(name: str, path: str, overwrite: bool,
+                 ours: Callable[[str], bool] = marked) -> None:
+    """InputError unless ``path`` may be written in an existing directory: nothing is
+    there, or ``overwrite`` and what is there is bigsink's own output (``ours``: by default
+    a Zarr group or array with bigsink's format marker, :func:`marked`). Whatever bigsink did
+    not write is never replaced, ``overwrite`` or not."""
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise InputError(f"{name}: the parent directory {parent!r} does not exist; create it.")
-    if os.path.lexists(path) and not overwrite:
+    if not os.path.lexists(path):
+        return
+    if not overwrite:
         raise InputError(
             f"{name}: {path!r} already exists. Choose another path or pass overwrite=True "
             "(--overwrite on the command line)."
+        )
+    if os.path.islink(path) or not ours(path):
+        raise InputError(
+            f"{name}: {path!r} exists and is not an output of bigsink (it has no bigsink "
+            "format marker), so it is not replaced even with overwrite: move it away or "
+            "choose another path."
         )
 
 

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from ._fs import atomic_path, check_target, local_path
+from ._fs import FORMAT, atomic_path, check_target, local_path
 from ._net import ray_address
 from ._progress import progress_bar
 from ._xp import import_cupy, to_numpy
@@ -176,6 +176,15 @@ class SweepRow:
 _COLUMNS = tuple(f.name for f in fields(SweepRow))
 
 
+def _is_table(path: str) -> bool:
+    """Whether ``path`` holds a sweep table bigsink wrote (its columns, in order)."""
+    try:
+        SweepResults.load(path)
+    except Exception:
+        return False
+    return True
+
+
 def _failed(pair: int, ids: tuple[int, int], eps: float, reason: str) -> SweepRow:
     """An error row."""
     nan = math.nan
@@ -225,7 +234,7 @@ class SweepResults:
         InputError unless ``overwrite``.
         """
         path = local_path("path", path)
-        check_target("path", path, overwrite)
+        check_target("path", path, overwrite, _is_table)
         self._write(path)
 
     def _write(self, path: str) -> None:
@@ -402,7 +411,7 @@ class _PotentialStore:
                     "pairs and eps, or choose another path.")
         else:
             group = zarr.open_group(path, mode="w")
-            group.attrs["eps"] = list(eps)
+            group.attrs.update({"format": FORMAT, "kind": "potentials", "eps": list(eps)})
             self.f = group.create_array("f", shape=(P, E, n), chunks=(1, E, n),
                                         dtype="float64", fill_value=math.nan)
             self.g = group.create_array("g", shape=(P, E, m), chunks=(1, E, m),
@@ -592,7 +601,7 @@ def sweep(
         if resume and os.path.exists(out):
             rows = _resumed_rows(out, index, eps_list)
         else:
-            check_target("out", out, overwrite)
+            check_target("out", out, overwrite, _is_table)
     reopen = False
     if save_potentials is not None:
         save_potentials = local_path("save_potentials", save_potentials)

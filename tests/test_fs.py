@@ -90,3 +90,29 @@ def test_a_full_disk_names_the_output_and_leaves_nothing(tmp_path: Path) -> None
     assert p.returncode == 3, p.stderr
     assert f"File too large while writing {str(out)!r}" in p.stdout, p.stdout
     assert sorted(q.name for q in tmp_path.iterdir()) == ["w.py"]
+
+
+def test_overwrite_replaces_only_what_bigsink_wrote(tmp_path: Path) -> None:
+    """issue 24: an output is replaced only when it carries bigsink's format marker and
+    overwrite was asked for; a user's directory, file or link survives overwrite=True."""
+    from bigsink.cli import main
+
+    C = np.random.default_rng(0).random((6, 5))
+    r = bigsink.solve(C, eps=0.1, progress=False)
+    mine, note, link = tmp_path / "mine", tmp_path / "note.txt", tmp_path / "link"
+    mine.mkdir()
+    (mine / "data.txt").write_text("mine")
+    note.write_text("mine")
+    link.symlink_to(mine)
+    for target in (mine, note, link):
+        with pytest.raises(bigsink.InputError, match="not an output of bigsink"):
+            r.save(target, overwrite=True)
+        with pytest.raises(bigsink.InputError, match="not an output of bigsink"):
+            bigsink.write_cost(C[:, :2], C[:, :2], target, overwrite=True, progress=False)
+    np.save(tmp_path / "C.npy", C)
+    assert main(["solve", str(tmp_path / "C.npy"), "--eps", "0.1", "--out", str(mine),
+                 "--overwrite", "--quiet"]) == 2
+    assert (mine / "data.txt").read_text() == "mine" and note.read_text() == "mine"
+    r.save(tmp_path / "R")
+    r.save(tmp_path / "R", overwrite=True)                   # bigsink's own: replaced
+    assert bigsink.load_result(tmp_path / "R").eps == r.eps

@@ -273,7 +273,8 @@ def test_cli_sweep(ray_session: Any, tmp_path: Path) -> None:
 
 def test_a_sweep_never_replaces_outputs_unasked(ray_session: Any, tmp_path: Path) -> None:
     """An existing --out or --potentials is refused before any work (it used to be
-    overwritten and deleted with exit 0); --overwrite replaces them."""
+    overwritten and deleted with exit 0); --overwrite replaces them only if bigsink wrote
+    them."""
     from bigsink.cli import main
 
     C, pairs = problem(n=30, P=2, seed=5)
@@ -293,8 +294,18 @@ def test_a_sweep_never_replaces_outputs_unasked(ray_session: Any, tmp_path: Path
     assert (pots / "keep.txt").read_text() == "mine" and not table.exists()
     with pytest.raises(bigsink.InputError, match="save_potentials"):
         bigsink.sweep(C, pairs, [0.1], save_potentials=pots, progress=False)
-    assert main([*args, "--overwrite"]) == 0
-    assert SweepResults.load(table).rows and not (pots / "keep.txt").exists()
+    # not bigsink's: kept even with --overwrite (issue 24: replace only what carries
+    # bigsink's format marker)
+    assert main([*args, "--overwrite"]) == 2
+    assert (pots / "keep.txt").read_text() == "mine" and not table.exists()
+    (pots / "keep.txt").unlink()
+    pots.rmdir()
+    assert main(args) == 0                                   # bigsink's own outputs now ...
+    first = SweepResults.load(table).rows
+    assert main([*args, "--overwrite"]) == 0                 # ... are replaced when asked
+    assert len(SweepResults.load(table).rows) == len(first)
+    table.write_text("mine\n")
+    assert main([*args, "--overwrite"]) == 2 and table.read_text() == "mine\n"
 
 
 def test_num_gpus_beyond_cluster(ray_session: Any, tmp_path: Path) -> None:
