@@ -84,13 +84,14 @@ def _check_init(init: Any, problem: Problem) -> tuple[np.ndarray | None, np.ndar
             )
         arr = np.broadcast_to(arr, (size, problem.K)).copy()
         # a returned result has potential -inf where the weight is 0 (that row or column
-        # of the plan is exactly 0): accepted there, and only there
+        # of the plan is exactly 0): accepted there, and only there; and set there, as
+        # every path starts (no pass reads a massless row or column)
         unused = np.isneginf(arr) & (w == 0)
         if not np.isfinite(arr[~unused]).all():
             raise InputError(
                 f"init {name} contains non-finite potentials (NaN, inf, or -inf where the "
                 "weight is not 0).")
-        arr[unused] = 0.0
+        arr[w == 0] = -np.inf
         out.append(arr)
     return out[0], out[1]
 
@@ -288,7 +289,9 @@ def solve(
                                           (schedule[0],)))
             g0 = potential_update(log0(problem.b), pair_to_lse(col), schedule[0],
                                   problem.tau(schedule[0])[1])
-        start = SolverState(0, f0, g0 if g0 is not None else np.zeros(problem.b.shape), 0)
+        if g0 is None:         # 0, and -inf where b is 0: no path reads a massless column
+            g0 = np.where(problem.b > 0, 0.0, -np.inf)
+        start = SolverState(0, f0, g0, 0)
         if resumed is not None:
             start = SolverState(resumed.stage, f0, resumed.g, resumed.n_iter, resumed.history)
         elif levels and init is not None:
