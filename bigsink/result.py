@@ -114,6 +114,8 @@ class SinkhornResult:
         levels: what each coarse level of a multiscale solve ran (:class:`LevelRun`,
             coarsest first); empty without one.
         multiscale: how the multiscale hierarchy was used, or why not ("" when off).
+        executor: where the solve ran: ``"local, 2 threads"``, or the Dask scheduler, its
+            workers, whether it was your (default) client, and its dashboard.
     """
 
     f: Any
@@ -138,6 +140,7 @@ class SinkhornResult:
     truncation_bound: float | None = None
     levels: tuple[LevelRun, ...] = ()
     multiscale: str = ""
+    executor: str = ""
     cost: CostSource | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -301,6 +304,8 @@ class SinkhornResult:
             f"  marginal error   row {me.row}  col {me.col}  (tol {self.tol:g})",
             f"  plan mass        {self.mass}",
         ]
+        if self.executor:
+            lines.append(f"  executor         {self.executor}")
         if self.placement:
             lines.append(f"  kernel           {self.placement}")
         if self.active_fraction is not None and self.truncation_bound is not None:
@@ -383,7 +388,7 @@ def save_result(result: SinkhornResult, path: Any, *, overwrite: bool = False) -
             "relative_eps": result.relative_eps,
             "active_fraction": result.active_fraction,
             "truncation_bound": result.truncation_bound,
-            "multiscale": result.multiscale,
+            "multiscale": result.multiscale, "executor": result.executor,
             "levels": [dataclasses.asdict(run) for run in result.levels],
         })
     return target
@@ -432,6 +437,7 @@ def load_result(path: Any) -> SinkhornResult:
         active_fraction=attrs.get("active_fraction"),
         truncation_bound=attrs.get("truncation_bound"),
         multiscale=str(attrs.get("multiscale", "")),
+        executor=str(attrs.get("executor", "")),
         levels=tuple(LevelRun((int(r["points"][0]), int(r["points"][1])),
                               tuple(float(e) for e in r["eps_stages"]), int(r["iterations"]),
                               float(r["seconds"])) for r in attrs.get("levels", ())),

@@ -41,7 +41,9 @@ def dask_client() -> Iterator[Any]:
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
         dashboard_address=None, memory_limit="2GiB",
     )
-    client = Client(cluster)
+    # not the default client: tests that do not pass client= stay local (a default
+    # client is picked up by solve, as Dask's conventions want; tested on its own)
+    client = Client(cluster, set_as_default=False)
     try:
         yield client
     finally:

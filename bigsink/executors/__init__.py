@@ -28,11 +28,14 @@ def make_executor(executor: Any = None, client: Any = None) -> Executor:
 
     ``client`` (a ``distributed.Client``, a cluster object or a scheduler address) selects
     the Dask executor; otherwise ``executor`` may be an :class:`Executor`, ``"local"`` or
-    ``None``: local, unless the environment names a scheduler (``DASK_SCHEDULER_ADDRESS``,
-    as a dask-operator ``DaskJob`` sets it), which is then used (and must answer).
+    ``None``: the Dask convention, an active default client of this process (``Client()``),
+    or a scheduler the environment names (``DASK_SCHEDULER_ADDRESS``, as a dask-operator
+    ``DaskJob`` sets it; it must answer); else local. ``executor="local"`` is always local.
     """
     if client is None and executor is None:
-        client = os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+        from .dask import default_client
+
+        client = default_client() or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
     if client is not None:
         from .dask import DaskExecutor
 

@@ -68,6 +68,11 @@ class Session(Protocol):
     """An executor bound to one cost source and strip layout for the length of a solve."""
 
     cost: CostSource
+    #: Where the strips run, for the result's summary: ``"local, 2 threads"``, or the
+    #: scheduler, its workers and its dashboard.
+    where: str
+    #: The Dask dashboard's address, or "" (no cluster, or no dashboard).
+    dashboard: str
 
     def run(self, job: StripJob) -> tuple[Any, Any]:
         """Run ``job`` over all strips: ``(row outputs (n, ...) or None, merged partial)``."""

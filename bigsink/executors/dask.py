@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -246,6 +247,11 @@ class DaskSession:
         self.workers = workers or {}
         self.retries = retries
         self._owns_client = owns_client
+        self.dashboard = dashboard_link(client)
+        origin = "" if owns_client else ", through your client"
+        self.where = (f"dask: scheduler {self._address}, {len(self.workers)} worker"
+                      f"{'s' if len(self.workers) != 1 else ''} ({mode}){origin}"
+                      + (f"; dashboard {self.dashboard}" if self.dashboard else ""))
         self._token = uuid.uuid4().hex[:12]
         self._jobs = itertools.count()
         self._source: Any = None
@@ -519,6 +525,33 @@ class DaskExecutor:
 
 
 # ---------------------------------------------------------------------------- other work
+
+
+def dashboard_link(client: Any) -> str:
+    """The dashboard address of ``client``'s scheduler, or "" when it serves none (no
+    bokeh there, or started without one)."""
+    try:
+        info = client.scheduler_info()
+        services = info.get("services", {}) if isinstance(info, dict) else {}
+        if "dashboard" not in services:
+            return ""
+        return str(client.dashboard_link)
+    except Exception:                          # a dashboard is a convenience, never an error
+        return ""
+
+
+def default_client() -> Any:
+    """The active default ``distributed.Client`` of this process (``Client()`` made one,
+    or ``set_as_default``), or None; distributed is not imported for this."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import default_client as current
+
+    try:
+        client = current()
+    except ValueError:                          # none
+        return None
+    return client if getattr(client, "status", "") == "running" else None
 
 
 def connect(client: Any, timeout: float = CONNECT_TIMEOUT_S) -> tuple[Any, bool]:

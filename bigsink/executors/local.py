@@ -91,6 +91,8 @@ class LocalSession:
         self.strips = strips
         self.chunk_rows = chunk_rows
         self.threads = threads
+        self.where = f"local, {threads} thread{'s' if threads > 1 else ''}"
+        self.dashboard = ""
         self._pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
 
     @property

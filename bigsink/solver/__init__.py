@@ -301,7 +301,7 @@ def solve(
                                           lambda lv, sch, st: _solve_level(lv, sch, st, config))
             start = start if coarse is None else coarse
             note = f"{len(runs)} of {len(levels)} cluster levels used, coarsest first"
-        hooks = [progress_hook(progress), user]
+        hooks = [progress_hook(progress, session.dashboard), user]
         if checkpoint is not None:
             hooks.append(Checkpointer(checkpoint, checkpoint_every, schedule, fp,
                                       (stats.lo, stats.hi)))
@@ -313,6 +313,7 @@ def solve(
             ev = evaluate(session, state.f, state.g, schedule[-1])
     finally:
         session.close()
+    where = session.where
     if order is not None:                             # back to the user's order
         state, ev = order.back(state, ev)
         if device is not None:
@@ -322,7 +323,7 @@ def solve(
     result = finish(problem, state, ev, schedule, config.tol, converged,
                     time.perf_counter() - t0, user_src if order is not None and device is None
                     else src, str(place), relative, report, config.omega)
-    return dataclasses.replace(result, levels=runs, multiscale=note)
+    return dataclasses.replace(result, levels=runs, multiscale=note, executor=where)
 
 
 def _scale_back(problem: Problem, state: SolverState, ev: Evaluation, eps: float

@@ -16,11 +16,14 @@ from .loop import SolverState
 __all__ = ["chain", "progress", "user_hook"]
 
 
-def progress(enabled: bool | None) -> Callable[[SolverState, float], None] | None:
-    """A tqdm progress callback; ``None`` shows it only on a terminal, False never."""
+def progress(enabled: bool | None, dashboard: str = ""
+             ) -> Callable[[SolverState, float], None] | None:
+    """A tqdm progress callback; ``None`` shows it only on a terminal, False never. A
+    Dask ``dashboard`` address is shown in its description."""
     if enabled is False:
         return None
-    bar = progress_bar("sinkhorn", "it", enabled)
+    bar = progress_bar(f"sinkhorn (dashboard {dashboard})" if dashboard else "sinkhorn", "it",
+                       enabled)
 
     def update(state: SolverState, err: float) -> None:
         if math.isnan(err):

@@ -691,3 +691,40 @@ def test_a_tls_scheduler_takes_the_users_certificates(tmp_path: Path) -> None:
         with dask.config.set(config):
             r = bigsink.solve(C, a, b, eps=0.05, client=address, progress=False)
     np.testing.assert_allclose(r.f, ref.f, rtol=1e-12, atol=1e-14)
+
+
+def test_an_active_default_client_is_used_and_named(dask_client: Any) -> None:
+    """issue 23: an active default client was ignored (the solve ran locally). Now, as in
+    Dask, ``Client()`` makes solves run on it unless ``executor="local"``; the result
+    says where it ran (and the dashboard, when the scheduler serves one)."""
+    from distributed import Client
+
+    C, a, b = problem()
+    ref = bigsink.solve(C, a, b, eps=0.05, progress=False)
+    assert ref.executor.startswith("local")
+    with Client(dask_client.cluster) as mine:                # the default client now
+        r = bigsink.solve(C, a, b, eps=0.05, progress=False)
+        local = bigsink.solve(C, a, b, eps=0.05, executor="local", progress=False)
+        assert mine.status == "running"
+    address = dask_client.scheduler.address
+    assert r.executor.startswith(f"dask: scheduler {address}, 2 workers")
+    assert "through your client" in r.executor and "executor" in r.summary()
+    assert local.executor.startswith("local")
+    np.testing.assert_allclose(r.f, ref.f, rtol=1e-12, atol=1e-14)
+    after = bigsink.solve(C, a, b, eps=0.05, progress=False)  # closed: local again
+    assert after.executor.startswith("local")
+
+
+def test_the_dashboard_is_named_where_the_scheduler_serves_one() -> None:
+    """issue 23: the dashboard's address in the result (and the progress line)."""
+    pytest.importorskip("bokeh")
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                      host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        C, a, b = problem()
+        r = bigsink.solve(C, a, b, eps=0.05, client=client, progress=False)
+        assert f"dashboard {client.dashboard_link}" in r.executor
+        assert client.dashboard_link.startswith("http://127.0.0.1:")
