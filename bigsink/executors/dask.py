@@ -55,6 +55,7 @@ import sys
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,15 +78,34 @@ __all__ = [
 CONNECT_TIMEOUT_S = 5.0
 
 
+#: bigsink's defaults in ``dask.config`` (the ``bigsink`` namespace), as Dask's own
+#: libraries ship theirs: overridden by the user's Dask configuration and environment.
+DEFAULTS = Path(__file__).resolve().parent.parent / "bigsink.yaml"
+
+
+def _register_defaults() -> None:
+    """Add :data:`DEFAULTS` to ``dask.config``'s defaults (once per process)."""
+    import dask.config
+    import yaml
+
+    with open(DEFAULTS) as fh:
+        dask.config.update_defaults(yaml.safe_load(fh))
+
+
+_register_defaults()
+
+
 def config_seconds(name: str, default: float) -> float:
     """Seconds from ``dask.config``'s ``bigsink.<name>`` (a number, or a Dask duration such
     as ``"30s"``; e.g. ``DASK_BIGSINK__WORKER_WAIT=2m`` in the environment), else
-    ``default``. Keys: ``connect-timeout`` (reaching a scheduler), ``worker-wait`` (its
-    first worker; default the connect timeout)."""
+    ``default`` (also where the setting is null). Keys (``bigsink.yaml``):
+    ``connect-timeout`` (reaching a scheduler), ``worker-wait`` (its first worker; null:
+    the connect timeout)."""
     import dask
     from dask.utils import parse_timedelta
 
-    value = dask.config.get(f"bigsink.{name}", default)
+    value = dask.config.get(f"bigsink.{name}", None)
+    value = default if value is None else value
     try:
         seconds = parse_timedelta(value, default="s")
     except (TypeError, ValueError, KeyError):
@@ -97,17 +117,29 @@ def config_seconds(name: str, default: float) -> float:
 
 #: What ``mode=`` accepts.
 MODES = ("auto", "resident", "streaming")
-#: auto mode keeps C resident when it needs less than this share of the workers' memory.
-RESIDENT_SHARE = 0.5
+
+
+def config_share(name: str) -> float:
+    """A share in (0, 1] from ``dask.config``'s ``bigsink.<name>`` (``bigsink.yaml``:
+    ``resident-share``, ``worker-share``), or an InputError naming the setting."""
+    import dask
+
+    value = dask.config.get(f"bigsink.{name}")
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        share = math.nan
+    if not 0 < share <= 1:
+        raise InputError(f"dask.config bigsink.{name}: expected a share in (0, 1]; got "
+                         f"{value!r}.")
+    return share
+
 #: A strip task should touch at least this many elements, so that the ~2 ms a task costs
 #: the scheduler stays small against its compute (a few ns per element).
 MIN_TASK_ELEMENTS = 1 << 21
 #: Bounds of the automatic memory budget of one strip task (strip + temporaries).
 MIN_TASK_BYTES = 4 << 20
 MAX_TASK_BYTES = 512 << 20
-#: Share of a worker's memory limit that running strip tasks (and resident strips) may use;
-#: distributed starts spilling at 60 % and pauses a worker at 80 %.
-WORKER_SHARE = 0.5
 
 
 # ---------------------------------------------------------------------------- tasks
@@ -187,7 +219,7 @@ def plan_strip_rows(
 ) -> tuple[int, int]:
     """``(rows per strip task, rows per kernel chunk)`` from the cluster's memory and threads.
 
-    A task's budget is the smallest, over workers, of ``(WORKER_SHARE * memory_limit -
+    A task's budget is the smallest, over workers, of ``(worker-share * memory_limit -
     current memory - resident share) / threads``. Within it a task runs its kernel on
     chunks of its strip, each with about three ``(rows, m, width)`` float64 temporaries (a
     generic kernel's; the fused ones need O(m)), and, streaming, holds the strip it read:
@@ -205,7 +237,8 @@ def plan_strip_rows(
         limit = int(w.get("memory_limit") or 0) or _host_memory()
         used = int((w.get("metrics") or {}).get("memory") or 0)
         share = total_bytes / max(1, len(workers)) if resident else 0
-        budget = min(budget, int((WORKER_SHARE * limit - used - share) / max(1, w["nthreads"])))
+        budget = min(budget, int((config_share("worker-share") * limit - used - share)
+                                 / max(1, w["nthreads"])))
     budget = max(MIN_TASK_BYTES, budget)
     chunk = max(1, budget // 2 // (m * 3 * 8 * max(1, width)))     # kernel temporaries
     rows = max(math.ceil(n / ((1 if resident else 2) * threads)),
@@ -298,7 +331,7 @@ class DaskSession:
 
     def hold_room(self) -> tuple[int, str]:
         """Bytes that held objects may take on the workers, and where (for messages): next
-        to resident strips, WORKER_SHARE of their memory limits less C's strips; streaming
+        to resident strips, ``bigsink.worker-share`` of their memory limits less C's strips; streaming
         a store, the scratch room of their temporary directories
         (:func:`~bigsink.scratch.scratch_room`, counted once per host); none otherwise."""
         if not self._holds():
@@ -319,10 +352,11 @@ class DaskSession:
             return total, (f"the workers' scratch room ({total / 2**30:.1f} GiB on "
                            f"{len(hosts)} host(s); on {address}: {where})")
         n, m = self.cost.shape
-        share = sum(WORKER_SHARE * (int(w.get("memory_limit") or 0) or _host_memory())
+        worker_share = config_share("worker-share")
+        share = sum(worker_share * (int(w.get("memory_limit") or 0) or _host_memory())
                     for w in self.workers.values())
         room = max(0, int(share - n * m * np.dtype(self.cost.dtype).itemsize))
-        return room, (f"{WORKER_SHARE:.0%} of the workers' memory less C's strips "
+        return room, (f"{worker_share:.0%} of the workers' memory less C's strips "
                       f"({room / 2**30:.1f} GiB)")
 
     def hold(self, factory: Callable[..., Any]) -> list[Held]:
@@ -496,7 +530,7 @@ class DaskExecutor:
             if isinstance(cost, DenseCost):
                 mode = "resident"
             elif mode == "auto":
-                fits = n * m * itemsize < RESIDENT_SHARE * _cluster_memory(workers)
+                fits = n * m * itemsize < config_share("resident-share") * _cluster_memory(workers)
                 mode = "resident" if fits else "streaming"
             block_rows = cost.grid.block_shape[0]
             if self.strip_bytes is not None:

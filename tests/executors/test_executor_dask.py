@@ -728,3 +728,26 @@ def test_the_dashboard_is_named_where_the_scheduler_serves_one() -> None:
         r = bigsink.solve(C, a, b, eps=0.05, client=client, progress=False)
         assert f"dashboard {client.dashboard_link}" in r.executor
         assert client.dashboard_link.startswith("http://127.0.0.1:")
+
+
+def test_bigsinks_defaults_live_in_dask_config(dask_client: Any, tmp_path: Path) -> None:
+    """issue 23: bigsink's knobs are a ``bigsink`` namespace in dask.config, with a YAML
+    defaults file (as Dask's own libraries ship), not module constants."""
+    from bigsink.executors.dask import DEFAULTS, config_share
+
+    assert DEFAULTS.name == "bigsink.yaml" and DEFAULTS.exists()
+    assert dask.config.get("bigsink.connect-timeout") == "5s"
+    assert dask.config.get("bigsink.resident-share") == 0.5
+    assert DaskExecutor("tcp://127.0.0.1:8786").connect_timeout == 5.0
+    C = problem()[0]
+    cost = ZarrCost(write_zarr(tmp_path / "C.zarr", C, (50, 50)))
+    for share, mode in ((0.5, "resident"), (1e-12, "streaming")):   # C fits half, not 1e-12
+        with dask.config.set({"bigsink.resident-share": share}):
+            session = DaskExecutor(dask_client).open(cost, 1)
+            try:
+                assert session.mode == mode
+            finally:
+                session.close()
+    with dask.config.set({"bigsink.worker-share": 2}), \
+            pytest.raises(InputError, match=r"bigsink\.worker-share: expected a share"):
+        config_share("worker-share")
