@@ -25,6 +25,20 @@ from .errors import ConvergenceWarning, InputError
 __all__ = ["build_parser", "main"]
 
 
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    """Compile every numba kernel into the cache (:mod:`bigsink.warmup`)."""
+    from .warmup import cache_dir, warmup
+
+    def report(name: str, seconds: float) -> None:
+        if not args.quiet:
+            print(f"  {name:<34} {seconds:7.2f} s", flush=True)
+
+    took = warmup(report)
+    print(f"warmup: {len(took)} paths in {sum(took.values()):.1f} s; kernels cached in "
+          f"{cache_dir()}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Build a real problem (two 2-D point clouds), solve it, print a summary."""
     from . import PointCloudCost, solve
@@ -274,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="save the convergence plot here ('' for none)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_cmd_demo)
+
+    warm = sub.add_parser(
+        "warmup", help="compile the numba kernels into their cache (e.g. when building an "
+        "image), so that the first solve does not pay for it")
+    warm.add_argument("--quiet", action="store_true", help="only the one-line summary")
+    warm.set_defaults(func=_cmd_warmup)
 
     cost = sub.add_parser("cost", help="write a Zarr cost matrix from two .npy point clouds")
     cost.add_argument("x", metavar="X.npy", help="source points (n, d) or (n,)")

@@ -276,3 +276,21 @@ def test_solve_writes_a_convergence_plot(tmp_path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (640, 400)
     assert bigsink.load_result(tmp_path / "r.zarr").converged
+
+
+@pytest.mark.slow
+def test_warmup_fills_an_empty_kernel_cache(tmp_path: Path) -> None:
+    """issue 23 (item 1) / 25 (item 6): `bigsink warmup` compiles every path's kernels into
+    numba's cache (here an empty NUMBA_CACHE_DIR), so a fresh container's first solve does
+    not pay for it; a second run finds them there (it compiles nothing new)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    cli = [sys.executable, "-m", "bigsink.cli", "warmup"]
+    first = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "warmup: 10 paths" in first.stdout and str(tmp_path / "cache") in first.stdout
+    cached = {p.name for p in (tmp_path / "cache").rglob("*.nbc")}
+    assert len(cached) > 10
+    again = subprocess.run([*cli, "--quiet"], env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0 and again.stdout.count("\n") == 1
+    assert {p.name for p in (tmp_path / "cache").rglob("*.nbc")} == cached

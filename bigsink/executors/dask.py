@@ -331,8 +331,8 @@ class DaskSession:
 
     def hold_room(self) -> tuple[int, str]:
         """Bytes that held objects may take on the workers, and where (for messages): next
-        to resident strips, ``bigsink.worker-share`` of their memory limits less C's strips; streaming
-        a store, the scratch room of their temporary directories
+        to resident strips, ``bigsink.worker-share`` of their memory limits less C's
+        strips; streaming a store, the scratch room of their temporary directories
         (:func:`~bigsink.scratch.scratch_room`, counted once per host); none otherwise."""
         if not self._holds():
             return 0, (f"the workers' memory, which holds no strips of C here (mode "
