@@ -5,11 +5,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS ?= test,dev,ray,plot,dask
 
-.PHONY: install test lint typecheck pytest faults demo bench clean
+.PHONY: install test lint typecheck pytest faults dist demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip "setuptools>=77" wheel
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
@@ -31,6 +31,12 @@ test: lint typecheck pytest
 faults: $(STAMP)
 	$(PY) -m pytest -q -m fault $(PYTEST_ARGS)
 
+# the wheel that deployments install (Ray's runtime_env, the Ray launcher, SLURM nodes):
+# bigsink is on no package index
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+
 demo: $(STAMP)
 	$(VENV)/bin/bigsink demo
 
@@ -38,4 +44,4 @@ bench: $(STAMP)
 	$(VENV)/bin/bigsink bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build

@@ -46,7 +46,8 @@ def import_cupy() -> Any:
         import cupy
     except ImportError as exc:
         raise InputError(
-            "device='gpu' needs CuPy: pip install 'bigsink[gpu]' (CUDA 12) and a CUDA GPU. "
+            "device='gpu' needs CuPy: pip install cupy-cuda12x (bigsink's gpu extra; CUDA 12) "
+            "and a CUDA GPU. "
             f"Import failed with: {exc}"
         ) from exc
     return cupy

@@ -199,11 +199,15 @@ class SweepResults:
         rows: one :class:`SweepRow` per (pair, eps).
         eps: the eps values, coarsest first.
         tol: the tolerance every solve ran to.
+        cluster: the Ray cluster the sweep ran on (its GCS address, CPUs and GPUs, who
+            started it) and the keys of its ``runtime_env``; "" when nothing was left to
+            solve, or loaded from a table.
     """
 
     rows: tuple[SweepRow, ...]
     eps: tuple[float, ...] = ()
     tol: float = math.nan
+    cluster: str = ""
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -443,10 +447,12 @@ def _loopback_only() -> None:
         constants.ENABLE_RAY_CLUSTER = False     # what the variable sets when Ray is imported
 
 
-def _start_ray(address: str | None, num_cpus: int | None) -> bool:
+def _start_ray(address: str | None, num_cpus: int | None,
+               runtime_env: dict[str, Any] | None = None) -> bool:
     """Join the Ray cluster at ``address`` (checked first, :func:`~bigsink._net.ray_address`),
-    or start a local instance on 127.0.0.1 without a dashboard, unless Ray is initialised
-    in this process already; True when this call started or joined it."""
+    or start a local instance on 127.0.0.1 without a dashboard, with ``runtime_env`` as the
+    job's, unless Ray is initialised in this process already; True when this call started
+    or joined it."""
     address = ray_address("address", address)   # refused or probed before Ray dials
     if address is None and "ray" not in sys.modules:
         _loopback_only()
@@ -454,12 +460,13 @@ def _start_ray(address: str | None, num_cpus: int | None) -> bool:
 
     if ray.is_initialized():
         return False
+    common: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.WARNING,
+                                  runtime_env=runtime_env)
     if address is not None:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(address=address, **common)
     else:
         _loopback_only()
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **common)
     return True
 
 
@@ -528,6 +535,7 @@ def sweep(
     overwrite: bool = False,
     out: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    runtime_env: dict[str, Any] | None = None,
 ) -> SweepResults:
     """Solve every pair at every eps on a Ray cluster; one result row per (pair, eps).
 
@@ -571,6 +579,12 @@ def sweep(
         resume: continue the sweep whose table is at ``out`` (and potentials at
             ``save_potentials``): its finished rows are kept, and only missing or failed
             rows are solved (whole pairs). Without a table there yet, start afresh.
+        runtime_env: Ray's ``runtime_env`` for the sweep, e.g.
+            ``{"py_modules": ["dist/bigsink-0.1.0-py3-none-any.whl"]}`` to ship bigsink
+            (``make dist``) to a running cluster whose nodes lack it, or ``env_vars``: the
+            job's where the sweep starts or joins Ray; in a Ray session this process already
+            holds, its tasks' (where Ray takes URIs and ``env_vars``, not local files: pass
+            those to your ``ray.init``). The result's ``cluster`` names its keys.
 
     Returns:
         :class:`SweepResults`; a pair with bad weights or a batch whose task failed beyond its
@@ -623,10 +637,12 @@ def sweep(
             continue
         valid.append((p, a, b))
 
+    cluster = ""
+
     def table() -> SweepResults:
         """The rows so far, by pair then eps."""
         return SweepResults(tuple(rows[k] for k in sorted(rows, key=lambda k: (k[0], -k[1]))),
-                            eps_list, tol)
+                            eps_list, tol, cluster)
 
     def kept() -> str:
         """What a lost head leaves, and how to go on."""
@@ -646,9 +662,10 @@ def sweep(
     try:
         import ray
     except ImportError:
-        raise ImportError("bigsink.sweep needs Ray: pip install 'bigsink[ray]'") from None
+        raise ImportError("bigsink.sweep needs Ray: pip install 'ray[default]' (bigsink's ray "
+                          "extra)") from None
 
-    started = _start_ray(address, num_cpus)
+    started = _start_ray(address, num_cpus, runtime_env)
     store: _PotentialStore | None = None
     try:
         with ExitStack() as outputs:
@@ -662,7 +679,17 @@ def sweep(
                 where = (save_potentials if out is not None      # in place, as rows are kept
                          else outputs.enter_context(atomic_path(save_potentials)))
                 store = _PotentialStore(where, P, eps_list, src.shape, reopen)
-            watch = _HeadWatch(ray.get_runtime_context().gcs_address, kept)
+            gcs = ray.get_runtime_context().gcs_address
+            watch = _HeadWatch(gcs, kept)
+            cluster = (f"Ray {ray.__version__} at {gcs}: {resources.get('CPU', 0):g} CPUs, "
+                       f"{resources.get('GPU', 0):g} GPUs ("
+                       + ("started by the sweep" if started and address is None and
+                          not os.environ.get("RAY_ADDRESS") else
+                          "joined" if started else "this process's session") + ")"
+                       + (f"; runtime_env {sorted(runtime_env)}" if runtime_env else ""))
+            # the job's runtime_env where the sweep started or joined Ray; per task in a
+            # session of yours (Ray then takes URIs and env_vars, not local files)
+            env = {} if started or runtime_env is None else runtime_env
             workers = int(num_gpus) or max(1, int(resources.get("CPU", 1)))
             per_worker = math.ceil(len(valid) / (2 * workers))
             K = int(batch_size) if batch_size else max(1, min(MAX_BATCH, per_worker))
@@ -673,13 +700,14 @@ def sweep(
             pending: dict[Any, list[tuple[int, np.ndarray, np.ndarray]]] = {}
             if num_gpus:
                 actor_cls = ray.remote(num_gpus=1, max_restarts=max_retries,
-                                       max_task_retries=max_retries)(_DeviceSolver)
+                                       max_task_retries=max_retries, runtime_env=env)(_DeviceSolver)
                 actors: list[Any] = [actor_cls.remote(cost_ref) for _ in range(int(num_gpus))]
                 for i, batch in enumerate(batches):
                     A, B = (np.stack([x[j] for x in batch], axis=1) for j in (1, 2))
                     pending[actors[i % len(actors)].solve.remote(A, B, *args)] = batch
             else:
-                task = ray.remote(solve_chain).options(num_cpus=1, max_retries=max_retries)
+                task = ray.remote(solve_chain).options(num_cpus=1, max_retries=max_retries,
+                                                       runtime_env=env)
                 for batch in batches:
                     A, B = (np.stack([x[j] for x in batch], axis=1) for j in (1, 2))
                     pending[task.remote(cost_ref, A, B, *args)] = batch

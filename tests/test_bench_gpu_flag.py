@@ -19,7 +19,7 @@ def test_bench_device_gpu_without_cupy_is_an_input_error(capsys) -> None:
     rc = main(["bench", "--device", "gpu", "--n", "50", "--no-pot", "--quiet"])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "bigsink bench: error:" in err and "needs CuPy: pip install 'bigsink[gpu]'" in err
+    assert "bigsink bench: error:" in err and "needs CuPy: pip install cupy-cuda12x" in err
     with pytest.raises(InputError, match="needs CuPy"):
         bench.run_bench(bench.BenchConfig(sizes=(50,), device="gpu", pot=False))
 

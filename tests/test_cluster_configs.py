@@ -85,3 +85,37 @@ def test_the_compose_tls_overlay_matches_the_base_services() -> None:
     for name in ("scheduler", "worker"):
         assert tls[name]["command"][-6:] == TLS_FLAGS
     assert CLIENT_ENV <= set(tls["client"]["environment"])
+
+
+def _commands(doc: Any) -> list[str]:
+    """Every command and argument string in a YAML document."""
+    if isinstance(doc, dict):
+        return [c for v in doc.values() for c in _commands(v)]
+    if isinstance(doc, list):
+        return [c for v in doc for c in _commands(v)]
+    return [doc] if isinstance(doc, str) else []
+
+
+def test_no_deployment_installs_bigsink_from_a_package_index() -> None:
+    """issue 23 (item 1): bigsink is on no index; every config installs this checkout (the
+    image of cluster/Dockerfile, or `make dist`'s wheel)."""
+    for path in sorted((ROOT / "cluster").rglob("*")):
+        if path.suffix in (".yaml", ".yml", ".py", ".sh", ".md") or path.name == "Dockerfile":
+            text = path.read_text()
+            for bad in ("install bigsink", "install 'bigsink", 'install "bigsink'):
+                assert bad not in text, f"{path}: {bad}"
+
+
+def test_kuberay_runs_the_image_and_its_own_start_command() -> None:
+    """issue 23: without the overwrite-container-cmd annotation KubeRay wrapped the command,
+    pip ran without arguments and Ray started without bigsink."""
+    cluster = yaml.safe_load((ROOT / "cluster" / "ray" / "raycluster.yaml").read_text())
+    assert cluster["metadata"]["annotations"]["ray.io/overwrite-container-cmd"] == "true"
+    groups = [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]
+    for group in groups:
+        [container] = group["template"]["spec"]["containers"]
+        assert container["image"].startswith("bigsink:")
+        assert container["args"] == ["ulimit -n 65536 && $KUBERAY_GEN_RAY_START_CMD"]
+    launcher = yaml.safe_load((ROOT / "cluster" / "ray" / "cluster.yaml").read_text())
+    assert launcher["file_mounts"]["~/bigsink-dist"] == "./dist"
+    assert any("bigsink-dist/bigsink-*.whl" in c for c in _commands(launcher["setup_commands"]))

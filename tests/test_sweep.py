@@ -448,3 +448,58 @@ def test_a_local_sweeps_ray_listens_on_loopback_only(tmp_path: Path) -> None:
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["ips"] and all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for ip in found["ips"])
     assert found["dashboard"].startswith("127.0.0.1:")
+
+
+SHIPPED = """
+import json, sys
+import numpy as np
+import ray
+import bigsink
+sys.path.insert(0, {tests!r})
+from test_sweep import TOL, as_array, problem, reference
+C, pairs = problem(n=30, P=3, seed=9)
+env = {{"py_modules": [{wheel!r}], "env_vars": {{"OMP_NUM_THREADS": "1"}}}}
+ref = reference(C, pairs, (0.2, 0.1))
+where = ""
+if sys.argv[1] == "sweep":             # the sweep starts Ray with it
+    res = bigsink.sweep(C, pairs, [0.2, 0.1], tol=TOL, num_cpus=2, progress=False,
+                        runtime_env=env)
+else:                                  # the user's session has it
+    ray.init(num_cpus=2, runtime_env=env, include_dashboard=False, log_to_driver=False)
+    where = ray.get(ray.remote(lambda: [p for p in sys.path if "runtime_resources" in p]
+                               ).remote())        # where the workers find the wheel's files
+    res = bigsink.sweep(C, pairs, [0.2, 0.1], tol=TOL, progress=False)
+print(json.dumps({{"where": where, "cluster": res.cluster,
+                  "rel": float(np.max(np.abs(as_array(res, 3) - ref) / np.abs(ref)))}}))
+"""
+
+
+@pytest.mark.slow
+def test_a_wheel_shipped_through_runtime_env_runs_the_sweep(tmp_path: Path) -> None:
+    """issue 23 (items 1, 4): `make dist`'s wheel goes to Ray through ``runtime_env``
+    (``{"py_modules": [wheel]}``): given to the sweep, which starts Ray with it, or to the
+    user's ``ray.init``, whose workers then have the wheel's files on their path. Same
+    answers; the result names the cluster and the runtime_env."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                            "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = tmp_path.glob("bigsink-*.whl")
+    script = SHIPPED.format(tests=str(ROOT / "tests"), wheel=str(wheel))
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    got = {}
+    for phase in ("sweep", "session"):        # one process each: Ray's upload cache
+        out = subprocess.run([sys.executable, "-c", script, phase], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        got[phase] = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got[phase]["rel"] < 1e-9
+    assert "started by the sweep" in got["sweep"]["cluster"]
+    assert "runtime_env ['env_vars', 'py_modules']" in got["sweep"]["cluster"]
+    assert "this process's session" in got["session"]["cluster"]
+    # (here the checkout's editable install still wins the import; on nodes without
+    # bigsink, these shipped files are what they import)
+    shipped = [Path(p) for p in got["session"]["where"]]
+    assert any((p / "bigsink" / "bigsink.yaml").exists() for p in shipped), shipped

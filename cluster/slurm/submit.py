@@ -5,7 +5,7 @@ Runs on a login node (or inside a small SLURM job): it submits SLURM jobs that e
 Dask workers, connects to them, runs ``bigsink.solve(..., client=client)`` and saves the
 result. The cost must be on a file system the compute nodes share (or an object-store URL).
 
-    pip install "bigsink" dask-jobqueue
+    make dist && pip install dist/bigsink-*.whl dask-jobqueue   # bigsink is on no index
     python cluster/slurm/submit.py /shared/C.zarr --a /shared/a.npy --b /shared/b.npy \\
         --eps 1e-3 --out /shared/result --jobs 8 --cores 16 --memory 64GiB \\
         --queue normal --walltime 02:00:00 --account myproject
