@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= test,dev,ray,plot,dask
+EXTRAS ?= test,dev,ray,plot,dask,s3
 
 .PHONY: install test lint typecheck pytest faults dist demo bench clean
 

@@ -86,6 +86,20 @@ def _scheduler_error(address: str, exc: BaseException) -> InputError:
     )
 
 
+def _storage_options(text: str | None) -> dict[str, Any] | None:
+    """``--storage-options``: a JSON object (fsspec's options for a URL), or None."""
+    if not text:
+        return None
+    try:
+        options = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"--storage-options: expected a JSON object, got {text!r} "
+                         f"({exc}).") from None
+    if not isinstance(options, dict):
+        raise InputError(f"--storage-options: expected a JSON object, got {text!r}.")
+    return options
+
+
 def _cmd_cost(args: argparse.Namespace) -> int:
     """Write a Zarr cost matrix from two point clouds stored as .npy files."""
     from .io import write_cost
@@ -103,7 +117,8 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     try:
         cost = write_cost(x, y, args.out, args.metric, p=args.p, scale=scale, chunks=chunks,
                           dtype=args.dtype, client=args.scheduler, overwrite=args.overwrite,
-                          progress=False if args.quiet else None)
+                          progress=False if args.quiet else None,
+                          storage_options=_storage_options(args.storage_options))
     except (OSError, TimeoutError) as exc:
         if args.scheduler:
             raise _scheduler_error(args.scheduler, exc) from None
@@ -136,7 +151,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     else:
         from .costs import ZarrCost
 
-        cost = ZarrCost(args.cost if "://" in args.cost else os.path.abspath(args.cost))
+        cost = ZarrCost(args.cost if "://" in args.cost else os.path.abspath(args.cost),
+                        _storage_options(args.storage_options))
     a = _load_npy("--a", args.a) if args.a else None
     b = _load_npy("--b", args.b) if args.b else None
     out = os.path.abspath(args.out)
@@ -222,7 +238,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     except ValueError:
         raise InputError(f"--eps: expected comma-separated numbers, got {args.eps!r}.") from None
     cost: object = args.cost
-    if args.cost.endswith(".npy"):
+    if args.storage_options:
+        from .costs import ZarrCost
+
+        cost = ZarrCost(args.cost, _storage_options(args.storage_options))
+    elif args.cost.endswith(".npy"):
         try:
             cost = np.load(args.cost)
         except (OSError, ValueError) as exc:
@@ -298,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     cost = sub.add_parser("cost", help="write a Zarr cost matrix from two .npy point clouds")
     cost.add_argument("x", metavar="X.npy", help="source points (n, d) or (n,)")
     cost.add_argument("y", metavar="Y.npy", help="target points (m, d) or (m,)")
-    cost.add_argument("--out", required=True, help="Zarr directory to create")
+    cost.add_argument("--out", required=True,
+                      help="Zarr directory to create, or a URL such as s3://bucket/C.zarr")
     cost.add_argument("--metric", default="sqeuclidean",
                       choices=("sqeuclidean", "euclidean", "minkowski"))
     cost.add_argument("--p", type=float, default=2.0, help="Minkowski exponent")
@@ -308,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--scheduler", default=None, metavar="ADDR",
                       help="Dask scheduler address (default: local threads)")
     cost.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    cost.add_argument("--storage-options", default=None, metavar="JSON",
+                      help="fsspec options for a URL, e.g. '{\"anon\": false}' or "
+                      "'{\"client_kwargs\": {\"endpoint_url\": \"http://...\"}}'")
     cost.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     cost.set_defaults(func=_cmd_cost)
 
@@ -322,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--max-iter", type=int, default=10_000, help="iteration budget")
     solve.add_argument("--scheduler", default=None, metavar="ADDR",
                        help="Dask scheduler address (default: in-process threads)")
+    solve.add_argument("--storage-options", default=None, metavar="JSON",
+                       help="fsspec options for a URL, e.g. '{\"anon\": false}' or "
+                      "'{\"client_kwargs\": {\"endpoint_url\": \"http://...\"}}'")
     solve.add_argument("--device", default=None, choices=["cpu", "gpu"],
                        help="gpu: strips run on CuPy (each Dask worker uses its own GPU)")
     solve.add_argument("--truncate", default=None, action=argparse.BooleanOptionalAction,
@@ -350,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", required=True, metavar="RESULTS",
                     help="results table: .csv, or .parquet (needs pyarrow)")
     sw.add_argument("--address", default=None, help="join this Ray cluster (host:port)")
+    sw.add_argument("--storage-options", default=None, metavar="JSON",
+                    help="fsspec options for a URL COST (credentials, endpoint_url)")
     sw.add_argument("--tol", type=float, default=1e-9, help="L1 marginal tolerance")
     sw.add_argument("--max-iter", type=int, default=10_000, help="iterations per solve")
     sw.add_argument("--batch-size", type=int, default=None, help="pairs per task")

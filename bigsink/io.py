@@ -7,6 +7,8 @@ Results save and load themselves (:mod:`bigsink.result`); plans are written by
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -44,6 +46,7 @@ class CostChunk:
     rows: tuple[int, int]
     cols: tuple[int, int]
     source: PointCloudCost
+    storage_options: dict[str, Any] | None = None
 
 
 def compute_chunk(item: CostChunk) -> tuple[float, float]:
@@ -66,7 +69,8 @@ def compute_chunk(item: CostChunk) -> tuple[float, float]:
     if item.path is not None:
         import zarr
 
-        zarr.open_array(item.path, mode="r+")[r0:r1, c0:c1] = block
+        zarr.open_array(item.path, mode="r+",
+                        storage_options=item.storage_options)[r0:r1, c0:c1] = block
     return float(block.min()), float(block.max())
 
 
@@ -125,18 +129,21 @@ def write_cost(
     threads: int | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Any:
     """Write the cost matrix ``C_ij = metric(x_i, y_j) / scale`` to a Zarr v3 array.
 
     Each chunk is computed (by :class:`PointCloudCost`) and written by exactly one task, on a
-    Dask cluster when ``client`` is given, else on a local thread pool. The array is built
-    under a temporary name next to ``path`` and renamed when complete: a failure leaves
-    nothing at ``path``.
+    Dask cluster when ``client`` is given, else on a local thread pool. A local array is
+    built under a temporary name next to ``path`` and renamed when complete: a failure
+    leaves nothing at ``path``. An object store (``s3://...`` and other fsspec URLs) has no
+    rename: the array is written in place with the attribute ``complete`` False, set True
+    last, and :class:`~bigsink.costs.ZarrCost` refuses an incomplete one.
 
     Args:
         x: source points (n, d) or (n,).
         y: target points (m, d) or (m,).
-        path: local directory to create.
+        path: local directory to create, or an fsspec URL (``s3://bucket/C.zarr``).
         metric: "sqeuclidean", "euclidean" or "minkowski" (with ``p``).
         p: Minkowski exponent.
         scale: divide C by this: None (1), a positive float, or "max" (C's maximum, so C lies
@@ -149,6 +156,9 @@ def write_cost(
         threads: local thread-pool size (default: all cores); ignored with ``client``.
         overwrite: replace an existing array at ``path``.
         progress: progress bar of chunks written; None shows it on a terminal only.
+        storage_options: for a URL ``path``: fsspec's options (credentials,
+            ``client_kwargs={"endpoint_url": ...}``), used by every task, and kept by the
+            returned cost for the solve's reads.
 
     Returns:
         The :class:`~bigsink.costs.ZarrCost` over the new array. Its attributes record
@@ -166,8 +176,13 @@ def write_cost(
         raise InputError(f"scale must be None, a positive number or 'max'; got {scale!r}.")
     fixed_scale = 1.0 if scale is None or isinstance(scale, str) else float(scale)
     cloud = PointCloudCost(x, y, metric, p=p, scale=fixed_scale, dtype=np_dtype)  # validates
-    target = local_path("path", path)
-    check_target("path", target, overwrite)
+    remote = "://" in (os.fspath(path) if hasattr(path, "__fspath__") else str(path))
+    if remote:
+        target = str(path)
+        _clear_remote(target, storage_options, overwrite)
+    else:
+        target = local_path("path", path)
+        check_target("path", target, overwrite)
     n, m = cloud.shape
     rc = _parse_chunks(chunks, (n, m))
 
@@ -178,7 +193,7 @@ def write_cost(
                 r1, c1 = min(r0 + rc[0], n), min(c0 + rc[1], m)
                 src = PointCloudCost(cloud.x[r0:r1], cloud.y[c0:c1], metric, p=p, scale=s,
                                      dtype=kind, block_shape=(r1 - r0, c1 - c0))
-                out.append(CostChunk(where, (r0, r1), (c0, c1), src))
+                out.append(CostChunk(where, (r0, r1), (c0, c1), src, storage_options))
         return out
 
     grid = (math.ceil(n / rc[0]), math.ceil(m / rc[1]))
@@ -188,10 +203,13 @@ def write_cost(
             ranges = _run_items(compute_chunk, items(None, 1.0, np.float64), client, threads, bar)
         top = max(hi for _, hi in ranges)
         fixed_scale = top if top > 0 else 1.0
-    with atomic_path(target, overwrite) as tmp:
+    place = contextlib.nullcontext(target) if remote else atomic_path(target, overwrite)
+    with place as tmp:
         arr = zarr.create_array(tmp, shape=(n, m), chunks=rc, dtype=np_dtype,
-                                compressors=compressors,
-                                fill_value=np.nan)  # a lost chunk reads as NaN: refused
+                                compressors=compressors, storage_options=storage_options,
+                                fill_value=np.nan,  # a lost chunk reads as NaN: refused
+                                attributes={"format": FORMAT, "kind": "cost",
+                                            "complete": False})
         with progress_bar("write_cost", "chunk", progress, n_chunks) as bar:
             ranges = _run_items(compute_chunk, items(tmp, fixed_scale, np_dtype), client,
                                 threads, bar)
@@ -205,7 +223,36 @@ def write_cost(
             "block_min": np.reshape([lo for lo, _ in ranges], grid).tolist(),
             "block_max": np.reshape([hi for _, hi in ranges], grid).tolist(),
             "shape": [n, m], "x_shape": list(cloud.x.shape), "y_shape": list(cloud.y.shape),
+            "complete": True,                                 # last: the store is whole
         })
-    return ZarrCost(target)
+    return ZarrCost(target, storage_options)
+
+
+def _clear_remote(url: str, storage_options: dict[str, Any] | None, overwrite: bool) -> None:
+    """Make way for a cost array at ``url`` in an object store: nothing there, or (with
+    ``overwrite``) an array bigsink wrote, which is removed; else an InputError."""
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        bucket = root.strip("/").split("/")[0]
+        if not fs.exists(bucket):
+            raise InputError(f"path: the bucket {bucket!r} of {url!r} does not exist (or "
+                             "these credentials cannot see it); create it first.")
+        there = fs.exists(f"{root}/zarr.json")
+        attrs = json.loads(fs.cat_file(f"{root}/zarr.json")).get("attributes", {}) if there \
+            else {}
+    except (OSError, ValueError, ImportError) as exc:
+        raise InputError(f"path: cannot reach {url!r} ({type(exc).__name__}: {exc}); check "
+                         "the URL and storage_options (credentials, endpoint).") from None
+    if not there:
+        return
+    if not overwrite:
+        raise InputError(f"path: {url!r} already exists. Choose another path or pass "
+                         "overwrite=True (--overwrite on the command line).")
+    if attrs.get("format") != FORMAT:
+        raise InputError(f"path: {url!r} exists and is not an output of bigsink (it has no "
+                         "bigsink format marker), so it is not replaced even with overwrite.")
+    fs.rm(root, recursive=True)
 
 

@@ -30,8 +30,10 @@ def open_zarr_array(path: Any, storage_options: dict[str, Any] | None = None) ->
     try:
         arr = zarr.open_array(where, mode="r", storage_options=storage_options)
     except Exception as exc:  # zarr raises several types for 'not an array'
+        hint = (" Check the credentials in storage_options (--storage-options)."
+                if isinstance(exc, PermissionError) else "")
         raise InputError(
-            f"cost: could not open a Zarr array at {where!r}: {type(exc).__name__}: {exc}"
+            f"cost: could not open a Zarr array at {where!r}: {type(exc).__name__}: {exc}.{hint}"
         ) from exc
     if arr.ndim != 2:
         raise InputError(
@@ -85,6 +87,16 @@ class ZarrCost:
         self.path = where if "://" in where else os.path.abspath(where)
         self.storage_options = storage_options
         self._arr = open_zarr_array(self.path, storage_options)
+        attrs = self._arr.attrs
+        if attrs.get("format") == "bigsink" and attrs.get("complete") is False:
+            raise InputError(
+                f"cost: the Zarr array at {self.path!r} is incomplete: writing it was "
+                "interrupted (object stores have no atomic rename, so bigsink marks a store "
+                "complete last). Write it again with overwrite=True.")
+        # a store bigsink wrote fills missing chunks with NaN: a read that finds one is a
+        # chunk lost (or deleted) since, named at once instead of solved on
+        fill = self._arr.fill_value
+        self._missing_is_nan = attrs.get("format") == "bigsink" and bool(np.isnan(fill))
         n, m = (int(s) for s in self._arr.shape)
         chunks = tuple(int(c) for c in self._arr.chunks)
         self._grid = BlockGrid((n, m), (chunks[0], chunks[1]))
@@ -129,7 +141,8 @@ class ZarrCost:
         r0, r1 = self._grid.row_range(i)
         c0, c1 = self._grid.col_range(j)
         with self._reading(r0, r1):
-            return np.asarray(self._arr[r0:r1, c0:c1])
+            return self._present(np.asarray(self._arr[r0:r1, c0:c1]), r0,
+                                 np.arange(c0, c1))
 
     @contextlib.contextmanager
     def _reading(self, start: int, stop: int) -> Iterator[None]:
@@ -156,11 +169,25 @@ class ZarrCost:
             raise InputError(f"cost: reading rows {start}:{stop} of the Zarr array at "
                              f"{self.path!r} failed ({what}).") from None
 
+    def _present(self, out: np.ndarray, start: int, cols: np.ndarray | None = None
+                 ) -> np.ndarray:
+        """``out`` (rows from ``start``; of columns ``cols``, default all) unless it holds
+        the NaN that marks a missing chunk of a store bigsink wrote: then an InputError
+        naming the chunk."""
+        if not self._missing_is_nan or not np.isnan(out).any():
+            return out
+        r, c = (int(v) for v in np.argwhere(np.isnan(out))[0])
+        i, j = self._grid.block_of(start + r, c if cols is None else int(cols[c]))
+        raise InputError(
+            f"cost: chunk ({i}, {j}) of the Zarr array at {self.path!r} is missing (it reads "
+            "as NaN, the fill value of a store bigsink wrote): the store lost it or was "
+            "changed after it was written. Write the store again.")
+
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` read from the store."""
         if self._raw is None:
             with self._reading(start, stop):
-                return np.asarray(self._arr[start:stop, :])
+                return self._present(np.asarray(self._arr[start:stop, :]), start)
         return self.rows_into(start, stop, np.empty((stop - start, self.shape[1]), self.dtype))
 
     def rows_in(self, start: int, stop: int, blocks: np.ndarray) -> ColumnStrip:
@@ -179,7 +206,7 @@ class ZarrCost:
                     out[:, at[j]:at[j] + c1 - c0] = self._arr[start:stop, c0:c1]
         else:
             self._read_raw(start, stop, out, J, at)
-        return ColumnStrip(out, cols)
+        return ColumnStrip(self._present(out, start, cols), cols)
 
     def block_min(self) -> np.ndarray | None:
         """The least cost of each chunk (nI, nJ) when the store records it
@@ -203,8 +230,9 @@ class ZarrCost:
             with self._reading(start, stop):
                 self._arr.get_basic_selection((slice(start, stop), slice(None)),
                                               out=cpu.NDBuffer.from_numpy_array(out))
-            return out
-        return self._read_raw(start, stop, out, range(self._grid.n_blocks[1]))
+            return self._present(out, start)
+        return self._present(self._read_raw(start, stop, out, range(self._grid.n_blocks[1])),
+                             start)
 
     def _read_raw(self, start: int, stop: int, out: np.ndarray, blocks: Any,
                   at: dict[int, int] | None = None) -> np.ndarray:
