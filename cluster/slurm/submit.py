@@ -10,6 +10,8 @@ result. The cost must be on a file system the compute nodes share (or an object-
         --eps 1e-3 --out /shared/result --jobs 8 --cores 16 --memory 64GiB \\
         --queue normal --walltime 02:00:00 --account myproject
 
+Options left out come from the site's ``jobqueue.yaml`` (dask-jobqueue's configuration).
+
 Equivalent with the command line: start the SLURMCluster in Python, print
 ``cluster.scheduler_address`` and pass it to ``bigsink solve --scheduler``.
 """
@@ -18,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+import time
+from typing import Any
 
 import numpy as np
 
@@ -35,12 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="result directory (shared path)")
     parser.add_argument("--checkpoint", default=None, help="checkpoint group (shared path)")
     parser.add_argument("--jobs", type=int, default=4, help="SLURM jobs (one worker each)")
-    parser.add_argument("--cores", type=int, default=8, help="cores per job")
-    parser.add_argument("--memory", default="32GiB", help="memory per job")
+    # the job's shape: given here, or from your site's jobqueue.yaml (dask-jobqueue's own
+    # configuration, ~/.config/dask/jobqueue.yaml) when left out
+    parser.add_argument("--cores", type=int, default=None, help="cores per job")
+    parser.add_argument("--memory", default=None, help="memory per job, e.g. 32GiB")
     parser.add_argument("--queue", default=None, help="SLURM partition")
     parser.add_argument("--account", default=None, help="SLURM account")
-    parser.add_argument("--walltime", default="01:00:00")
-    parser.add_argument("--local-directory", default="$TMPDIR", help="worker spill directory")
+    parser.add_argument("--walltime", default=None, help="e.g. 01:00:00")
+    parser.add_argument("--local-directory", default=None, help="worker spill directory")
+    parser.add_argument("--start-timeout", type=float, default=3600.0,
+                        help="seconds to wait for the workers (queueing included)")
     args = parser.parse_args(argv)
 
     from dask_jobqueue import SLURMCluster
@@ -48,32 +57,60 @@ def main(argv: list[str] | None = None) -> int:
 
     import bigsink
 
+    given = {"queue": args.queue, "account": args.account, "cores": args.cores,
+             "memory": args.memory, "walltime": args.walltime,
+             "local_directory": args.local_directory}
     cluster = SLURMCluster(
-        queue=args.queue,
-        account=args.account,
-        cores=args.cores,
         processes=1,              # one worker process per job, `cores` threads
-        memory=args.memory,
-        walltime=args.walltime,
-        local_directory=args.local_directory,
-        job_extra_directives=["--exclusive"],
+        **{k: v for k, v in given.items() if v is not None},
     )
     cluster.scale(jobs=args.jobs)
     print(f"scheduler at {cluster.scheduler_address}; job script:\n{cluster.job_script()}",
           file=sys.stderr)
-    with Client(cluster) as client:
-        client.wait_for_workers(args.jobs, timeout=3600)
-        a = np.load(args.a) if args.a else None
-        b = np.load(args.b) if args.b else None
-        extra: dict[str, object] = {}
-        if args.checkpoint:  # a resubmitted run continues from its checkpoint
-            extra = {"checkpoint": args.checkpoint, "resume": os.path.exists(args.checkpoint)}
-        result = bigsink.solve(args.cost, a, b, eps=args.eps, tol=args.tol,
-                               max_iter=args.max_iter, client=client, **extra)
-        result.save(args.out)
-        print(result.summary())
-    cluster.close()
+    try:
+        with Client(cluster) as client:
+            wait_for_workers(cluster, client, args.jobs, args.start_timeout)
+            a = np.load(args.a) if args.a else None
+            b = np.load(args.b) if args.b else None
+            extra: dict[str, object] = {}
+            if args.checkpoint:  # a resubmitted run continues from its checkpoint
+                extra = {"checkpoint": args.checkpoint,
+                         "resume": os.path.exists(args.checkpoint)}
+            result = bigsink.solve(args.cost, a, b, eps=args.eps, tol=args.tol,
+                                   max_iter=args.max_iter, client=client, **extra)
+            result.save(args.out)
+            print(result.summary())
+    finally:
+        cluster.close()
     return 0 if result.converged else 1
+
+
+def job_alive(job_id: str) -> bool:
+    """Whether SLURM still lists the job (pending or running)."""
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
+                         text=True)
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
+def wait_for_workers(cluster: Any, client: Any, n: int, timeout: float) -> None:
+    """Wait until ``n`` workers have connected; fail at once (naming the job and its output
+    file) when a job ends before its worker connected: a worker that dies at start (a bad
+    Python environment, a missing local directory) would otherwise be waited for until
+    ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while len(client.scheduler_info()["workers"]) < n:
+        connected = {w.get("name") for w in client.scheduler_info()["workers"].values()}
+        for name, job in list(cluster.workers.items()):
+            job_id = getattr(job, "job_id", None)
+            if job_id and name not in connected and not any(
+                    str(c).startswith(str(name)) for c in connected) and not job_alive(job_id):
+                raise RuntimeError(
+                    f"SLURM job {job_id} ended before its Dask worker connected: see its "
+                    f"output (slurm-{job_id}.out in the submit directory).")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(client.scheduler_info()['workers'])} of {n} "
+                               f"workers connected within {timeout:g} s.")
+        time.sleep(2)
 
 
 if __name__ == "__main__":

@@ -532,7 +532,8 @@ def test_resident_strips_are_dealt_evenly_to_the_workers(dask_client: Any) -> No
         executor = DaskExecutor(dask_client, strip_bytes=strip_bytes)
         session = executor.open(bigsink.DenseCost(C, (100, 1200)), 1)
         try:
-            wait(session._data)
+            with dask_client.as_current():           # the session fixture is not the default
+                wait(session._data)
             holders = dask_client.who_has(session._data)
             where = [holders[f.key][0] for f in session._data]        # strip k -> worker
             assert len(where) == count
