@@ -43,6 +43,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     """Build a real problem (two 2-D point clouds), solve it, print a summary."""
     from . import PointCloudCost, solve
 
+    _check_plot(args.plot)
     rng = np.random.default_rng(args.seed)
     x, y = rng.random((args.n, 2)), rng.random((args.n, 2))
     cost = PointCloudCost(x, y, "sqeuclidean", scale=2.0)  # C in [0, 1]
@@ -84,6 +85,16 @@ def _scheduler_error(address: str, exc: BaseException) -> InputError:
         f"could not reach the Dask scheduler at {address!r} ({type(exc).__name__}: {exc}). "
         "Start one (cluster/local.sh) or check --scheduler."
     )
+
+
+def _check_plot(path: str | None) -> None:
+    """``--plot`` checked before any work: a .png in an existing directory."""
+    if not path:
+        return
+    where = os.path.abspath(path)
+    if not os.path.isdir(os.path.dirname(where)):
+        raise InputError(f"--plot: the directory {os.path.dirname(where)!r} does not exist; "
+                         "create it or choose another path.")
 
 
 def _storage_options(text: str | None) -> dict[str, Any] | None:
@@ -162,6 +173,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         raise InputError(f"--out: the directory {os.path.dirname(out)!r} does not exist.")
     if args.resume and not args.checkpoint:
         raise InputError("--resume needs --checkpoint PATH (the checkpoint to resume from).")
+    _check_plot(args.plot)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -195,6 +207,11 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print(result.summary())
         print(f"  saved to         {path}")
+    if not result.converged:                     # said even with --quiet or --json
+        me = result.marginal_error
+        print(f"bigsink solve: NOT converged in {result.n_iter} iterations: marginal error "
+              f"row {np.max(me.row):.3g}, col {np.max(me.col):.3g} > tol {result.tol:g} "
+              f"(saved to {path}); raise --max-iter or eps.", file=sys.stderr)
     return 0 if result.converged else 1
 
 
@@ -247,6 +264,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             cost = np.load(args.cost)
         except (OSError, ValueError) as exc:
             raise InputError(f"COST: cannot read {args.cost!r} as .npy ({exc}).") from None
+    _check_plot(args.plot)
     t0 = time.perf_counter()
     res = sweep(                    # --out is kept as batches complete, checked before any work
         cost, _load_pairs(args.pairs), eps, tol=args.tol, max_iter=args.max_iter,

@@ -169,7 +169,11 @@ def write_cost(
 
     if metric not in METRICS:
         raise InputError(f"metric must be one of {METRICS}; got {metric!r}.")
-    np_dtype = np.dtype(dtype)
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:
+        raise InputError(f"dtype must be a floating type such as 'float32'; got {dtype!r}."
+                         ) from None
     if np_dtype.kind != "f":
         raise InputError(f"dtype must be a floating type such as 'float32'; got {dtype!r}.")
     if isinstance(scale, str) and scale != "max":

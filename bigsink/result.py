@@ -289,6 +289,15 @@ class SinkhornResult:
         """
         return save_result(self, path, overwrite=overwrite)
 
+    def __repr__(self) -> str:
+        """One line: shape, eps, iterations, errors, convergence (no potentials)."""
+        K = f", K={np.shape(self.f)[1]}" if np.ndim(self.f) == 2 else ""
+        me = self.marginal_error
+        return (f"SinkhornResult(shape=({len(self.f)}, {len(self.g)}){K}, eps={self.eps:g}, "
+                f"n_iter={self.n_iter}, marginal_error=(row={np.max(me.row):.3g}, "
+                f"col={np.max(me.col):.3g}), converged={self.converged}, "
+                f"transport_cost={np.round(self.transport_cost, 10)})")
+
     def summary(self) -> str:
         """A short human-readable report."""
         me = self.marginal_error

@@ -176,6 +176,17 @@ class SweepRow:
 _COLUMNS = tuple(f.name for f in fields(SweepRow))
 
 
+#: The suffixes a sweep table is written as (anything else is refused, not written as CSV).
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def _check_table_path(name: str, path: str) -> None:
+    """InputError unless ``path`` names a table format bigsink writes."""
+    if not path.endswith(TABLE_SUFFIXES):
+        raise InputError(f"{name}: {path!r}: a sweep table is written as .csv or .parquet "
+                         "(needs pyarrow); choose one of those suffixes.")
+
+
 def _is_table(path: str) -> bool:
     """Whether ``path`` holds a sweep table bigsink wrote (its columns, in order)."""
     try:
@@ -238,6 +249,7 @@ class SweepResults:
         InputError unless ``overwrite``.
         """
         path = local_path("path", path)
+        _check_table_path("path", path)
         check_target("path", path, overwrite, _is_table)
         self._write(path)
 
@@ -612,6 +624,7 @@ def sweep(
     rows: dict[tuple[int, float], SweepRow] = {}
     if out is not None:
         out = local_path("out", out)
+        _check_table_path("out", out)
         if resume and os.path.exists(out):
             rows = _resumed_rows(out, index, eps_list)
         else:

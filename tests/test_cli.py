@@ -294,3 +294,45 @@ def test_warmup_fills_an_empty_kernel_cache(tmp_path: Path) -> None:
                            timeout=600)
     assert again.returncode == 0 and again.stdout.count("\n") == 1
     assert {p.name for p in (tmp_path / "cache").rglob("*.nbc")} == cached
+
+
+def test_messages_that_tell_the_truth(inputs: Path) -> None:
+    """issue 25 (first list): `cost --dtype banana` exited 1; `--plot` into a missing
+    directory failed only after the solve; `solve --quiet` that did not converge said
+    nothing; the advice to use eps-scaling came after eps-scaling ran; `repr(result)` was
+    33 KB at n = 1000."""
+    from bigsink.cli import main
+
+    assert_clean_error(bigsink_cli("cost", "x.npy", "y.npy", "--out", "C.zarr", "--dtype",
+                                   "banana", cwd=inputs), 2, "dtype", "banana")
+    np.save(inputs / "C.npy", np.random.default_rng(0).random((80, 60)))
+    t0 = time.monotonic()
+    assert_clean_error(bigsink_cli("solve", "C.npy", "--eps", "0.1", "--out", "R", "--plot",
+                                   "nodir/conv.png", cwd=inputs), 2, "--plot", "nodir")
+    assert not (inputs / "R").exists()
+    quiet = bigsink_cli("solve", "C.npy", "--eps", "1e-4", "--max-iter", "3", "--out", "R",
+                        "--quiet", cwd=inputs)
+    assert quiet.returncode == 1 and quiet.stdout == ""
+    assert "NOT converged in 3 iterations" in quiet.stderr and "--max-iter" in quiet.stderr
+    assert time.monotonic() - t0 < 120
+    C = np.load(inputs / "C.npy")
+    with pytest.warns(bigsink.ConvergenceWarning, match=r"eps-scaling ran \(\d+ stages\)"):
+        bigsink.solve(C, eps=1e-4, max_iter=20, progress=False)
+    with pytest.warns(bigsink.ConvergenceWarning, match=r"eps_scaling=True"):
+        bigsink.solve(C, eps=1e-4, max_iter=20, eps_scaling=False, progress=False)
+    r = bigsink.solve(np.random.default_rng(1).random((1000, 1000)), eps=0.1, progress=False)
+    text = repr(r)
+    assert len(text) < 300 and "shape=(1000, 1000)" in text and "converged=True" in text
+    assert main(["demo", "--n", "50", "--plot", str(inputs / "none" / "p.png"),
+                 "--quiet"]) == 2
+
+
+def test_a_sweep_table_is_csv_or_parquet_nothing_else(inputs: Path) -> None:
+    """issue 25: `sweep --out s.json` wrote CSV; now refused before any work (exit 2)."""
+    C = np.random.default_rng(0).random((10, 10))
+    pairs = [(np.full(10, 0.1), np.full(10, 0.1))]
+    with pytest.raises(bigsink.InputError, match=r"\.csv or \.parquet"):
+        bigsink.sweep(C, pairs, [0.1], out=inputs / "s.json")
+    with pytest.raises(bigsink.InputError, match=r"\.csv or \.parquet"):
+        bigsink.SweepResults(()).save(inputs / "s.json")
+    assert not (inputs / "s.json").exists()

@@ -109,12 +109,14 @@ def finish(
         truncation_bound=(report or {}).get("truncation_bound"),
     )
     if not converged:
+        advice = ("Raise max_iter, or use eps-scaling (eps_scaling=True)." if len(schedule) == 1
+                  else f"eps-scaling ran ({len(schedule)} stages): raise max_iter, or a "
+                  "larger eps converges faster.")
         warnings.warn(
             ConvergenceWarning(
                 f"Sinkhorn did not converge in {state.n_iter} iterations: marginal error "
                 f"row {row_err.max():.3g}, col {col_err.max():.3g} (relative to the mass: "
-                f"{relative.max():.3g}) > tol {tol:g} "
-                f"(eps={eps:g}). Raise max_iter, or use eps-scaling (eps_scaling=True)."
+                f"{relative.max():.3g}) > tol {tol:g} (eps={eps:g}). {advice}"
             ),
             stacklevel=3,
         )

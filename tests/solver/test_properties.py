@@ -109,10 +109,16 @@ def test_any_input_is_refused_or_reports_what_its_plan_does(x: dict[str, Any]) -
     mass = float(r.mass)
     assert np.isfinite([mass, r.transport_cost, r.reg_cost, *r.marginal_error]).all()
     assert mass > 0 or (mass == 0 and not math.isinf(x["rho"]))   # all too dear to move
-    # exp((f + g - C) / eps) is only as exact as C is at its scale: its rounding over eps
+    # exp((f + g - C) / eps) is only as exact as its exponent: the rounding of C, and of
+    # the solve's own (mass-normalised) potentials, in the cost's precision, over eps
     C = np.asarray(x["cost"], dtype=np.float64)
     ulp = float(np.finfo(np.result_type(x["cost"].dtype, np.float32)).eps)
-    rounding = 4 * ulp * max(float(np.abs(C).max()), 1e-300) / x["eps"]
+    f, g = np.asarray(r.f), np.asarray(r.g)
+    shift = x["eps"] * np.log(r.mass) if r.mass > 0 else 0.0     # the mass's share of f, g
+    size = max(float(np.abs(C).max()),
+               float(np.abs(f[np.isfinite(f)] - shift).max(initial=0.0)),
+               float(np.abs(g[np.isfinite(g)]).max(initial=0.0)), 1e-300)
+    rounding = 4 * ulp * size / x["eps"]
     scale = max(mass, float(a.sum())) * (1e-9 + rounding)
     assert abs(P.sum() - mass) <= scale
     assert abs(np.abs(P.sum(1) - a).sum() - r.marginal_error.row) <= scale
