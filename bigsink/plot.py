@@ -2,6 +2,9 @@
 
 Every function draws on an ``Axes`` (a new figure when none is given), optionally saves the
 figure to ``path`` (written to a temporary name, then renamed), and returns the ``Axes``.
+A new figure is a plain ``matplotlib.figure.Figure``: it touches no pyplot state (the
+backend stays as it is, so Jupyter's inline display keeps working, and no figures pile up
+in pyplot's list); show it with ``display(ax.figure)`` in a notebook, or save it.
 """
 
 from __future__ import annotations
@@ -19,16 +22,12 @@ __all__ = ["convergence", "plan", "save_figure", "sweep"]
 
 
 def _axes(ax: Any) -> Any:
-    """``ax``, or a new one on a headless (Agg) figure."""
+    """``ax``, or one on a new ``Figure`` that pyplot does not know about."""
     if ax is not None:
         return ax
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    _, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    return ax
+    return Figure(figsize=(6.4, 4.0), dpi=100).add_subplot()
 
 
 def save_figure(ax: Any, path: str | os.PathLike[str]) -> None:

@@ -56,3 +56,23 @@ def test_sweep_plot(tmp_path) -> None:
             for k in range(4)]
     plot.sweep(rows, path=tmp_path / "sweep.png")
     assert _png_size(tmp_path / "sweep.png") == (640, 400)
+
+
+def test_plots_leave_pyplot_and_the_backend_alone(result, tmp_path) -> None:
+    """issue 25: plots switched the backend to Agg (breaking Jupyter's inline display) and
+    never closed their figures (25 calls: "More than 20 figures"). Each call now leaves
+    the backend and pyplot's open figures as they were, and writes a non-blank PNG."""
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+
+    backend, figures = matplotlib.get_backend(), plt.get_fignums()
+    rows = [{"eps": e, "transport_cost": 0.1 * k + e, "pair": k} for e in (0.1, 0.01)
+            for k in range(4)]
+    for k in range(25):
+        plot.convergence(result, path=tmp_path / "c.png")
+        plot.plan(result, path=tmp_path / "p.png", max_side=30)
+        plot.sweep(rows, path=tmp_path / "s.png")
+        assert matplotlib.get_backend() == backend and plt.get_fignums() == figures, k
+    for name in ("c.png", "p.png", "s.png"):
+        image = matplotlib.image.imread(tmp_path / name)
+        assert image.shape[:2] == (400, 640) and float(image[..., :3].std()) > 0.01
