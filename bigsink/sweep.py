@@ -466,8 +466,6 @@ def _start_ray(address: str | None, num_cpus: int | None,
     job's, unless Ray is initialised in this process already; True when this call started
     or joined it."""
     address = ray_address("address", address)   # refused or probed before Ray dials
-    if address is None and "ray" not in sys.modules:
-        _loopback_only()
     import ray
 
     if ray.is_initialized():
