@@ -28,8 +28,8 @@ from filelock import FileLock
 
 from .errors import InputError
 
-__all__ = ["FORMAT", "atomic_path", "check_target", "local_path", "marked", "old_copies",
-           "remove", "swap_lock"]
+__all__ = ["FORMAT", "atomic_path", "check_replace", "check_target", "local_path", "marked",
+           "old_copies", "remove", "swap_lock"]
 
 #: Format marker stored in the attributes of every Zarr group or array bigsink writes.
 FORMAT = "bigsink"
@@ -70,14 +70,19 @@ def check_target(name: str, path: str, overwrite: bool,
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise InputError(f"{name}: the parent directory {parent!r} does not exist; create it.")
-    if not os.path.lexists(path):
-        return
+    if os.path.lexists(path):
+        check_replace(name, path, overwrite, lambda: not os.path.islink(path) and ours(path))
+
+
+def check_replace(name: str, path: str, overwrite: bool, ours: Callable[[], bool]) -> None:
+    """The rule for something already at ``path`` (a local path or a URL): an InputError
+    unless ``overwrite`` was asked for and ``ours()`` says bigsink wrote it."""
     if not overwrite:
         raise InputError(
             f"{name}: {path!r} already exists. Choose another path or pass overwrite=True "
             "(--overwrite on the command line)."
         )
-    if os.path.islink(path) or not ours(path):
+    if not ours():
         raise InputError(
             f"{name}: {path!r} exists and is not an output of bigsink (it has no bigsink "
             "format marker), so it is not replaced even with overwrite: move it away or "

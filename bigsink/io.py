@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._fs import FORMAT, atomic_path, check_target, local_path
+from ._fs import FORMAT, atomic_path, check_replace, check_target, local_path
 from ._progress import progress_bar
 from ._version import __version__
 from ._xp import to_numpy
@@ -251,12 +251,7 @@ def _clear_remote(url: str, storage_options: dict[str, Any] | None, overwrite: b
                          "the URL and storage_options (credentials, endpoint).") from None
     if not there:
         return
-    if not overwrite:
-        raise InputError(f"path: {url!r} already exists. Choose another path or pass "
-                         "overwrite=True (--overwrite on the command line).")
-    if attrs.get("format") != FORMAT:
-        raise InputError(f"path: {url!r} exists and is not an output of bigsink (it has no "
-                         "bigsink format marker), so it is not replaced even with overwrite.")
+    check_replace("path", url, overwrite, lambda: attrs.get("format") == FORMAT)
     fs.rm(root, recursive=True)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .._fs import FORMAT
 from ..errors import InputError
 from .base import BlockGrid, ColumnStrip
 
@@ -88,7 +89,7 @@ class ZarrCost:
         self.storage_options = storage_options
         self._arr = open_zarr_array(self.path, storage_options)
         attrs = self._arr.attrs
-        if attrs.get("format") == "bigsink" and attrs.get("complete") is False:
+        if attrs.get("format") == FORMAT and attrs.get("complete") is False:
             raise InputError(
                 f"cost: the Zarr array at {self.path!r} is incomplete: writing it was "
                 "interrupted (object stores have no atomic rename, so bigsink marks a store "
@@ -96,7 +97,7 @@ class ZarrCost:
         # a store bigsink wrote fills missing chunks with NaN: a read that finds one is a
         # chunk lost (or deleted) since, named at once instead of solved on
         fill = self._arr.fill_value
-        self._missing_is_nan = attrs.get("format") == "bigsink" and bool(np.isnan(fill))
+        self._missing_is_nan = attrs.get("format") == FORMAT and bool(np.isnan(fill))
         n, m = (int(s) for s in self._arr.shape)
         chunks = tuple(int(c) for c in self._arr.chunks)
         self._grid = BlockGrid((n, m), (chunks[0], chunks[1]))
