@@ -60,12 +60,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result.converged else 1
 
 
-def _load_npy(name: str, path: str, mmap: bool = False) -> np.ndarray:
+def _load_npy(name: str, path: str) -> np.ndarray:
     """An .npy file as an array, or an InputError naming the argument and the path."""
     if not os.path.isfile(path):
         raise InputError(f"{name}: no such file {path!r}.")
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise InputError(f"{name}: could not read {path!r} as a .npy array: {exc}") from None
 
@@ -156,14 +156,9 @@ def _jsonable(x: Any) -> Any:
 def _cmd_solve(args: argparse.Namespace) -> int:
     """Solve from a Zarr (or .npy) cost and .npy marginals; save the result."""
     from . import solve
+    from .costs import as_cost
 
-    if args.cost.endswith(".npy"):
-        cost: Any = _load_npy("COST", args.cost, mmap=True)
-    else:
-        from .costs import ZarrCost
-
-        cost = ZarrCost(args.cost if "://" in args.cost else os.path.abspath(args.cost),
-                        _storage_options(args.storage_options))
+    cost = as_cost(args.cost, _storage_options(args.storage_options))
     a = _load_npy("--a", args.a) if args.a else None
     b = _load_npy("--b", args.b) if args.b else None
     out = os.path.abspath(args.out)
@@ -254,16 +249,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         eps = [float(e) for e in args.eps.split(",") if e.strip()]
     except ValueError:
         raise InputError(f"--eps: expected comma-separated numbers, got {args.eps!r}.") from None
-    cost: object = args.cost
-    if args.storage_options:
-        from .costs import ZarrCost
+    from .costs import as_cost
 
-        cost = ZarrCost(args.cost, _storage_options(args.storage_options))
-    elif args.cost.endswith(".npy"):
-        try:
-            cost = np.load(args.cost)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"COST: cannot read {args.cost!r} as .npy ({exc}).") from None
+    cost = as_cost(args.cost, _storage_options(args.storage_options))
     _check_plot(args.plot)
     t0 = time.perf_counter()
     res = sweep(                    # --out is kept as batches complete, checked before any work

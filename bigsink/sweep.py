@@ -546,12 +546,14 @@ def sweep(
     out: str | os.PathLike[str] | None = None,
     resume: bool = False,
     runtime_env: dict[str, Any] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> SweepResults:
     """Solve every pair at every eps on a Ray cluster; one result row per (pair, eps).
 
     Args:
-        cost: the shared (n, m) cost: array, :class:`DenseCost`, :class:`ZarrCost` (or a Zarr
-            path) or :class:`PointCloudCost`. Shared once with ``ray.put``.
+        cost: the shared (n, m) cost: anything :func:`bigsink.solve` takes (an array, a
+            cost source, a Zarr or ``.npy`` path, ...; :func:`bigsink.costs.as_cost`).
+            Shared once with ``ray.put``.
         pairs: a sequence of ``(a, b)`` weight vectors, or a :class:`Pairs` index
             (:meth:`Pairs.one_vs_many`, :meth:`Pairs.all_pairs`).
         eps: one or more regularisations; each pair is solved along them coarsest first,
@@ -595,6 +597,7 @@ def sweep(
             job's where the sweep starts or joins Ray; in a Ray session this process already
             holds, its tasks' (where Ray takes URIs and ``env_vars``, not local files: pass
             those to your ``ray.init``). The result's ``cluster`` names its keys.
+        storage_options: fsspec options (credentials, endpoint) for a URL ``cost``.
 
     Returns:
         :class:`SweepResults`; a pair with bad weights or a batch whose task failed beyond its
@@ -607,7 +610,7 @@ def sweep(
             ``out``).
         ImportError: when Ray is not installed.
     """
-    src = as_cost(cost)
+    src = as_cost(cost, storage_options)
     if isinstance(src, DenseCost) and not isinstance(src.array, np.ndarray):
         src = DenseCost(to_numpy(src.array), src.grid.block_shape)
     eps_list = _check_eps(eps)

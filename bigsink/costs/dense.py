@@ -28,9 +28,11 @@ class DenseCost:
             C = np.asarray(C)
             ndim = C.ndim
         if ndim != 2:
+            pot = (" bigsink.solve takes (C, a, b); for POT's order (a, b, M, reg) use "
+                   "bigsink.ot.sinkhorn(a, b, M, reg)." if ndim == 1 else "")
             raise InputError(
                 f"cost: expected a 2-D (n, m) matrix, got an array of shape {tuple(C.shape)}. "
-                "Pass C with one row per source point and one column per target point."
+                "Pass C with one row per source point and one column per target point." + pot
             )
         if C.shape[0] == 0 or C.shape[1] == 0:
             raise InputError(f"cost: the matrix is empty (shape {tuple(C.shape)}).")

@@ -31,6 +31,12 @@ def open_zarr_array(path: Any, storage_options: dict[str, Any] | None = None) ->
     try:
         arr = zarr.open_array(where, mode="r", storage_options=storage_options)
     except Exception as exc:  # zarr raises several types for 'not an array'
+        members = _group_members(where, storage_options)
+        if members is not None:
+            listed = ", ".join(repr(f"{where.rstrip('/')}/{k}") for k in members[:5]) or "none"
+            raise InputError(
+                f"cost: {where!r} is a Zarr group, not an array; pass the path of the array "
+                f"inside it (its arrays: {listed}).") from None
         hint = (" Check the credentials in storage_options (--storage-options)."
                 if isinstance(exc, PermissionError) else "")
         raise InputError(
@@ -44,6 +50,19 @@ def open_zarr_array(path: Any, storage_options: dict[str, Any] | None = None) ->
     if 0 in arr.shape:
         raise InputError(f"cost: the Zarr array at {where!r} is empty (shape {arr.shape}).")
     return arr
+
+
+def _group_members(where: str, storage_options: dict[str, Any] | None) -> list[str] | None:
+    """The array paths inside the Zarr group at ``where`` (nested groups walked), or None
+    when ``where`` is no group."""
+    import zarr
+
+    try:
+        group = zarr.open_group(where, mode="r", storage_options=storage_options)
+    except Exception:  # not a group either: the caller reports its own error
+        return None
+    return sorted(name for name, _ in group.arrays()) + sorted(
+        f"{name}/{inner}" for name, sub in group.groups() for inner, _ in sub.arrays())
 
 
 def raw_chunk_dir(arr: Any) -> Path | None:

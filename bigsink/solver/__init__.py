@@ -125,12 +125,15 @@ def solve(
     theta: float | None = None,
     verify: bool = False,
     multiscale: bool | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> SinkhornResult:
     """Solve entropic optimal transport ``min <P,C> + eps*KL(P || a b^T)`` (DESIGN.md §1).
 
     Args:
-        cost: an (n, m) array (NumPy/CuPy), a cost source (:class:`DenseCost`, ...) or a
-            path/URL of a Zarr array.
+        cost: an (n, m) array (NumPy/CuPy/array-API), a cost source (:class:`DenseCost`,
+            ...), a path/URL of a Zarr array or a ``.npy`` file, a ``zarr.Array``, a
+            ``dask.array``, an xarray ``DataArray``, a pandas ``DataFrame`` or a
+            scipy.sparse matrix (:func:`bigsink.costs.as_cost`).
         a, b: marginals (n,) and (m,), or (n, K) / (m, K) to solve K problems with one pass
             over C per iteration; default uniform.
         eps: entropic regularisation (> 0), or relative to the cost as OTT's
@@ -226,6 +229,7 @@ def solve(
             iterations so far and the L1 row marginal error before the last one,
             relative to the total mass (for
             logging, or timing iterations apart from the solve's one-off costs).
+        storage_options: fsspec options (credentials, endpoint) for a URL ``cost``.
 
     Returns:
         A :class:`SinkhornResult`. Warns (ConvergenceWarning) when not converged.
@@ -235,7 +239,7 @@ def solve(
         NumericalError: instead of returning non-finite potentials or a vanished plan.
     """
     t0 = time.perf_counter()
-    user_src = as_cost(cost)
+    user_src = as_cost(cost, storage_options)
     eps_value, eps_rule = parse_eps(eps)             # absolute, or a factor of C's mean/std
     user_problem = make_problem(user_src.shape, a, b, eps_value, rho, rho_a, rho_b)
     config = SinkhornConfig.make(tol, max_iter, omega, eps_scaling, eps_decay, resident_kernel,

@@ -97,6 +97,23 @@ def test_an_s3_cost_is_written_solved_and_swept_as_a_local_one(
                                rtol=1e-12)
 
 
+def test_a_url_with_storage_options_and_an_open_zarr_array_are_costs(
+        s3: dict[str, Any], tmp_path: Path) -> None:
+    """solve takes a URL with storage_options, and an open zarr.Array of an S3 store (its
+    URL and credentials are recovered, so strips are streamed, as for a path)."""
+    import zarr
+
+    x, y = clouds(2)
+    bigsink.write_cost(x, y, "s3://bigsink/D.zarr", chunks=(100, 100), dtype="float64",
+                       storage_options=s3, progress=False)
+    ref = bigsink.solve(bigsink.PointCloudCost(x, y), eps=0.01, progress=False)
+    arr = zarr.open_array("s3://bigsink/D.zarr", mode="r", storage_options=s3)
+    for cost, kw in (("s3://bigsink/D.zarr", {"storage_options": s3}), (arr, {})):
+        r = bigsink.solve(cost, eps=0.01, progress=False, **kw)
+        assert isinstance(r.cost, bigsink.ZarrCost) and r.cost.path == "s3://bigsink/D.zarr"
+        np.testing.assert_allclose(r.f, ref.f, rtol=1e-10, atol=1e-12)
+
+
 def test_the_command_line_writes_and_solves_an_s3_cost(s3: dict[str, Any],
                                                        tmp_path: Path) -> None:
     from bigsink.cli import main
