@@ -1,6 +1,6 @@
 """Sweep throughput: one source against many targets on a shared cost, three ways.
 
-    python examples/bench_sweep.py --n 2000 --targets 200 --eps 0.05
+    python examples/bench_sweep.py [--small] [--out DIR] [--n 2000 --targets 200 --eps 0.05]
 
 1. ``bigsink.sweep`` on a local Ray instance (batched solves, K columns per pass over C),
    timed from a started Ray (its start-up, a few seconds, is reported apart);
@@ -10,7 +10,9 @@
 Problem: 2-D uniform points, squared Euclidean cost divided by its maximum (C in [0, 1]),
 a random source and random targets. Every method runs to the same L1 marginal tolerance;
 figures are pairs per second and the largest relative difference of ``<P, C>`` from the loop.
-Timings on a shared machine are noisy.
+Timings on a shared machine are noisy. The figures are printed and written to
+``DIR/bench_sweep.json``; ``--small`` (the CI size, as every example takes) is 100 points and
+8 targets unless ``--n`` / ``--targets`` say otherwise.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -93,20 +97,36 @@ def run(n: int = 2000, targets: int = 200, eps: float = 0.05, tol: float = 1e-6,
     }
 
 
-def main() -> None:
-    """Command line entry point."""
+#: (n, targets) of a full run and of ``--small``.
+FULL, SMALL = (2000, 200), (100, 8)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line entry point: ``--small`` and ``--out DIR`` as every example (see
+    ``examples/_common.py``), and the benchmark's own sizes."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=2000)
-    p.add_argument("--targets", type=int, default=200)
+    p.add_argument("--small", action="store_true", help="a CI-sized problem")
+    p.add_argument("--out", type=Path, default=Path("."),
+                   help="where to write outputs (bench_sweep.json)")
+    p.add_argument("--n", type=int, default=None, help=f"points a side ({FULL[0]}; "
+                   f"{SMALL[0]} with --small)")
+    p.add_argument("--targets", type=int, default=None,
+                   help=f"targets ({FULL[1]}; {SMALL[1]} with --small)")
     p.add_argument("--eps", type=float, default=0.05)
     p.add_argument("--tol", type=float, default=1e-6)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--num-cpus", type=int, default=None)
     p.add_argument("--loop-targets", type=int, default=None,
                    help="time the one-by-one loop on this many targets only")
-    args = p.parse_args()
-    print(json.dumps(run(args.n, args.targets, args.eps, args.tol, args.batch_size,
-                         args.num_cpus, args.loop_targets), indent=2))
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    n, targets = SMALL if args.small else FULL
+    figures = run(n if args.n is None else args.n,
+                  targets if args.targets is None else args.targets, args.eps, args.tol,
+                  args.batch_size, args.num_cpus, args.loop_targets)
+    text = json.dumps(figures, indent=2)
+    (args.out / "bench_sweep.json").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

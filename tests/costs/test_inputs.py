@@ -96,7 +96,7 @@ def test_a_large_sparse_matrix_is_refused_not_densified(monkeypatch) -> None:
 
 @pytest.mark.parametrize("thing", [{"C": 1}, object(), 3.5, None, {1, 2}])
 def test_anything_else_is_an_input_error_naming_it(thing: Any) -> None:
-    with pytest.raises(bigsink.InputError, match="cannot use a .* as a cost; expected .*zarr"):
+    with pytest.raises(bigsink.InputError, match=r"cannot use a .* as a cost; expected .*zarr"):
         bigsink.solve(thing, eps=0.1)
 
 
