@@ -20,7 +20,7 @@ LEVELS: tuple[tuple[str, ...], ...] = (
     ("bigsink.executors",),
     ("bigsink.result", "bigsink.operators"),
     ("bigsink.solver",),
-    ("bigsink.plans", "bigsink.io", "bigsink.toolbox", "bigsink.assign"),
+    ("bigsink.plans", "bigsink.io", "bigsink.toolbox", "bigsink.assign", "bigsink.ot"),
     ("bigsink.sweep", "bigsink.plot", "bigsink.bench", "bigsink.cli", "bigsink.autodiff",
      "bigsink"),
 )
