@@ -7,6 +7,8 @@ Quick start::
     result.transport_cost, result.marginal_error, result.plan()
 """
 
+import logging as _logging
+
 from ._version import __version__
 from .assign import assign
 from .costs import BlockGrid, CostSource, DenseCost, PointCloudCost, ZarrCost
@@ -29,6 +31,10 @@ from .toolbox import (
     wasserstein,
     wasserstein_1d_exact,
 )
+
+# the library's decisions are logged below "bigsink" (INFO); silent unless the application
+# configures logging (``bigsink -v`` does)
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
     "BlockGrid",

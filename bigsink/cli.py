@@ -9,7 +9,9 @@ with status 1 (set ``BIGSINK_TRACEBACK=1`` to see the traceback of a failure).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import logging
 import math
 import os
 import sys
@@ -153,6 +155,34 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def _summary_json(result: Any) -> dict[str, Any]:
+    """A result's summary as JSON-able numbers (``solve --json``, ``show --json``)."""
+    me = result.marginal_error
+    return {
+        "converged": bool(result.converged), "n_iter": int(result.n_iter),
+        "eps": result.eps, "eps_stages": _jsonable(result.eps_stages), "tol": result.tol,
+        "transport_cost": _jsonable(result.transport_cost),
+        "reg_cost": _jsonable(result.reg_cost), "dual_cost": _jsonable(result.dual_cost),
+        "marginal_error": {"row": _jsonable(me.row), "col": _jsonable(me.col)},
+        "mass": _jsonable(result.mass), "seconds": result.seconds,
+        "placement": result.placement, "executor": result.executor,
+        "active_fraction": result.active_fraction,
+        "truncation_bound": result.truncation_bound,
+    }
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    """Print the summary of a saved result (``bigsink solve --out``)."""
+    from .result import load_result
+
+    result = load_result(args.result)
+    if args.json:
+        print(json.dumps({**_summary_json(result), "path": os.path.abspath(args.result)}))
+    else:
+        print(result.summary())
+    return 0
+
+
 def _cmd_solve(args: argparse.Namespace) -> int:
     """Solve from a Zarr (or .npy) cost and .npy marginals; save the result."""
     from . import solve
@@ -176,7 +206,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
                            client=args.scheduler, progress=False if args.quiet else None,
                            checkpoint=args.checkpoint, resume=args.resume,
                            device=args.device, truncate=args.truncate, theta=args.theta,
-                           verify=args.verify)
+                           verify=args.verify, rho=args.rho, eps_scaling=args.eps_scaling)
     except (OSError, TimeoutError) as exc:
         if args.scheduler:
             raise _scheduler_error(args.scheduler, exc) from None
@@ -187,18 +217,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
         plot.convergence(result, path=args.plot)
     if args.json:
-        me = result.marginal_error
-        print(json.dumps({
-            "converged": bool(result.converged), "n_iter": int(result.n_iter),
-            "eps": result.eps, "eps_stages": _jsonable(result.eps_stages), "tol": result.tol,
-            "transport_cost": _jsonable(result.transport_cost),
-            "reg_cost": _jsonable(result.reg_cost), "dual_cost": _jsonable(result.dual_cost),
-            "marginal_error": {"row": _jsonable(me.row), "col": _jsonable(me.col)},
-            "mass": _jsonable(result.mass), "seconds": result.seconds, "out": path,
-            "scheduler": args.scheduler, "placement": result.placement,
-            "active_fraction": result.active_fraction,
-            "truncation_bound": result.truncation_bound,
-        }))
+        print(json.dumps({**_summary_json(result), "out": path, "scheduler": args.scheduler}))
     elif not args.quiet:
         print(result.summary())
         print(f"  saved to         {path}")
@@ -300,12 +319,31 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Defaults(argparse.HelpFormatter):
+    """Help that ends each option's line with its default, where it has a telling one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (default in (None, False, argparse.SUPPRESS) or "default" in text
+                or action.option_strings == [] or isinstance(default, bool)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="bigsink", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from ._version import __version__
 
-    demo = sub.add_parser("demo", help="solve an embedded example problem and print a summary")
+    parser = argparse.ArgumentParser(prog="bigsink", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"bigsink {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log the library's decisions on stderr (executor, eps schedule, "
+                        "kernel placement, fallbacks, scratch files); -vv for debug")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add = functools.partial(sub.add_parser, formatter_class=_Defaults)
+
+    demo = add("demo", help="solve an embedded example problem and print a summary")
     demo.add_argument("--n", type=int, default=1000, help="points per side (default 1000)")
     demo.add_argument("--eps", type=float, default=1e-3, help="regularisation (default 1e-3)")
     demo.add_argument("--tol", type=float, default=1e-6, help="L1 marginal tolerance")
@@ -315,13 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_cmd_demo)
 
-    warm = sub.add_parser(
+    warm = add(
         "warmup", help="compile the numba kernels into their cache (e.g. when building an "
         "image), so that the first solve does not pay for it")
     warm.add_argument("--quiet", action="store_true", help="only the one-line summary")
     warm.set_defaults(func=_cmd_warmup)
 
-    cost = sub.add_parser("cost", help="write a Zarr cost matrix from two .npy point clouds")
+    cost = add("cost", help="write a Zarr cost matrix from two .npy point clouds")
     cost.add_argument("x", metavar="X.npy", help="source points (n, d) or (n,)")
     cost.add_argument("y", metavar="Y.npy", help="target points (m, d) or (m,)")
     cost.add_argument("--out", required=True,
@@ -341,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     cost.set_defaults(func=_cmd_cost)
 
-    solve = sub.add_parser("solve", help="solve from a Zarr (or .npy) cost; save the result")
+    solve = add("solve", help="solve from a Zarr (or .npy) cost; save the result")
     solve.add_argument("cost", metavar="COST", help="Zarr array directory/URL or .npy file")
     solve.add_argument("--a", default=None, metavar="A.npy", help="row weights (default uniform)")
     solve.add_argument("--b", default=None, metavar="B.npy",
@@ -350,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="regularisation: a number, or relative to C as std:0.05 / mean:0.05")
     solve.add_argument("--tol", type=float, default=1e-6, help="L1 marginal tolerance")
     solve.add_argument("--max-iter", type=int, default=10_000, help="iteration budget")
+    solve.add_argument("--rho", type=float, default=math.inf,
+                       help="KL marginal penalty: unbalanced transport (inf: balanced)")
+    solve.add_argument("--eps-scaling", default=None, action=argparse.BooleanOptionalAction,
+                       help="solve a decreasing sequence of eps (default: auto, when "
+                       "spread(C)/eps is large)")
     solve.add_argument("--scheduler", default=None, metavar="ADDR",
                        help="Dask scheduler address (default: in-process threads)")
     solve.add_argument("--storage-options", default=None, metavar="JSON",
@@ -371,7 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--plot", metavar="FILE.png", help="save the convergence plot here")
     solve.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     solve.set_defaults(func=_cmd_solve)
-    sw = sub.add_parser(
+    show = add("show", help="print the summary of a saved result")
+    show.add_argument("result", metavar="RESULT", help="a result directory (solve --out)")
+    show.add_argument("--json", action="store_true", help="print it as JSON")
+    show.set_defaults(func=_cmd_show)
+
+    sw = add(
         "sweep", help="solve many (a, b) pairs at several eps on Ray, one row per (pair, eps)",
         description="PAIRS.npz holds 'a' (P, n) and 'b' (P, m) (row k is pair k), or 'a' (n,) "
         "and 'b' (P, m) (one source against P targets), or 'sources' (S, n), 'targets' (T, m) "
@@ -400,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--plot", metavar="FILE.png", help="save a plot of the results here")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.set_defaults(func=_cmd_sweep)
-    bench = sub.add_parser("bench", help="time bigsink against POT on the benchmark problem")
+    bench = add("bench", help="time bigsink against POT on the benchmark problem")
     bench.add_argument("--n", default="10000", help="sizes n = m, comma-separated")
     bench.add_argument("--eps", default="1e-2", help="regularisations, comma-separated")
     bench.add_argument("--dtype", default="float64", help="float64 and/or float32")
@@ -446,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bigsink`` console script."""
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(stream=sys.stderr, format="bigsink: %(name)s: %(message)s")
+        logging.getLogger("bigsink").setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
     try:
         return int(args.func(args))
     except InputError as exc:

@@ -13,6 +13,7 @@ Plain OS and NumPy: the executors import it to size their scratch room on the wo
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import shutil
@@ -27,6 +28,9 @@ __all__ = ["SCRATCH_MARGIN", "in_memory_fs", "kernel_budget", "physical_memory",
 
 #: Free space a scratch kernel file leaves on its disk.
 SCRATCH_MARGIN = 1 << 30
+
+
+LOG = logging.getLogger(__name__)
 
 
 def physical_memory() -> int:
@@ -86,6 +90,8 @@ def scratch_array(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
     of killing the process on a write to the mapping."""
     nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
     fd, path = tempfile.mkstemp(prefix="bigsink-kernel-")
+    LOG.info("scratch file %s: %.1f MiB, mapped and unlinked (it goes with the kernel)",
+             path, nbytes / 2**20)
     try:
         os.unlink(path)
         if hasattr(os, "posix_fallocate"):

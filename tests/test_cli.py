@@ -336,3 +336,33 @@ def test_a_sweep_table_is_csv_or_parquet_nothing_else(inputs: Path) -> None:
     with pytest.raises(bigsink.InputError, match=r"\.csv or \.parquet"):
         bigsink.SweepResults(()).save(inputs / "s.json")
     assert not (inputs / "s.json").exists()
+
+
+def test_version_verbose_show_rho_eps_scaling_and_defaults(inputs: Path) -> None:
+    """issue 25 item 4: `--version`; `-v` logs the library's decisions on stderr; `show`
+    prints a saved result; `--rho` and `--eps-scaling` reach the solver; `--help` shows
+    defaults."""
+    version = bigsink_cli("--version", cwd=inputs)
+    assert version.returncode == 0 and version.stdout.strip() == f"bigsink {bigsink.__version__}"
+    C = np.random.default_rng(2).random((80, 60))
+    np.save(inputs / "C.npy", C)
+    p = bigsink_cli("-v", "solve", "C.npy", "--eps", "0.05", "--rho", "0.5",
+                    "--no-eps-scaling", "--out", "R", "--quiet", cwd=inputs)
+    assert p.returncode == 0, p.stderr
+    for decision in ("executor: local", "eps schedule: 1 stage(s)", "eps-scaling off",
+                     "placement: "):
+        assert decision in p.stderr, p.stderr
+    want = bigsink.solve(C, eps=0.05, rho=0.5, eps_scaling=False, progress=False)
+    saved = bigsink.load_result(inputs / "R")
+    assert saved.rho_a == 0.5 and len(saved.eps_stages) == 1
+    np.testing.assert_allclose(saved.f, want.f, rtol=1e-12)
+    quiet = bigsink_cli("solve", "C.npy", "--eps", "0.05", "--out", "R2", "--quiet", cwd=inputs)
+    assert quiet.returncode == 0 and quiet.stderr == ""             # no -v: no log lines
+    shown = bigsink_cli("show", "R", cwd=inputs)
+    assert shown.returncode == 0 and shown.stdout.startswith("bigsink Sinkhorn: converged")
+    js = json.loads(bigsink_cli("show", "R", "--json", cwd=inputs).stdout)
+    assert js["transport_cost"] == saved.transport_cost and js["path"] == str(inputs / "R")
+    assert_clean_error(bigsink_cli("show", "missing", cwd=inputs), 2, "missing")
+    helptext = bigsink_cli("solve", "--help", cwd=inputs).stdout
+    assert "(default: 1e-06)" in helptext and "(default: 10000)" in helptext
+    assert bigsink_cli("solve", "C.npy", "--rho", "x", cwd=inputs).returncode == 2

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -53,6 +54,11 @@ from .loop import (
 from .multiscale import FANOUT, Level, assign, coarse_to_fine, hierarchy
 from .order import Order, spatial_layout
 from .steps import Evaluation, StepFactory, evaluate, stage_steps
+
+#: The solver's decisions (executor, eps schedule, kernel placement, multiscale levels) are
+#: logged here at INFO; steps and scratch files log to ``bigsink.solver.steps`` and
+#: ``bigsink.scratch`` (all below ``logging.getLogger("bigsink")``).
+LOG = logging.getLogger(__name__)
 
 __all__ = [
     "Evaluation", "Placement", "SinkhornConfig", "SolverState", "eps_schedule", "evaluate",
@@ -258,6 +264,8 @@ def solve(
     resumed, fp = checkpoint_arguments(checkpoint, checkpoint_every, resume, problem)
     user = user_hook(callback)
     session = make_executor(executor, client).open(src, problem.K)
+    LOG.info("executor: %s; cost %s (%d x %d, %s)", session.where, type(src).__name__,
+             *src.shape, np.dtype(src.dtype).name)
     runs: tuple[LevelRun, ...] = ()
     try:
         scan_seconds: float | None = None
@@ -309,7 +317,13 @@ def solve(
         if checkpoint is not None:
             hooks.append(Checkpointer(checkpoint, checkpoint_every, schedule, fp,
                                       (stats.lo, stats.hi)))
+        LOG.info("eps schedule: %d stage(s), %s (eps-scaling %s)", len(schedule),
+                 ", ".join(f"{e:.3g}" for e in schedule),
+                 {None: "auto", True: "on", False: "off"}[config.eps_scaling])
+        if note:
+            LOG.info("multiscale: %s", note)
         place, steps = _open_steps(session, src, problem, config, scan_seconds)
+        LOG.info("placement: %s", place)
         state, ev, converged, report = iterate(session, problem, schedule, start, config,
                                                steps, chain(hooks))
         if ev is None:

@@ -19,6 +19,7 @@ warm starts; every stage runs the same loop.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from ..kernels import add_partials, merge_scan, moments_strip, scan_strip
 from ..problem import Problem, log0
 from .config import STAGE_TOL, SinkhornConfig
 from .steps import Evaluation, Step, StepFactory, evaluate
+
+LOG = logging.getLogger(__name__)
 
 __all__ = ["CostStats", "Relaxation", "SolverState", "check_resolution", "iterate",
            "relative_eps", "row_error", "scan", "translate"]
@@ -304,7 +307,9 @@ def iterate(
                     ev = evaluate(session, f, g, eps)          # one exact pass over C
                 if max(e.max() for e in ev.errors(problem)) <= tol:
                     return current, ev, True, step.report()
-                step.refine(f, g)       # e.g. a float32 kernel's fixed point may miss tol
+                if step.refine(f, g):   # e.g. a float32 kernel's fixed point may miss tol
+                    LOG.info("the exact evaluation misses tol at eps=%g: the step refines "
+                             "(a float32 kernel is rebuilt in float64)", eps)
         finally:                        # what a step holds goes with its stage
             if step is not None:
                 report = step.report()

@@ -23,6 +23,7 @@ iteration (truncated, multiscale, GPU-resident) is a new Step; the loop does not
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable
@@ -53,6 +54,8 @@ from ..kernels.blocks import (
 )
 from ..kernels.scaling import ABSORB_BOUND, BlockKernel, KernelRows
 from ..problem import Problem, log0
+
+LOG = logging.getLogger(__name__)
 
 __all__ = [
     "KEEP_MARGIN", "RECORD_SLACK", "SHRINK", "SPARSE_MAX", "TINY", "WARMUP", "BlockBounds",
@@ -194,6 +197,8 @@ class Fallback:
         """The active step's iteration; on the primary's breakdown, the backup's."""
         out = self.active.step(f, g, omega)
         if out is None and self.active is self.primary:
+            LOG.info("%s broke down; %s goes on for the rest of the eps stage",
+                     type(self.primary).__name__, type(self.backup).__name__)
             self.primary.close()
             self.active = self.backup
             out = self.backup.step(f, g, omega)
