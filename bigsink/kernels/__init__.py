@@ -19,6 +19,7 @@ Nothing in this wing imports Dask, Zarr, Ray, the executors or the solver.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from types import ModuleType
@@ -42,11 +43,30 @@ from .reference import (
 )
 
 __all__ = [
-    "FLOAT32_TOL", "Pair", "add_partials", "apply_strip", "as_matrix", "check_tolerance",
-    "column_pair", "cost_grad_strip",
-    "evaluate_strip", "fused_available", "lse_pair", "merge_pairs", "merge_scan",
-    "moments_strip", "pair_to_lse", "plan_strip", "potential_update", "runs_whole",
-    "scan_strip", "sinkhorn_strip", "strip_kernels", "topk_strip", "tree_reduce",
+    "FLOAT32_TOL",
+    "Pair",
+    "add_partials",
+    "apply_strip",
+    "as_matrix",
+    "check_tolerance",
+    "column_pair",
+    "cost_grad_strip",
+    "evaluate_strip",
+    "fused_available",
+    "lse_pair",
+    "merge_pairs",
+    "merge_scan",
+    "moments_strip",
+    "pair_to_lse",
+    "plan_strip",
+    "potential_update",
+    "rounding_floor",
+    "runs_whole",
+    "scan_strip",
+    "sinkhorn_strip",
+    "strip_kernels",
+    "topk_strip",
+    "tree_reduce",
 ]
 
 #: Below this L1 tolerance a float32 cost cannot tell the answer apart (float32 epsilon
@@ -176,15 +196,44 @@ def strip_kernels(
     return reference.sinkhorn_strip, reference.evaluate_strip, reference.column_pair
 
 
-def check_tolerance(dtype: Any, tol: float, stacklevel: int = 2) -> None:
-    """Warn (:class:`~bigsink.errors.PrecisionWarning`) when ``tol`` is below what a ``dtype``
-    cost resolves."""
+def rounding_floor(shape: tuple[int, int]) -> float:
+    """The relative marginal error float64 sums of an (n, m) plan can be expected to reach:
+    ``sqrt(max(n, m))`` roundings of 2**-53 (random-walk accumulation)."""
+    return math.sqrt(max(shape)) * 2.0**-53
+
+
+def check_tolerance(dtype: Any, tol: float, shape: tuple[int, int], top: float, eps: float,
+                    stacklevel: int = 2) -> None:
+    """Warn (:class:`~bigsink.errors.PrecisionWarning`) before the iterations when ``tol``
+    asks for more than the data or the arithmetic carry, and say what to expect.
+
+    A float32 cost rounds each entry by up to ``top * 2**-24`` (``top = max |C|``), which
+    moves each plan entry by up to that over ``eps``, relatively, and ``<P, C>`` by about
+    that much: the iterations (float64) still take the marginals to ``tol`` for the stored
+    cost, but ``<P, C>`` and the potentials are no more exact. A ``tol`` below
+    :func:`rounding_floor` cannot be met in float64: the solve stops when its error stops
+    improving (a PrecisionWarning then, instead of running to ``max_iter``)."""
     if np.dtype(dtype) == np.float32 and tol < FLOAT32_TOL:
+        delta = top * 2.0**-24
         warnings.warn(
             PrecisionWarning(
-                f"tol={tol:g} is below the precision of a float32 cost (~{FLOAT32_TOL:g}): "
-                "the marginals still converge, but <P, C> and the potentials only carry "
-                "float32 accuracy. Use a float64 cost, or tol >= 1e-7."
+                f"tol={tol:g} is below the precision of a float32 cost: its entries (up to "
+                f"{top:.3g}) are rounded by up to {delta:.2g}, which moves each plan entry by "
+                f"up to {math.expm1(delta / eps):.2g} relatively and <P, C> by about "
+                f"{delta:.2g}. The marginals converge to tol for the stored cost (the "
+                "iteration runs in float64), but <P, C> and the potentials carry no more "
+                "than that accuracy. Use a float64 cost, or tol >= 1e-7."
+            ),
+            stacklevel=stacklevel + 1,
+        )
+    floor = rounding_floor(shape)
+    if tol < floor:
+        warnings.warn(
+            PrecisionWarning(
+                f"tol={tol:g} is below the rounding level of float64 sums over a "
+                f"{shape[0]} x {shape[1]} plan (about {floor:.1g} relative to the mass): "
+                "the solve stops, not converged, when its error stops improving. Use "
+                f"tol >= {10 * floor:.0e}."
             ),
             stacklevel=stacklevel + 1,
         )

@@ -250,7 +250,6 @@ def solve(
     user_problem = make_problem(user_src.shape, a, b, eps_value, rho, rho_a, rho_b)
     config = SinkhornConfig.make(tol, max_iter, omega, eps_scaling, eps_decay, resident_kernel,
                                  mixed_precision, truncate, theta, verify, multiscale)
-    check_tolerance(user_src.dtype, config.tol, stacklevel=2)
     f0, g0 = _check_init(init, user_problem)
     src, order = spatial_layout(user_src, config)     # a point cloud: in spatial order
     problem = user_problem.normalised()              # total mass 1: scale-free numbers
@@ -288,6 +287,8 @@ def solve(
                 problem, relative = _relative(session, src, stats, problem, eps_rule,
                                               eps_value)
         check_resolution(problem.eps, stats, np.dtype(src.dtype))
+        check_tolerance(src.dtype, config.tol, src.shape, max(abs(stats.lo), abs(stats.hi)),
+                        problem.eps, stacklevel=2)
         schedule = config.schedule(problem.eps, stats.spread, init is not None)
         if resumed is not None:
             check_cost_range(resumed, (stats.lo, stats.hi), checkpoint)

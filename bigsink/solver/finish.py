@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..costs import CostSource
-from ..errors import ConvergenceWarning, NumericalError
+from ..errors import ConvergenceWarning, NumericalError, PrecisionWarning
 from ..problem import Problem, log0
 from ..result import History, MarginalError, SinkhornResult
 from .loop import SolverState
@@ -108,7 +108,19 @@ def finish(
         active_fraction=(report or {}).get("active_fraction"),
         truncation_bound=(report or {}).get("truncation_bound"),
     )
-    if not converged:
+    stalled = (report or {}).get("stalled")
+    if not converged and stalled is not None:
+        warnings.warn(
+            PrecisionWarning(
+                f"Sinkhorn stopped after {state.n_iter} iterations, not converged: the "
+                f"marginal error stopped improving at about {max(stalled, relative.max()):.2g}"
+                f" (relative to the mass), the rounding level of this {problem.a.shape[0]} x "
+                f"{problem.b.shape[0]} problem in float64, above tol {tol:g}. More iterations "
+                f"cannot reach it: use tol >= {10 * max(stalled, relative.max()):.0e}."
+            ),
+            stacklevel=3,
+        )
+    elif not converged:
         advice = ("Raise max_iter, or use eps-scaling (eps_scaling=True)." if len(schedule) == 1
                   else f"eps-scaling ran ({len(schedule)} stages): raise max_iter, or a "
                   "larger eps converges faster.")

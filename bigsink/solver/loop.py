@@ -234,6 +234,24 @@ def _relaxation(omega: float | None) -> Relaxation:
     return Relaxation(omega=omega, adaptive=False)
 
 
+#: The last stage stops as "stalled" (not converged, a PrecisionWarning that says why) when
+#: its error, below :data:`STALL_LEVEL`, improved by less than 10% over the last
+#: :data:`STALL_WINDOW` iterations (a linear rate slower than 0.9995 per iteration), or when :data:`STALL_MISSES` exact evaluations missed
+#: ``tol`` with nothing left to refine: ``tol`` is then below what the arithmetic resolves,
+#: and more iterations would only burn the budget.
+STALL_WINDOW = 200
+STALL_LEVEL = 1e-11
+STALL_MISSES = 3
+
+
+def _stalled(errors: list[float]) -> bool:
+    """Whether a stage's errors (one per iteration) stopped improving at rounding level."""
+    if len(errors) < 2 * STALL_WINDOW:
+        return False
+    recent = min(errors[-STALL_WINDOW:])
+    return recent < STALL_LEVEL and recent > 0.9 * min(errors[:-STALL_WINDOW])
+
+
 def iterate(
     session: Session,
     problem: Problem,
@@ -252,7 +270,9 @@ def iterate(
     Intermediate stages stop at ``max(tol, STAGE_TOL)`` or after their share of
     ``max_iter`` (half of it split evenly), so the last stage gets at least half the budget,
     and always at least one iteration. ``config.omega``: over-relaxation (None: adaptive
-    per stage, see :class:`Relaxation`; a number: fixed).
+    per stage, see :class:`Relaxation`; a number: fixed). The last stage may stop early,
+    unconverged, when it stalls at rounding level (:data:`STALL_WINDOW`); the report then
+    holds ``stalled``, the error it stalled at.
     """
     tol, max_iter = config.tol, config.max_iter
     f, g, n_iter = state.f, state.g, state.n_iter
@@ -273,6 +293,8 @@ def iterate(
         for h in history[len(history) - done:]:   # a resumed stage: replay its errors so
             relax.observe(h[2])                     # omega continues as if never stopped
         w = relax.omega
+        errors: list[float] = []           # this stage's, for the stall test
+        misses = 0                         # exact evaluations that missed tol, unrefinable
         try:
             while n_iter < budget:
                 f_in = np.zeros_like(problem.a) if f is None else f   # no f yet: plain, from g
@@ -296,6 +318,9 @@ def iterate(
                 current = SolverState(stage, f, g, n_iter, tuple(history))
                 if on_iteration is not None:
                     on_iteration(current, float(err.max()))
+                errors.append(float(err.max()))
+                if stage == last and (_stalled(errors) or misses >= STALL_MISSES):
+                    return current, None, False, {**step.report(), "stalled": min(errors)}
                 if err.max() > stage_tol:
                     continue
                 if stage < last:
@@ -310,6 +335,8 @@ def iterate(
                 if step.refine(f, g):   # e.g. a float32 kernel's fixed point may miss tol
                     LOG.info("the exact evaluation misses tol at eps=%g: the step refines "
                              "(a float32 kernel is rebuilt in float64)", eps)
+                else:
+                    misses += 1
         finally:                        # what a step holds goes with its stage
             if step is not None:
                 report = step.report()

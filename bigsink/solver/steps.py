@@ -645,13 +645,14 @@ class ScalingStep:
         self.absorptions += 1
 
     def refine(self, f: np.ndarray, g: np.ndarray) -> bool:
-        """Store the kernel in the cost's own dtype from now on, rebuilt at ``(f, g)``: for a
-        mixed-precision kernel whose fixed point missed ``tol`` in the exact evaluation.
-        False (nothing done) when the kernel already has the cost's dtype."""
-        cost_dtype = np.dtype(self.session.cost.dtype)
-        if self.dtype == cost_dtype:
+        """Store the kernel in float64 from now on, rebuilt at ``(f, g)``: for a float32
+        kernel (mixed precision, or a float32 cost's own) whose fixed point missed ``tol``
+        in the exact evaluation, which is float64 either way. A float64 kernel that does not
+        fit is a breakdown at the next step (the log domain goes on, in float64 too). False
+        (nothing done) when the kernel is float64 already."""
+        if self.dtype == np.float64:
             return False
-        self.dtype = cost_dtype
+        self.dtype = np.dtype(np.float64)
         self._build(f, g)
         return True
 
