@@ -236,9 +236,10 @@ def _relaxation(omega: float | None) -> Relaxation:
 
 #: The last stage stops as "stalled" (not converged, a PrecisionWarning that says why) when
 #: its error, below :data:`STALL_LEVEL`, improved by less than 10% over the last
-#: :data:`STALL_WINDOW` iterations (a linear rate slower than 0.9995 per iteration), or when :data:`STALL_MISSES` exact evaluations missed
-#: ``tol`` with nothing left to refine: ``tol`` is then below what the arithmetic resolves,
-#: and more iterations would only burn the budget.
+#: :data:`STALL_WINDOW` iterations (a linear rate slower than 0.9995 per iteration), or
+#: when :data:`STALL_MISSES` exact evaluations missed ``tol`` with nothing left to refine:
+#: ``tol`` is then below what the arithmetic resolves, and more iterations would only burn
+#: the budget.
 STALL_WINDOW = 200
 STALL_LEVEL = 1e-11
 STALL_MISSES = 3
