@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= test,dev,ray,plot,dask,s3
+EXTRAS ?= test,dev,ray,plot,dask,s3,docs
 
-.PHONY: install test lint typecheck pytest faults dist demo bench clean
+.PHONY: install test lint typecheck pytest faults dist demo bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/bigsink bench $(BENCH_ARGS)
+
+# the documentation site in docs/_build/html: API reference from the docstrings, the user
+# guide, and the gallery, which runs every example at its --small size; warnings are errors
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -E -W --keep-going -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build

@@ -17,12 +17,10 @@ Timings on a shared machine are noisy. The figures are printed and written to
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -104,10 +102,9 @@ FULL, SMALL = (2000, 200), (100, 8)
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point: ``--small`` and ``--out DIR`` as every example (see
     ``examples/_common.py``), and the benchmark's own sizes."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--small", action="store_true", help="a CI-sized problem")
-    p.add_argument("--out", type=Path, default=Path("."),
-                   help="where to write outputs (bench_sweep.json)")
+    from _common import example_args, example_parser
+
+    p = example_parser(__doc__)
     p.add_argument("--n", type=int, default=None, help=f"points a side ({FULL[0]}; "
                    f"{SMALL[0]} with --small)")
     p.add_argument("--targets", type=int, default=None,
@@ -118,8 +115,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--num-cpus", type=int, default=None)
     p.add_argument("--loop-targets", type=int, default=None,
                    help="time the one-by-one loop on this many targets only")
-    args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = example_args(__doc__, p, argv)
     n, targets = SMALL if args.small else FULL
     figures = run(n if args.n is None else args.n,
                   targets if args.targets is None else args.targets, args.eps, args.tol,

@@ -4,7 +4,8 @@ The coordinator (this process) keeps the potentials; per job only O(n + m) numbe
 
 * every ``shared`` value of a job (``g``, ``eps``, ...) is sent **once per job** as the
   result of one small task, which every strip task depends on (a worker fetches it once).
-  It is a task result, not ``scatter``ed data, so a lost copy is recomputed from the graph;
+  It is a task result, not data from ``client.scatter``, so a lost copy is recomputed from
+  the graph;
 * ``row_args`` are sliced per strip here and embedded in that strip's task (O(n) in all);
 * each strip is **one task**: it runs the strip kernel on its rows of C (one read of C per
   strip per job: the fused kernel does the f-update and the column partials from that read),
