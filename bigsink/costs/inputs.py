@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..scratch import physical_memory
 from .base import CostSource
 from .dense import DenseCost
-from .zarr import ZarrCost
+from .zarr import ZarrCost, array_location
 
 __all__ = ["ACCEPTED", "LAZY_SHARE", "as_cost"]
 
@@ -105,14 +105,8 @@ def _from_path(where: str, storage_options: dict[str, Any] | None) -> CostSource
 def _from_zarr_array(arr: Any) -> CostSource:
     """An open ``zarr.Array``: streamed from its store when the store has a path or URL
     (workers reopen it there), else (an in-memory store) read whole when small."""
-    store = arr.store
-    root = getattr(store, "root", None)                   # LocalStore
-    if root is not None:
-        return ZarrCost(os.path.join(os.fspath(root), arr.path))
-    fs, path = getattr(store, "fs", None), getattr(store, "path", None)   # FsspecStore
-    if fs is not None and path is not None:
-        url = fs.unstrip_protocol(f"{path.rstrip('/')}/{arr.path}".rstrip("/"))
-        return ZarrCost(url, dict(getattr(fs, "storage_options", {})) or None)
+    if array_location(arr) is not None:
+        return ZarrCost(arr)
     return _small_dense(arr, lambda: np.asarray(arr[...]), "a zarr.Array in a memory store")
 
 

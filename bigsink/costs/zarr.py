@@ -15,7 +15,7 @@ from .._fs import FORMAT
 from ..errors import InputError
 from .base import BlockGrid, ColumnStrip
 
-__all__ = ["ZarrCost", "open_zarr_array", "raw_chunk_dir"]
+__all__ = ["ZarrCost", "array_location", "open_zarr_array", "raw_chunk_dir"]
 
 
 def open_zarr_array(path: Any, storage_options: dict[str, Any] | None = None) -> Any:
@@ -50,6 +50,21 @@ def open_zarr_array(path: Any, storage_options: dict[str, Any] | None = None) ->
     if 0 in arr.shape:
         raise InputError(f"cost: the Zarr array at {where!r} is empty (shape {arr.shape}).")
     return arr
+
+
+def array_location(arr: Any) -> tuple[str, dict[str, Any] | None] | None:
+    """Where an open ``zarr.Array`` lives, so that workers can reopen it: ``(path, None)``
+    for a local store, ``(URL, storage_options)`` for an fsspec one, None for an in-memory
+    store (nothing to reopen)."""
+    store = arr.store
+    root = getattr(store, "root", None)                                   # LocalStore
+    if root is not None:
+        return os.path.join(os.fspath(root), arr.path), None
+    fs, path = getattr(store, "fs", None), getattr(store, "path", None)   # FsspecStore
+    if fs is not None and path is not None:
+        url = fs.unstrip_protocol(f"{path.rstrip('/')}/{arr.path}".rstrip("/"))
+        return url, dict(getattr(fs, "storage_options", {})) or None
+    return None
 
 
 def _group_members(where: str, storage_options: dict[str, Any] | None) -> list[str] | None:
@@ -97,11 +112,20 @@ class ZarrCost:
     process ever holds more of C than the strips it is working on.
 
     Args:
-        path: directory or fsspec URL of the array.
+        path: directory or fsspec URL of the array, or an open ``zarr.Array`` of a local or
+            fsspec store (reopened there, so that workers can read it too).
         storage_options: passed to fsspec for remote stores.
     """
 
     def __init__(self, path: Any, storage_options: dict[str, Any] | None = None) -> None:
+        if type(path).__module__.split(".")[0] == "zarr" and hasattr(path, "store"):
+            found = array_location(path)                 # an open zarr.Array: reopen it
+            if found is None:
+                raise InputError(
+                    "cost: this zarr.Array lives in memory (no path or URL that workers could "
+                    "reopen): pass it to bigsink.solve, which reads a small one whole, or "
+                    "write it to a directory or object store.")
+            path, storage_options = found[0], storage_options or found[1]
         where = os.fspath(path) if hasattr(path, "__fspath__") else str(path)
         # absolute, so that workers with another working directory open the same store
         self.path = where if "://" in where else os.path.abspath(where)

@@ -56,6 +56,10 @@ def test_zarr_arrays_by_object_and_by_path(problem, tmp_path: Path) -> None:
     in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=C.shape, dtype="f8")
     in_memory[:] = C
     check(in_memory, ref, DenseCost)                     # workers could not reopen it
+    direct = ZarrCost(arr)                               # the source itself takes one too
+    assert direct.path == str(tmp_path / "g.zarr" / "C") and direct.shape == C.shape
+    with pytest.raises(bigsink.InputError, match="lives in memory"):
+        ZarrCost(in_memory)
 
 
 def test_a_zarr_group_says_which_arrays_it_holds(tmp_path: Path) -> None:
