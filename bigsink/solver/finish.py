@@ -32,6 +32,33 @@ def _kl(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (t - x + y).sum(axis=0)
 
 
+#: Iterations of the last stage whose rate :func:`_pace` measures (at most).
+PACE_WINDOW = 500
+
+
+def _pace(errors: np.ndarray, reached: float, tol: float, advice: str) -> str:
+    """``advice`` led by what the last stage's errors say about going on: the rate over its
+    last :data:`PACE_WINDOW` iterations (least errors of two windows, so that oscillations
+    do not fool it) and the iterations that rate needs from ``reached`` to ``tol``; or, when
+    the error stopped decreasing, that only a larger eps helps. ``advice`` alone when too
+    few iterations ran to tell."""
+    w = min(PACE_WINDOW, len(errors) // 2)
+    if w < 100:
+        return advice
+    before, after = float(np.min(errors[-2 * w:-w])), float(np.min(errors[-w:]))
+    if not (math.isfinite(before) and after > 0):
+        return advice
+    rate = (after / before) ** (1.0 / w)
+    if rate >= 1.0:
+        return (f"The error did not decrease over the last {w} iterations: this eps mixes "
+                "too slowly for the problem (typically eps far below the cost's steps "
+                "between neighbouring points, as in sorted 1-D data), so more iterations "
+                "will not help; a larger eps will.")
+    need = math.log(tol / reached) / math.log(rate)
+    return (f"At the last {w} iterations' rate ({1 - rate:.2g} of the error per "
+            f"iteration), reaching tol takes about {need:.2g} more iterations. {advice}")
+
+
 def finish(
     problem: Problem,
     state: SolverState,
@@ -124,6 +151,7 @@ def finish(
         advice = ("Raise max_iter, or use eps-scaling (eps_scaling=True)." if len(schedule) == 1
                   else f"eps-scaling ran ({len(schedule)} stages): raise max_iter, or a "
                   "larger eps converges faster.")
+        advice = _pace(hist[hist[:, 1] == eps, 2], float(relative.max()), tol, advice)
         warnings.warn(
             ConvergenceWarning(
                 f"Sinkhorn did not converge in {state.n_iter} iterations: marginal error "
