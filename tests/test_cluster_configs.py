@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,3 +120,105 @@ def test_kuberay_runs_the_image_and_its_own_start_command() -> None:
     launcher = yaml.safe_load((ROOT / "cluster" / "ray" / "cluster.yaml").read_text())
     assert launcher["file_mounts"]["~/bigsink-dist"] == "./dist"
     assert any("bigsink-dist/bigsink-*.whl" in c for c in _commands(launcher["setup_commands"]))
+
+
+# -- every config checked by the schema tools made for it (issue 23) --------------------------
+#: Kubernetes release whose OpenAPI schemas (kubernetes-validate) the manifests must satisfy.
+K8S_VERSION = "1.30.0"
+
+
+def _manifests() -> list[tuple[str, dict[str, Any]]]:
+    """Every Kubernetes document under cluster/ (and the TLS overlay's patched ones), named."""
+    found = [(f"{path.relative_to(ROOT)}:{d['kind']}", d)
+             for path in sorted(ROOT.glob("cluster/**/*.yaml"))
+             if path.name != "kustomization.yaml"
+             for d in yaml.safe_load_all(path.read_text()) if d and "apiVersion" in d
+             and "kind" in d]
+    found += [(f"tls overlay:{name}", doc) for name, doc in _kustomized().items()]
+    return found
+
+
+def test_core_kubernetes_manifests_pass_kubernetes_validate() -> None:
+    """Pods, Jobs, Services, volumes and NetworkPolicies against Kubernetes' own OpenAPI
+    schemas, strict (an unknown or misspelt field fails)."""
+    kv = pytest.importorskip("kubernetes_validate")
+    core = [(name, d) for name, d in _manifests() if "/" not in d["apiVersion"]
+            or d["apiVersion"].split("/")[0].endswith("k8s.io")
+            or d["apiVersion"].split("/")[0] in ("batch", "apps")]
+    assert {d["kind"] for _, d in core} >= {"PersistentVolumeClaim", "Job", "NetworkPolicy"}
+    for name, doc in core:
+        try:
+            kv.validate(doc, K8S_VERSION, strict=True)
+        except kv.ValidationError as exc:                       # pragma: no cover - message
+            pytest.fail(f"{name}: {exc}")
+
+
+def _pod_schema(kind: str) -> Any:
+    """A jsonschema validator for a Kubernetes definition (``PodSpec``, ...) of
+    :data:`K8S_VERSION`, strict, with its references resolved."""
+    import jsonschema
+    import kubernetes_validate
+    from referencing import Registry, Resource
+
+    base = (Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+            / f"v{K8S_VERSION}-local-strict")
+    schema = yaml.safe_load((base / f"{kind.lower()}-v1.json").read_text())
+
+    def retrieve(uri: str) -> Resource:                           # the schemas' own URLs
+        return Resource.from_contents(yaml.safe_load((base / uri.rsplit("/", 1)[-1])
+                                                     .read_text()))
+
+    registry: Registry = Registry(retrieve=retrieve)            # type: ignore[call-arg]
+    return jsonschema.Draft7Validator(schema, registry=registry)
+
+
+def test_operator_resources_carry_valid_pod_specs() -> None:
+    """The DaskCluster's and RayCluster's pod templates against Kubernetes' PodSpec and
+    ServiceSpec. (The dask-operator's and KubeRay's CRD schemas are not on PyPI in a form CI
+    can install: dask-kubernetes pins python-dateutil >= 3 against botocore's < 3, and KubeRay
+    ships its CRDs only in its Helm chart; their top-level fields are checked by the tests
+    above.)"""
+    pytest.importorskip("kubernetes_validate")
+    pod = _pod_schema("PodSpec")
+    docs = dict((d["kind"], d) for _, d in _manifests())
+    dask = docs["DaskCluster"]["spec"]
+    ray = docs["RayCluster"]["spec"]
+    specs = {"DaskCluster worker": dask["worker"]["spec"],
+             "DaskCluster scheduler": dask["scheduler"]["spec"],
+             "RayCluster head": ray["headGroupSpec"]["template"]["spec"]}
+    specs.update({f"RayCluster worker {g['groupName']}": g["template"]["spec"]
+                  for g in ray["workerGroupSpecs"]})
+    for name, spec in specs.items():
+        errors = sorted(pod.iter_errors(spec), key=str)
+        assert not errors, f"{name}: {errors[0].message} at {list(errors[0].path)}"
+    service = _pod_schema("ServiceSpec")
+    assert not list(service.iter_errors(dask["scheduler"]["service"]))
+    bad = dict(specs["DaskCluster worker"], containres=[])        # a misspelt field fails
+    assert list(pod.iter_errors(bad))
+
+
+def test_compose_files_pass_the_compose_spec() -> None:
+    """docker-compose.yml and its TLS overlay against the compose-spec JSON schema (the copy
+    check-jsonschema ships)."""
+    import jsonschema
+
+    cj = pytest.importorskip("check_jsonschema")
+    spec = Path(cj.__file__).parent / "builtin_schemas" / "vendor" / "compose-spec.json"
+    schema = yaml.safe_load(spec.read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    for path in sorted((ROOT / "cluster").glob("docker-compose*.yml")):
+        errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))
+        assert not errors, f"{path.name}: {errors[0].message}"
+    assert list(validator.iter_errors({"services": {"x": {"imagee": "y"}}}))
+
+
+def test_the_ray_launcher_config_passes_rays_validation() -> None:
+    """cluster/ray/cluster.yaml through the cluster launcher's own schema check."""
+    pytest.importorskip("ray")
+    from ray.autoscaler._private.commands import prepare_config
+    from ray.autoscaler._private.util import validate_config
+
+    config = yaml.safe_load((ROOT / "cluster" / "ray" / "cluster.yaml").read_text())
+    validate_config(prepare_config(config))                # as `ray up` does, defaults filled
+    with pytest.raises(Exception, match="additionalProperties"):
+        validate_config(prepare_config({**config, "max_workerz": 3}))
