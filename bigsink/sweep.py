@@ -611,6 +611,9 @@ def sweep(
         ImportError: when Ray is not installed.
     """
     src = as_cost(cost, storage_options)
+    materialize = getattr(src, "materialize", None)
+    if materialize is not None:         # a lazy array: computed once, not in every task
+        src = materialize()
     if isinstance(src, DenseCost) and not isinstance(src.array, np.ndarray):
         src = DenseCost(to_numpy(src.array), src.grid.block_shape)
     eps_list = _check_eps(eps)

@@ -4,7 +4,8 @@ The API (:func:`bigsink.solve`, :func:`bigsink.sweep`, the operators, the toolbo
 command line all go through :func:`as_cost`, so they accept the same things: a cost source,
 an in-memory array (NumPy, CuPy or any array-API array), a ``.npy`` file (memory-mapped), a
 Zarr array (path, fsspec URL with ``storage_options``, or an open ``zarr.Array``), a
-``dask.array``, an xarray ``DataArray``, a pandas ``DataFrame`` or a scipy.sparse matrix
+``dask.array`` (:class:`~bigsink.costs.lazy.LazyCost`: computed once in process, by the
+workers on Dask), an xarray ``DataArray``, a pandas ``DataFrame`` or a scipy.sparse matrix
 (densified when small). Anything else is an :class:`~bigsink.errors.InputError` that says
 what was received and what is accepted.
 """
@@ -20,13 +21,10 @@ from ..errors import InputError
 from ..scratch import physical_memory
 from .base import CostSource
 from .dense import DenseCost
+from .lazy import LAZY_SHARE, LazyCost
 from .zarr import ZarrCost, array_location
 
-__all__ = ["ACCEPTED", "LAZY_SHARE", "as_cost"]
-
-#: A lazy (dask.array) or sparse cost is made dense in memory when it takes at most this
-#: share of the machine's memory; a larger one is an InputError that says how to stream it.
-LAZY_SHARE = 0.25
+__all__ = ["ACCEPTED", "as_cost"]
 
 #: What :func:`as_cost` accepts, for messages.
 ACCEPTED = (
@@ -63,7 +61,7 @@ def as_cost(cost: Any, storage_options: dict[str, Any] | None = None) -> CostSou
     if kind == "sparse":
         return _from_sparse(cost)
     if hasattr(cost, "__dask_graph__") and hasattr(cost, "compute"):
-        return _computed(cost)
+        return LazyCost(cost)
     if (hasattr(cost, "shape") and hasattr(cost, "dtype")) or isinstance(cost, list | tuple):
         return DenseCost(cost)
     raise InputError(f"cost: cannot use a {_type_name(cost)} as a cost; expected {ACCEPTED}.")
@@ -144,18 +142,3 @@ def _small_dense(x: Any, densify: Any, what: str) -> DenseCost:
             "more than a quarter of this machine's memory; write it to a Zarr store (or "
             "give point clouds as PointCloudCost) and pass the path: stores are streamed.")
     return DenseCost(np.asarray(densify()))
-
-
-def _computed(cost: Any) -> DenseCost:
-    """A lazy array (``dask.array``) computed once into memory, in its own chunks as blocks
-    (its graph would otherwise be recomputed for every strip of every pass); an InputError
-    when it would not fit."""
-    nbytes = int(getattr(cost, "nbytes", 0))
-    if nbytes > LAZY_SHARE * physical_memory():
-        raise InputError(
-            f"cost: a lazy (dask) array of {nbytes / 2**30:.1f} GiB is more than a quarter "
-            "of this machine's memory; write it to a Zarr store (cost.to_zarr(path), or "
-            "bigsink.write_cost for point clouds) and pass the path: stores are streamed.")
-    chunks = getattr(cost, "chunksize", None)
-    block = (int(chunks[0]), int(chunks[1])) if chunks is not None and len(chunks) == 2 else None
-    return DenseCost(np.asarray(cost.compute()), block_shape=block)

@@ -167,8 +167,13 @@ class LocalExecutor:
 
         CuPy strips (float32/float64) are large and run on one thread: the GPU is the
         parallelism, and reads overlap compute through the cost's prefetcher
-        (:class:`~bigsink.costs.DeviceCost`), not through threads.
+        (:class:`~bigsink.costs.DeviceCost`), not through threads. A source with
+        ``materialize()`` (a lazy array, :class:`~bigsink.costs.LazyCost`) is computed into
+        memory once here, and the session runs on that.
         """
+        materialize = getattr(cost, "materialize", None)
+        if materialize is not None:
+            cost = materialize()
         dtype = np.dtype(cost.dtype)
         if strip_module(cost) == "cupy" and dtype.name in ("float32", "float64"):
             budget = _device_view_bytes() if isinstance(cost, DenseCost) else DEVICE_STRIP_BYTES

@@ -263,6 +263,7 @@ def solve(
     resumed, fp = checkpoint_arguments(checkpoint, checkpoint_every, resume, problem)
     user = user_hook(callback)
     session = make_executor(executor, client).open(src, problem.K)
+    src = session.cost                 # a lazy array: computed once when solved in process
     LOG.info("executor: %s; cost %s (%d x %d, %s)", session.where, type(src).__name__,
              *src.shape, np.dtype(src.dtype).name)
     runs: tuple[LevelRun, ...] = ()
