@@ -237,7 +237,8 @@ def _relaxation(omega: float | None) -> Relaxation:
 #: The last stage stops as "stalled" (not converged, a PrecisionWarning that says why) when
 #: its error, below :data:`STALL_LEVEL`, improved by less than 10% over the last
 #: :data:`STALL_WINDOW` iterations (a linear rate slower than 0.9995 per iteration), or
-#: when :data:`STALL_MISSES` exact evaluations missed ``tol`` with nothing left to refine:
+#: when :data:`STALL_MISSES` exact evaluations below that level missed ``tol``, each by no
+#: less than the last, with nothing left to refine:
 #: ``tol`` is then below what the arithmetic resolves, and more iterations would only burn
 #: the budget.
 STALL_WINDOW = 200
@@ -295,7 +296,8 @@ def iterate(
             relax.observe(h[2])                     # omega continues as if never stopped
         w = relax.omega
         errors: list[float] = []           # this stage's, for the stall test
-        misses = 0                         # exact evaluations that missed tol, unrefinable
+        misses = 0                         # exact evaluations that missed tol, unrefinable,
+        missed = math.inf                  # at rounding level without progress; the least
         try:
             while n_iter < budget:
                 f_in = np.zeros_like(problem.a) if f is None else f   # no f yet: plain, from g
@@ -331,13 +333,15 @@ def iterate(
                 ev = step.evaluate(f, g)
                 if ev is None:
                     ev = evaluate(session, f, g, eps)          # one exact pass over C
-                if max(e.max() for e in ev.errors(problem)) <= tol:
+                worst = max(float(e.max()) for e in ev.errors(problem))
+                if worst <= tol:
                     return current, ev, True, step.report()
                 if step.refine(f, g):   # e.g. a float32 kernel's fixed point may miss tol
                     LOG.info("the exact evaluation misses tol at eps=%g: the step refines "
                              "(a float32 kernel is rebuilt in float64)", eps)
-                else:
+                elif STALL_LEVEL > worst > 0.9 * missed:   # at rounding level, no progress
                     misses += 1
+                missed = min(missed, worst)
         finally:                        # what a step holds goes with its stage
             if step is not None:
                 report = step.report()

@@ -86,3 +86,12 @@ def test_slow_mixing_is_measured_not_guessed() -> None:
         longer = bigsink.solve(C, eps=1e-5, max_iter=20_000, progress=False)
     predicted = np.max(first.marginal_error.row) * np.exp(-rate * 10_000)
     assert predicted / 2 < np.max(longer.marginal_error.row) < predicted * 2
+
+
+def test_an_evaluation_that_misses_tol_while_still_improving_goes_on() -> None:
+    """Hypothesis found this 2 x 2 problem: its iterates move by less than tol while the
+    exact error (2.5e-9) is still above it and falling; that is not a stall."""
+    C = np.array([[0.02616121, 0.02984911], [0.08142257, 0.00919159]])
+    a, b = np.array([0.45237499, 0.54762501]), np.array([0.75233911, 0.24766089])
+    r = bigsink.solve(C, a, b, eps=0.0008142257405942805, tol=1e-9, progress=False)
+    assert r.converged
