@@ -58,7 +58,8 @@ from ..problem import Problem, log0
 LOG = logging.getLogger(__name__)
 
 __all__ = [
-    "KEEP_MARGIN", "RECORD_SLACK", "SHRINK", "SPARSE_MAX", "TINY", "WARMUP", "BlockBounds",
+    "KEEP_MARGIN", "RECORD_EVERY", "RECORD_SLACK", "SHRINK", "SPARSE_MAX", "TINY", "WARMUP",
+    "BlockBounds",
     "Evaluation", "Fallback", "LogStep", "ScalingStep", "SparseScalingStep", "Step", "StepFactory",
     "TruncatedStep", "evaluate", "select_blocks", "skipped_mass", "stage_steps",
     "truncated_evaluation",
@@ -378,6 +379,14 @@ def skipped_mass(log_u: np.ndarray, active: np.ndarray) -> float:
         return float(np.exp(np.log(np.exp(out - top).sum(axis=(0, 1)).max()) + top))
 
 
+#: While every block is in use, a truncated step records its blocks' masses (what the
+#: bounds are made of) on its first pass and every RECORD_EVERY-th after; the passes between
+#: run the plain fused pass (:class:`LogStep`), so a cost where nothing can be skipped pays
+#: truncation's bookkeeping on one pass in RECORD_EVERY. A bound from an older record stays
+#: certified (it adds the potentials' drift since), only looser.
+RECORD_EVERY = 8
+
+
 @dataclass
 class TruncatedStep:
     """Log-domain iterations that read only the blocks where the plan is not certifiably
@@ -410,6 +419,7 @@ class TruncatedStep:
     fraction: float = field(init=False, default=1.0)
     bound: float = field(init=False, default=0.0)
     _lead: tuple[np.ndarray, np.ndarray] | None = field(init=False, default=None, repr=False)
+    _plain: int = field(init=False, default=0, repr=False)      # unrecorded passes in a row
 
     def __post_init__(self) -> None:
         self.log = LogStep(self.session, self.problem, self.eps)
@@ -438,7 +448,12 @@ class TruncatedStep:
         if self._lead is not None:        # as much drift again as the last pass brought
             log_u = log_u + (self._lead[0][:, None, :] + self._lead[1][None, :, :]) / self.eps
         active = select_blocks(log_u, self.theta)
-        for _ in range(3):
+        plain = (active.all() and self.active is not None
+                 and self._plain < RECORD_EVERY - 1)             # see RECORD_EVERY
+        self._plain = self._plain + 1 if plain else 0
+        if plain:
+            out, self.bound = self.log.step(f, g, omega), 0.0
+        for _ in range(0 if plain else 3):
             cut = self._pass(f, g, omega, active)
             if cut is None:
                 active, out = np.ones_like(active), self.log.step(f, g, omega)
