@@ -118,6 +118,23 @@ class ColumnStrip:
         return np
 
 
+class Gridded:
+    """The ``shape`` and ``grid`` members of a cost source that keeps its
+    :class:`BlockGrid` as ``_grid`` (every source here)."""
+
+    _grid: BlockGrid
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, m)``."""
+        return self._grid.shape
+
+    @property
+    def grid(self) -> BlockGrid:
+        """The block partition (a store's or a lazy array's chunks, or the chosen blocks)."""
+        return self._grid
+
+
 @runtime_checkable
 class CostSource(Protocol):
     """What the solver needs of a cost matrix C (n, m)."""

@@ -7,14 +7,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .base import BlockGrid, default_block_shape
+from .base import BlockGrid, Gridded, default_block_shape
 
 Array = Any
 
 __all__ = ["DenseCost"]
 
 
-class DenseCost:
+class DenseCost(Gridded):
     """An in-memory cost matrix (NumPy, CuPy, or any array-API array), cut into blocks.
 
     Args:
@@ -54,19 +54,9 @@ class DenseCost:
         return self._C
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """``(n, m)``."""
-        return self._grid.shape
-
-    @property
     def dtype(self) -> np.dtype[Any]:
         """Element type."""
         return np.dtype(str(self._C.dtype).split(".")[-1])
-
-    @property
-    def grid(self) -> BlockGrid:
-        """The block partition."""
-        return self._grid
 
     def block(self, i: int, j: int) -> Array:
         """Block ``(i, j)`` (a view)."""

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..scratch import physical_memory
-from .base import BlockGrid
+from .base import BlockGrid, Gridded
 from .dense import DenseCost
 
 __all__ = ["LAZY_SHARE", "LazyCost"]
@@ -34,7 +34,7 @@ __all__ = ["LAZY_SHARE", "LazyCost"]
 LAZY_SHARE = 0.25
 
 
-class LazyCost:
+class LazyCost(Gridded):
     """A lazy 2-D array with ``__dask_graph__`` and ``compute`` as a cost source (see the
     module docstring).
 
@@ -65,19 +65,9 @@ class LazyCost:
         return self._array
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """``(n, m)``."""
-        return self._grid.shape
-
-    @property
     def dtype(self) -> np.dtype[Any]:
         """Element type of the strips (integer arrays give float64)."""
         return self._dtype
-
-    @property
-    def grid(self) -> BlockGrid:
-        """Blocks = the array's chunks."""
-        return self._grid
 
     def _compute(self, part: Any) -> np.ndarray:
         """``part`` of the array computed here, by the synchronous scheduler."""

@@ -18,7 +18,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from ..errors import InputError
-from .base import BlockGrid, default_block_shape
+from .base import BlockGrid, Gridded, default_block_shape
 
 __all__ = [
     "METRICS", "CloudStrip", "PointCloudCost", "box_distance", "metric_code", "pairwise_cost",
@@ -66,7 +66,7 @@ def _points(name: str, z: Any) -> Any:
     return z
 
 
-class PointCloudCost:
+class PointCloudCost(Gridded):
     """``C_ij = metric(x_i, y_j) / scale``, computed strip by strip; never materialised.
 
     Args:
@@ -116,19 +116,9 @@ class PointCloudCost:
         return type(self.x).__module__.split(".")[0]
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """``(n, m)``."""
-        return self._grid.shape
-
-    @property
     def dtype(self) -> np.dtype[Any]:
         """Element type of the computed blocks."""
         return self._dtype
-
-    @property
-    def grid(self) -> BlockGrid:
-        """The block partition."""
-        return self._grid
 
     def block(self, i: int, j: int) -> Any:
         """Block ``(i, j)``, computed."""

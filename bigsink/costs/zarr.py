@@ -13,7 +13,7 @@ import numpy as np
 
 from .._fs import FORMAT
 from ..errors import InputError
-from .base import BlockGrid, ColumnStrip
+from .base import BlockGrid, ColumnStrip, Gridded
 
 __all__ = ["ZarrCost", "array_location", "open_zarr_array", "raw_chunk_dir"]
 
@@ -105,7 +105,7 @@ def raw_chunk_dir(arr: Any) -> Path | None:
     return Path(store.root) / arr.store_path.path
 
 
-class ZarrCost:
+class ZarrCost(Gridded):
     """A cost matrix in a 2-D Zarr v3 array; its blocks are the array's (inner) chunks.
 
     Only the path travels when pickled, so Dask workers open the store themselves and no
@@ -163,19 +163,9 @@ class ZarrCost:
         return dict(self._arr.attrs)
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """``(n, m)``."""
-        return self._grid.shape
-
-    @property
     def dtype(self) -> np.dtype[Any]:
         """Element type."""
         return np.dtype(self._arr.dtype)
-
-    @property
-    def grid(self) -> BlockGrid:
-        """Blocks = the store's chunks."""
-        return self._grid
 
     #: Strips are read from the store (a solve never holds C whole in one process).
     reads_store = True

@@ -43,29 +43,10 @@ from .reference import (
 )
 
 __all__ = [
-    "FLOAT32_TOL",
-    "Pair",
-    "add_partials",
-    "apply_strip",
-    "as_matrix",
-    "check_tolerance",
-    "column_pair",
-    "cost_grad_strip",
-    "evaluate_strip",
-    "fused_available",
-    "lse_pair",
-    "merge_pairs",
-    "merge_scan",
-    "moments_strip",
-    "pair_to_lse",
-    "plan_strip",
-    "potential_update",
-    "rounding_floor",
-    "runs_whole",
-    "scan_strip",
-    "sinkhorn_strip",
-    "strip_kernels",
-    "topk_strip",
+    "FLOAT32_TOL", "Pair", "add_partials", "apply_strip", "as_matrix", "check_tolerance",
+    "column_pair", "cost_grad_strip", "evaluate_strip", "fused_available", "lse_pair",
+    "merge_pairs", "merge_scan", "moments_strip", "pair_to_lse", "plan_strip", "potential_update",
+    "rounding_floor", "runs_whole", "scan_strip", "sinkhorn_strip", "strip_kernels", "topk_strip",
     "tree_reduce",
 ]
 
